@@ -1,0 +1,102 @@
+// Browser half of `cargo xtask bench`: tabswarm's wasm training step (both backends, SGD and
+// Adam), burn's matmul at the step's shapes, and the same MLP in TF.js 4.22 on its wasm
+// backend (SIMD, one thread), all in one headless Chromium run. Prints JSON on stdout.
+import { launchBrowser, openPage, requireEnv, startServer } from '../tests/e2e/harness.mjs';
+
+const STEPS = Number(process.env.TABSWARM_BENCH_STEPS ?? 300);
+const server = await startServer({
+  pkg: requireEnv('TABSWARM_PKG', 'run `cargo xtask bench`'),
+  data: requireEnv('TABSWARM_DATA', 'run `cargo xtask bench`'),
+});
+const browser = await launchBrowser();
+try {
+  const { page } = await openPage(browser, server, '/bench/page.html');
+  const result = await page.evaluate(async (STEPS) => {
+    const { WasmTrainer, matmul_gflops } = window.tabswarm;
+    const now = () => performance.now();
+    const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+    const quantile = (xs, q) => { const s = [...xs].sort((a, b) => a - b); return s[Math.round((s.length - 1) * q)]; };
+    const FLOPS = 2 * (2 * 64 * 784 * 128) + 3 * (2 * 64 * 128 * 10);
+    const out = { steps: [], matmul: {}, tfjs: [], user_agent: navigator.userAgent };
+
+    for (const backend of ['flex', 'ndarray']) {
+      for (const [optimizer, lr] of [['sgd', 0.05], ['adam', 0.001]]) {
+        const t = new WasmTrainer(window.dataset, 'mlp', backend, optimizer, lr, 64, 0n);
+        t.steps(30);
+        const times = [];
+        for (let i = 0; i < STEPS; i++) { const t0 = now(); t.step(); times.push(now() - t0); }
+        const phases = { input: [], forward: [], backward: [], optimizer: [] };
+        for (let i = 0; i < Math.min(STEPS, 200); i++) {
+          const p = JSON.parse(t.step_phases(now));
+          for (const k of Object.keys(phases)) phases[k].push(p[k]);
+        }
+        const med = median(times);
+        out.steps.push({
+          backend, optimizer, model: 'mlp', batch: 64, steps: STEPS,
+          median_ms: med, p10_ms: quantile(times, 0.1), p90_ms: quantile(times, 0.9),
+          gflops: FLOPS / (med / 1e3) / 1e9,
+          phases_median_ms: { input: median(phases.input), forward_and_loss: median(phases.forward), backward: median(phases.backward), optimizer: median(phases.optimizer) },
+        });
+        t.free();
+      }
+      const shapes = [[64, 784, 128], [64, 128, 10], [128, 64, 10], [64, 10, 128], [784, 64, 128]];
+      let total = 0;
+      const per = shapes.map(([m, k, n]) => {
+        const g = matmul_gflops(backend, m, k, n, 200, now);
+        const ms = (2 * m * k * n) / (g * 1e9) * 1e3;
+        total += ms;
+        return { shape: [m, k, n], median_ms: ms, gflops: g };
+      });
+      out.matmul[backend] = { step_matmuls: per, step_matmuls_ms: total, gflops_at_step_shapes: FLOPS / (total / 1e3) / 1e9 };
+    }
+
+    // TF.js: same MLP, same batch, same real digits; upload each batch and await the loss,
+    // so both sides measure finished work including input upload.
+    const ds = window.dataset;
+    const n = new DataView(ds.buffer).getUint32(8, true);
+    const batches = [];
+    for (let b = 0; b < 20; b++) {
+      const xs = new Float32Array(64 * 784), ys = new Int32Array(64);
+      for (let i = 0; i < 64; i++) {
+        const idx = (b * 64 + i) % n;
+        ys[i] = ds[16 + idx];
+        for (let p = 0; p < 784; p++) xs[i * 784 + p] = (ds[16 + n + idx * 784 + p] / 255 - 0.1307) / 0.3081;
+      }
+      batches.push({ xs, ys });
+    }
+    out.tfjs_backend = tf.getBackend();
+    out.tfjs_version = tf.version.tfjs;
+    for (const [optimizer, lr] of [['sgd', 0.05], ['adam', 0.001]]) {
+      const bound1 = 1 / Math.sqrt(784), bound2 = 1 / Math.sqrt(128);
+      const w1 = tf.variable(tf.randomUniform([784, 128], -bound1, bound1));
+      const b1 = tf.variable(tf.zeros([128]));
+      const w2 = tf.variable(tf.randomUniform([128, 10], -bound2, bound2));
+      const b2 = tf.variable(tf.zeros([10]));
+      const opt = optimizer === 'sgd' ? tf.train.sgd(lr) : tf.train.adam(lr);
+      const step = async (i) => {
+        const { xs, ys } = batches[i % batches.length];
+        const loss = tf.tidy(() => {
+          const x = tf.tensor2d(xs, [64, 784]);
+          const y = tf.oneHot(tf.tensor1d(ys, 'int32'), 10);
+          return opt.minimize(() => tf.losses.softmaxCrossEntropy(y, tf.relu(x.matMul(w1).add(b1)).matMul(w2).add(b2)), true);
+        });
+        const v = (await loss.data())[0];
+        loss.dispose();
+        return v;
+      };
+      for (let i = 0; i < 30; i++) await step(i);
+      const times = [];
+      let last = NaN;
+      for (let i = 0; i < STEPS; i++) { const t0 = now(); last = await step(i); times.push(now() - t0); }
+      const med = median(times);
+      out.tfjs.push({ optimizer, median_ms: med, p10_ms: quantile(times, 0.1), p90_ms: quantile(times, 0.9), gflops: FLOPS / (med / 1e3) / 1e9, final_loss: last });
+      [w1, b1, w2, b2].forEach((v) => v.dispose());
+      opt.dispose();
+    }
+    return out;
+  }, STEPS);
+  console.log(JSON.stringify(result));
+} finally {
+  await browser.close();
+  await server.close();
+}

@@ -1,0 +1,76 @@
+// Shared by the browser tests and benchmarks: a static server on 127.0.0.1 and Debian's
+// chromium driven by playwright-core (no browser download, no network).
+import { createServer } from 'node:http';
+import { readFile, stat } from 'node:fs/promises';
+import { extname, join, normalize, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+
+export function requireEnv(name, hint) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: ${hint}`);
+  return v;
+}
+
+const TYPES = {
+  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.tsd': 'application/octet-stream',
+};
+
+// Serves only what the pages need: the generated package, the dataset, the pages and
+// node_modules (TF.js for the side-by-side benchmark). Paths cannot escape their roots.
+export async function startServer({ pkg, data }) {
+  const mounts = [
+    ['/pkg/', pkg],
+    ['/tests/e2e/', join(ROOT, 'tests/e2e')],
+    ['/bench/', join(ROOT, 'bench')],
+    ['/node_modules/', join(ROOT, 'node_modules')],
+  ];
+  const server = createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url, 'http://x');
+      let file = null;
+      if (url.pathname === '/data/mnist.tsd') file = data;
+      for (const [prefix, dir] of mounts) {
+        if (!file && url.pathname.startsWith(prefix)) {
+          const rel = normalize(decodeURIComponent(url.pathname.slice(prefix.length)));
+          if (rel.startsWith('..')) throw new Error('outside root');
+          file = join(dir, rel);
+        }
+      }
+      if (!file || !(await stat(file)).isFile()) throw new Error('not found');
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
+      res.end(await readFile(file));
+    } catch {
+      res.writeHead(404).end('not found');
+    }
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address();
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.TABSWARM_CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run',
+    ],
+  });
+}
+
+// Opens `path` and waits until the page's module set `window.ready` (or threw).
+export async function openPage(browser, server, path) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  await page.goto(server.url + path);
+  await page.waitForFunction(() => window.ready === true || window.loadError, null, { timeout: 60_000 });
+  const loadError = await page.evaluate(() => window.loadError ?? null);
+  if (loadError) throw new Error(`page failed to load: ${loadError}; console: ${errors.join(' | ')}`);
+  return { page, errors };
+}
