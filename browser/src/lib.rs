@@ -21,8 +21,8 @@
 use std::sync::Arc;
 
 use tabswarm_core::data::{Batches, Dataset, Split};
-use tabswarm_core::train::{self, Trainer};
 use tabswarm_core::perf;
+use tabswarm_core::train::{self, Trainer};
 use wasm_bindgen::prelude::*;
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
@@ -86,7 +86,10 @@ impl WasmTrainer {
     pub fn step_phases(&mut self, now: &js_sys::Function) -> Result<String, JsError> {
         let batch = self.batches.next_batch();
         let mut clock = js_clock(now);
-        let (loss, phases) = self.trainer.step_phases(&batch, &mut clock).map_err(js_err)?;
+        let (loss, phases) = self
+            .trainer
+            .step_phases(&batch, &mut clock)
+            .map_err(js_err)?;
         let mut v = serde_json::to_value(phases).map_err(js_err)?;
         v["loss"] = loss.into();
         Ok(v.to_string())
@@ -134,6 +137,14 @@ pub fn matmul_gflops(
 ) -> Result<f64, JsError> {
     let backend = backend.parse().map_err(js_err)?;
     let mut clock = js_clock(now);
-    let ms = perf::matmul_median(backend, [m as usize, k as usize, n as usize], iters as usize, &mut clock);
-    Ok(perf::gflops([m as usize, k as usize, n as usize], ms / 1000.0))
+    let ms = perf::matmul_median(
+        backend,
+        [m as usize, k as usize, n as usize],
+        iters as usize,
+        &mut clock,
+    );
+    Ok(perf::gflops(
+        [m as usize, k as usize, n as usize],
+        ms / 1000.0,
+    ))
 }

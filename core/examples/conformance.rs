@@ -21,5 +21,8 @@ fn main() {
         .into_iter()
         .map(|seed| (seed.to_string(), tabswarm_core::conformance::report(seed)))
         .collect();
-    println!("{}", serde_json::to_string(&out).expect("string maps always serialise"));
+    println!(
+        "{}",
+        serde_json::to_string(&out).expect("string maps always serialise")
+    );
 }

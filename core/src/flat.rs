@@ -113,7 +113,9 @@ pub fn difference(after: &[f32], before: &[f32]) -> Result<Vec<f32>, FlatError> 
 }
 
 /// The SHA-256 identity of a flat parameter vector: the model version `h` of DESIGN.md.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ParamHash(pub [u8; 32]);
 
 impl ParamHash {
@@ -214,19 +216,22 @@ mod tests {
         let b = [1.0f32; 4];
         assert_eq!(
             weighted_sum(&[&a, &b], &[1.0, 1.0]),
-            Err(FlatError::LengthMismatch { expected: 3, found: 4 })
+            Err(FlatError::LengthMismatch {
+                expected: 3,
+                found: 4
+            })
         );
-        assert_eq!(
-            weighted_mean(&[&a], &[0.0]),
-            Err(FlatError::BadWeights)
-        );
+        assert_eq!(weighted_mean(&[&a], &[0.0]), Err(FlatError::BadWeights));
         assert_eq!(
             weighted_mean(&[&a], &[f64::NAN]),
             Err(FlatError::BadWeights)
         );
         assert_eq!(
             weighted_sum(&[&a], &[1.0, 2.0]),
-            Err(FlatError::WeightCount { weights: 2, vectors: 1 })
+            Err(FlatError::WeightCount {
+                weights: 2,
+                vectors: 1
+            })
         );
         let mut p = [0.0f32; 2];
         assert!(apply_delta(&mut p, &a, 1.0).is_err());

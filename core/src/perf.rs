@@ -36,11 +36,17 @@ pub fn matmul_median(
     let device = backend.device();
     let mut rng = crate::rng::SeededRng::new(1, "perf/matmul");
     let a = Tensor::<2>::from_data(
-        TensorData::new((0..m * k).map(|_| rng.uniform(1.0)).collect::<Vec<f32>>(), [m, k]),
+        TensorData::new(
+            (0..m * k).map(|_| rng.uniform(1.0)).collect::<Vec<f32>>(),
+            [m, k],
+        ),
         &device,
     );
     let b = Tensor::<2>::from_data(
-        TensorData::new((0..k * n).map(|_| rng.uniform(1.0)).collect::<Vec<f32>>(), [k, n]),
+        TensorData::new(
+            (0..k * n).map(|_| rng.uniform(1.0)).collect::<Vec<f32>>(),
+            [k, n],
+        ),
         &device,
     );
     let mut times = Vec::with_capacity(iters);

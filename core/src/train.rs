@@ -11,10 +11,10 @@ use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 
+use crate::Backend;
 use crate::data::{Batch, Batches, Dataset};
 use crate::flat::{self, ParamHash};
 use crate::model::{self, Model, ModelKind, ParamError};
-use crate::Backend;
 
 /// The optimizer a trainer applies its gradients with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -197,7 +197,9 @@ pub struct Trainer {
 
 impl fmt::Debug for Trainer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Trainer").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Trainer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -230,7 +232,9 @@ impl Trainer {
     /// The model being trained.
     pub fn model(&self) -> &Model {
         // Present between calls: only `apply` takes it out, and puts it back.
-        self.model.as_ref().unwrap_or_else(|| unreachable!("model taken"))
+        self.model
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("model taken"))
     }
 
     /// The current parameters, flat.
@@ -266,7 +270,9 @@ impl Trainer {
     }
 
     fn take_model(&mut self) -> Model {
-        self.model.take().unwrap_or_else(|| unreachable!("model taken"))
+        self.model
+            .take()
+            .unwrap_or_else(|| unreachable!("model taken"))
     }
 
     fn check_input(&self, image_len: usize) -> Result<(), TrainError> {
@@ -403,17 +409,25 @@ pub fn evaluate(model: &Model, dataset: &Dataset) -> Result<Evaluation, TrainErr
         });
     }
     let model = model.valid();
-    let device = model.devices().into_iter().next().unwrap_or_else(|| Backend::Flex.device());
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Backend::Flex.device());
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     for batch in crate::data::batches_in_order(dataset, 500) {
         let n = batch.len();
-        let images =
-            Tensor::<2>::from_data(TensorData::new(batch.images.clone(), [n, batch.image_len]), &device);
+        let images = Tensor::<2>::from_data(
+            TensorData::new(batch.images.clone(), [n, batch.image_len]),
+            &device,
+        );
         let targets =
             Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), &device);
         let logits = model.forward(images);
-        let loss = loss_fn.forward(logits.clone(), targets).into_scalar::<f32>();
+        let loss = loss_fn
+            .forward(logits.clone(), targets)
+            .into_scalar::<f32>();
         loss_sum += f64::from(loss) * n as f64;
         let scores: Vec<f32> = logits.into_data().iter::<f32>().collect();
         for (row, &label) in scores.chunks(model::CLASSES).zip(&batch.labels) {
@@ -451,7 +465,9 @@ impl ModuleVisitor for CollectGrads<'_> {
         match value.grad(self.grads) {
             Some(g) => self.out.extend(g.into_data().iter::<f32>()),
             // A parameter the loss does not depend on has a zero gradient.
-            None => self.out.extend(std::iter::repeat_n(0.0, value.shape().num_elements())),
+            None => self
+                .out
+                .extend(std::iter::repeat_n(0.0, value.shape().num_elements())),
         }
     }
 }

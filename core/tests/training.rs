@@ -3,26 +3,38 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tabswarm_core::Backend;
 use tabswarm_core::data::{Batches, Dataset, Split};
 use tabswarm_core::flat;
 use tabswarm_core::model::{self, Model, ModelKind};
 use tabswarm_core::train::{Config, Optimizer, Trainer};
-use tabswarm_core::Backend;
 
 fn mnist() -> Split {
     let path = std::env::var_os("TABSWARM_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/mnist.tsd"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run `cargo xtask data` (or `cargo xtask test`) first", path.display())
+        panic!(
+            "{}: {e}; run `cargo xtask data` (or `cargo xtask test`) first",
+            path.display()
+        )
     });
     let dataset = Dataset::decode(&bytes).expect("data/mnist.tsd is valid");
-    assert_eq!(dataset.len(), 10_000, "the mnist package ships 10,000 digits");
+    assert_eq!(
+        dataset.len(),
+        10_000,
+        "the mnist package ships 10,000 digits"
+    );
     Split::mnist(&dataset)
 }
 
 fn config(backend: Backend, optimizer: Optimizer) -> Config {
-    Config { backend, optimizer, lr: optimizer.default_lr(), ..Config::default() }
+    Config {
+        backend,
+        optimizer,
+        lr: optimizer.default_lr(),
+        ..Config::default()
+    }
 }
 
 fn train_epochs(trainer: &mut Trainer, split: &Split, epochs: usize) {
@@ -54,7 +66,10 @@ fn mlp_reaches_94_percent_with_each_backend_and_optimizer() {
             train_epochs(&mut t, &split, 4);
             let after = t.evaluate(&split.test).unwrap();
             assert_eq!(after.examples, 1_000);
-            assert!(before.accuracy < 0.3, "an untrained model should be near chance");
+            assert!(
+                before.accuracy < 0.3,
+                "an untrained model should be near chance"
+            );
             assert!(
                 after.accuracy >= 0.94,
                 "{backend}/{optimizer}: test accuracy {:.3} < 0.94 (loss {:.3})",
@@ -82,7 +97,11 @@ fn params_round_trip_exactly_and_keep_the_model() {
     assert_eq!(a, b);
 
     // set_params replaces every value, in order.
-    let shifted: Vec<f32> = trained.iter().enumerate().map(|(i, p)| p + i as f32 * 1e-6).collect();
+    let shifted: Vec<f32> = trained
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p + i as f32 * 1e-6)
+        .collect();
     t.set_params(&shifted).unwrap();
     assert_eq!(t.params(), shifted);
     assert_eq!(t.param_hash(), flat::param_hash(&shifted));
@@ -109,8 +128,15 @@ fn the_flat_gradient_is_in_layout_order() {
     let mut expected = before.clone();
     flat::apply_delta(&mut expected, &grad, -(cfg.lr as f32)).unwrap();
     let after = t.params();
-    let worst = after.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0, f32::max);
-    assert!(worst < 1e-5, "SGD step differs from params - lr * grad by {worst}");
+    let worst = after
+        .iter()
+        .zip(&expected)
+        .map(|(a, e)| (a - e).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        worst < 1e-5,
+        "SGD step differs from params - lr * grad by {worst}"
+    );
 }
 
 #[test]
@@ -125,8 +151,15 @@ fn a_local_update_is_the_difference_it_claims() {
     assert!(update.loss_after < update.loss_before);
     let mut applied = base;
     flat::apply_delta(&mut applied, &update.delta, 1.0).unwrap();
-    let worst = applied.iter().zip(t.params()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    assert!(worst < 1e-6, "base + delta differs from the trained params by {worst}");
+    let worst = applied
+        .iter()
+        .zip(t.params())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        worst < 1e-6,
+        "base + delta differs from the trained params by {worst}"
+    );
 }
 
 #[test]
@@ -135,19 +168,32 @@ fn every_backend_starts_from_identical_parameters() {
         let hashes: Vec<_> = Backend::ALL
             .iter()
             .map(|&backend| {
-                let t = Trainer::new(&Config { model: kind, backend, ..Config::default() }).unwrap();
+                let t = Trainer::new(&Config {
+                    model: kind,
+                    backend,
+                    ..Config::default()
+                })
+                .unwrap();
                 t.param_hash()
             })
             .collect();
         assert_eq!(hashes[0], hashes[1], "{kind}");
-        assert_eq!(hashes[0], flat::param_hash(&kind.layout().initial_params(0)));
+        assert_eq!(
+            hashes[0],
+            flat::param_hash(&kind.layout().initial_params(0))
+        );
     }
 }
 
 #[test]
 fn the_cnn_learns() {
     let split = mnist();
-    let cfg = Config { model: ModelKind::Cnn, lr: 3e-3, batch_size: 32, ..Config::default() };
+    let cfg = Config {
+        model: ModelKind::Cnn,
+        lr: 3e-3,
+        batch_size: 32,
+        ..Config::default()
+    };
     let mut t = Trainer::new(&cfg).unwrap();
     assert_eq!(t.params().len(), ModelKind::Cnn.layout().num_params());
     let mut batches = Batches::new(Arc::clone(&split.train), 32, 0);
@@ -155,5 +201,9 @@ fn the_cnn_learns() {
         t.step(&batches.next_batch()).unwrap();
     }
     let eval = t.evaluate(&split.test).unwrap();
-    assert!(eval.accuracy > 0.6, "cnn accuracy after 150 steps: {}", eval.accuracy);
+    assert!(
+        eval.accuracy > 0.6,
+        "cnn accuracy after 150 steps: {}",
+        eval.accuracy
+    );
 }

@@ -50,7 +50,10 @@ fn main() -> anyhow::Result<()> {
     for backend in Backend::ALL {
         for optimizer in [Optimizer::Sgd, Optimizer::Adam] {
             let r = step_time(&split, backend, optimizer, steps, &mut clock)?;
-            eprintln!("native {backend} {optimizer}: median {:.3} ms/step", r["median_ms"]);
+            eprintln!(
+                "native {backend} {optimizer}: median {:.3} ms/step",
+                r["median_ms"]
+            );
             configs.push(r);
         }
     }
@@ -63,11 +66,14 @@ fn main() -> anyhow::Result<()> {
             total_ms += ms;
             shapes.push(serde_json::json!({"shape": shape, "median_ms": ms, "gflops": perf::gflops(shape, ms / 1e3)}));
         }
-        matmul.insert(backend.to_string(), serde_json::json!({
-            "step_matmuls": shapes,
-            "step_matmuls_ms": total_ms,
-            "gflops_at_step_shapes": perf::mlp_step_flops(BATCH) / (total_ms / 1e3) / 1e9,
-        }));
+        matmul.insert(
+            backend.to_string(),
+            serde_json::json!({
+                "step_matmuls": shapes,
+                "step_matmuls_ms": total_ms,
+                "gflops_at_step_shapes": perf::mlp_step_flops(BATCH) / (total_ms / 1e3) / 1e9,
+            }),
+        );
     }
     let t94 = time_to_accuracy(&split, 0.94, &mut clock)?;
     eprintln!("native time to 94%: {:.2} s", t94["train_seconds"]);
@@ -92,7 +98,13 @@ fn step_time(
     steps: usize,
     clock: &mut dyn FnMut() -> f64,
 ) -> anyhow::Result<serde_json::Value> {
-    let config = Config { backend, optimizer, lr: optimizer.default_lr(), batch_size: BATCH, ..Config::default() };
+    let config = Config {
+        backend,
+        optimizer,
+        lr: optimizer.default_lr(),
+        batch_size: BATCH,
+        ..Config::default()
+    };
     let mut trainer = Trainer::new(&config)?;
     let mut batches = Batches::new(Arc::clone(&split.train), BATCH, 0);
     for _ in 0..WARMUP {
@@ -108,7 +120,10 @@ fn step_time(
     let mut phases = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..steps.min(200) {
         let (_, p) = trainer.step_phases(&batches.next_batch(), clock)?;
-        for (v, x) in phases.iter_mut().zip([p.input, p.forward, p.backward, p.optimizer]) {
+        for (v, x) in phases
+            .iter_mut()
+            .zip([p.input, p.forward, p.backward, p.optimizer])
+        {
             v.push(x);
         }
     }
@@ -128,7 +143,11 @@ fn step_time(
     }))
 }
 
-fn time_to_accuracy(split: &Split, target: f32, clock: &mut dyn FnMut() -> f64) -> anyhow::Result<serde_json::Value> {
+fn time_to_accuracy(
+    split: &Split,
+    target: f32,
+    clock: &mut dyn FnMut() -> f64,
+) -> anyhow::Result<serde_json::Value> {
     let config = Config::default();
     let mut trainer = Trainer::new(&config)?;
     let mut batches = Batches::new(Arc::clone(&split.train), config.batch_size, config.seed);

@@ -53,7 +53,7 @@ pub(crate) struct TrainArgs {
     pub(crate) batch: u32,
 
     /// Learning rate [default: 0.001 for adam, 0.05 for sgd].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub(crate) lr: Option<f64>,
 
     /// Optimizer.

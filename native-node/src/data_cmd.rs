@@ -12,7 +12,12 @@ pub(crate) fn run(args: DataArgs) -> anyhow::Result<()> {
             let dataset = import_mnist(&from)?;
             write_atomically(&out, &dataset.encode())?;
             info!(examples = dataset.len(), path = %out.display(), "packed MNIST");
-            println!("{}: {} digits, class counts {:?}", out.display(), dataset.len(), dataset.class_counts());
+            println!(
+                "{}: {} digits, class counts {:?}",
+                out.display(),
+                dataset.len(),
+                dataset.class_counts()
+            );
             Ok(())
         }
         DataCommand::Inspect { path } => {
@@ -75,17 +80,27 @@ fn import_mnist(dir: &Path) -> anyhow::Result<Dataset> {
             .with_context(|| format!("missing {}", path.display()))?
             .len();
         if size > MAX_DIGIT_FILE {
-            bail!("{} is {size} bytes, more than the 64 MiB a digit file may have", path.display());
+            bail!(
+                "{} is {size} bytes, more than the 64 MiB a digit file may have",
+                path.display()
+            );
         }
         let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let file: DigitFile = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not {{\"data\": [numbers]}}", path.display()))?;
         if file.data.is_empty() || file.data.len() % PIXELS != 0 {
-            bail!("{} has {} values, not a whole number of 28x28 digits", path.display(), file.data.len());
+            bail!(
+                "{} has {} values, not a whole number of 28x28 digits",
+                path.display(),
+                file.data.len()
+            );
         }
         for (i, &v) in file.data.iter().enumerate() {
             if !(0.0..=1.0).contains(&v) {
-                bail!("{}: value {v} at index {i} is outside [0, 1]", path.display());
+                bail!(
+                    "{}: value {v} at index {i} is outside [0, 1]",
+                    path.display()
+                );
             }
             pixels.push((v * 255.0).round() as u8);
         }

@@ -58,8 +58,15 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         let mut smoothed = f32::NAN;
         for _ in 0..per_epoch {
             let loss = trainer.step(&batches.next_batch())?;
-            anyhow::ensure!(loss.is_finite(), "loss became {loss} at step {steps}: lower the learning rate (--lr)");
-            smoothed = if smoothed.is_nan() { loss } else { 0.95 * smoothed + 0.05 * loss };
+            anyhow::ensure!(
+                loss.is_finite(),
+                "loss became {loss} at step {steps}: lower the learning rate (--lr)"
+            );
+            smoothed = if smoothed.is_nan() {
+                loss
+            } else {
+                0.95 * smoothed + 0.05 * loss
+            };
             steps += 1;
             bar.set_message(format!("epoch {epoch}/{} loss {smoothed:.4}", args.epochs));
             bar.inc(1);
@@ -68,7 +75,9 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         let eval = trainer.evaluate(&split.test)?;
         bar.suspend(|| {
             info!(
-                epoch, train_loss = format!("{smoothed:.4}"), test_loss = format!("{:.4}", eval.loss),
+                epoch,
+                train_loss = format!("{smoothed:.4}"),
+                test_loss = format!("{:.4}", eval.loss),
                 test_accuracy = format!("{:.2}%", eval.accuracy * 100.0),
                 "epoch done"
             )
@@ -90,7 +99,10 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         Some(path) => {
             let bytes = trainer.model().to_safetensors()?;
             data_cmd::write_atomically(path, &bytes)?;
-            println!("model written to {} (SafeTensors, PyTorch layout)", path.display());
+            println!(
+                "model written to {} (SafeTensors, PyTorch layout)",
+                path.display()
+            );
             Some(path.display().to_string())
         }
         None => None,

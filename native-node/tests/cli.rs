@@ -43,7 +43,11 @@ fn missing_data_says_how_to_make_it() {
 fn bad_flags_name_the_valid_values() {
     let o = node(&["train", "--backend", "cuda"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("\"flex\" or \"ndarray\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"flex\" or \"ndarray\""),
+        "{}",
+        stderr(&o)
+    );
 
     let o = node(&["train", "--optimizer", "rmsprop"]);
     assert!(stderr(&o).contains("\"sgd\" or \"adam\""), "{}", stderr(&o));
@@ -78,7 +82,14 @@ fn a_corrupt_dataset_is_refused_by_name() {
 #[test]
 fn import_mnist_refuses_a_missing_package() {
     let dir = scratch("import");
-    let o = node(&["data", "import-mnist", "--from", "/nonexistent/digits", "--out", dir.join("x.tsd").to_str().unwrap()]);
+    let o = node(&[
+        "data",
+        "import-mnist",
+        "--from",
+        "/nonexistent/digits",
+        "--out",
+        dir.join("x.tsd").to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("npm ci"), "{}", stderr(&o));
 }
@@ -91,14 +102,20 @@ fn train_exports_a_pytorch_layout_safetensors_file() {
     let out = dir.join("model.safetensors");
     let data = data_path();
     let o = node(&[
-        "train", "--epochs", "2", "--json", "--no-progress",
-        "--data", data.to_str().unwrap(),
-        "--export", out.to_str().unwrap(),
+        "train",
+        "--epochs",
+        "2",
+        "--json",
+        "--no-progress",
+        "--data",
+        data.to_str().unwrap(),
+        "--export",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap()).expect("JSON summary on the last line");
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap())
+        .expect("JSON summary on the last line");
     let reported = summary["test_accuracy"].as_f64().unwrap();
     assert!(reported > 0.9, "accuracy {reported}");
     assert!(stdout.contains("test accuracy"));
@@ -107,30 +124,44 @@ fn train_exports_a_pytorch_layout_safetensors_file() {
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().unwrap_or_default();
     assert_eq!(meta.get("tabswarm.model").map(String::as_str), Some("mlp"));
-    assert_eq!(meta.get("tabswarm.param_hash"), summary["param_hash"].as_str().map(str::to_owned).as_ref());
+    assert_eq!(
+        meta.get("tabswarm.param_hash"),
+        summary["param_hash"].as_str().map(str::to_owned).as_ref()
+    );
 
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let get = |name: &str, shape: &[usize]| -> Vec<f32> {
         let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(t.shape(), shape, "{name}");
         assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     };
     let (w1, b1) = (get("fc1.weight", &[128, 784]), get("fc1.bias", &[128]));
     let (w2, b2) = (get("fc2.weight", &[10, 128]), get("fc2.bias", &[10]));
 
     let split = Split::mnist(&Dataset::decode(&std::fs::read(&data).unwrap()).unwrap());
-    let batch = tabswarm_core::data::Batch::from_indices(&split.test, &(0..split.test.len()).collect::<Vec<_>>());
+    let batch = tabswarm_core::data::Batch::from_indices(
+        &split.test,
+        &(0..split.test.len()).collect::<Vec<_>>(),
+    );
     let mut correct = 0;
     for (x, &label) in batch.images.chunks(784).zip(&batch.labels) {
         // PyTorch's nn.Linear: y = x W^T + b with W of shape [out, in].
         let h: Vec<f32> = (0..128)
             .map(|o| (b1[o] + (0..784).map(|i| x[i] * w1[o * 784 + i]).sum::<f32>()).max(0.0))
             .collect();
-        let y: Vec<f32> = (0..10).map(|o| b2[o] + (0..128).map(|i| h[i] * w2[o * 128 + i]).sum::<f32>()).collect();
+        let y: Vec<f32> = (0..10)
+            .map(|o| b2[o] + (0..128).map(|i| h[i] * w2[o * 128 + i]).sum::<f32>())
+            .collect();
         let best = (0..10).max_by(|&a, &b| y[a].total_cmp(&y[b])).unwrap();
         correct += usize::from(best as i64 == label);
     }
     let ours = correct as f64 / split.test.len() as f64;
-    assert!((ours - reported).abs() <= 0.003, "PyTorch-convention accuracy {ours} vs reported {reported}");
+    assert!(
+        (ours - reported).abs() <= 0.003,
+        "PyTorch-convention accuracy {ours} vs reported {reported}"
+    );
 }

@@ -25,9 +25,19 @@ pub(crate) fn run(steps: u32) -> anyhow::Result<()> {
     let native: Value = s.step("native benchmark (release)", || {
         sh::run(
             "cargo bench train_step",
-            sh::cargo(&["bench", "--package", "tabswarm-node", "--bench", "train_step", "--", "--steps", &steps.to_string(), "--out"])
-                .arg(&native_out)
-                .env("TABSWARM_DATA", &data),
+            sh::cargo(&[
+                "bench",
+                "--package",
+                "tabswarm-node",
+                "--bench",
+                "train_step",
+                "--",
+                "--steps",
+                &steps.to_string(),
+                "--out",
+            ])
+            .arg(&native_out)
+            .env("TABSWARM_DATA", &data),
         )?;
         Ok(serde_json::from_slice(&std::fs::read(&native_out)?)?)
     })?;
@@ -45,7 +55,10 @@ pub(crate) fn run(steps: u32) -> anyhow::Result<()> {
         serde_json::from_str(text.trim()).context("parsing the browser benchmark's output")
     })?;
     let report = merge(&native, &browser)?;
-    let path = sh::root().join("bench").join("results").join("train_step.json");
+    let path = sh::root()
+        .join("bench")
+        .join("results")
+        .join("train_step.json");
     std::fs::create_dir_all(path.parent().context("results path")?)?;
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     s.summary();
@@ -55,7 +68,9 @@ pub(crate) fn run(steps: u32) -> anyhow::Result<()> {
 }
 
 fn find<'a>(list: &'a Value, backend: &str, optimizer: &str) -> Option<&'a Value> {
-    list.as_array()?.iter().find(|r| r["backend"] == backend && r["optimizer"] == optimizer)
+    list.as_array()?
+        .iter()
+        .find(|r| r["backend"] == backend && r["optimizer"] == optimizer)
 }
 
 fn ms(v: Option<&Value>) -> f64 {
@@ -74,7 +89,10 @@ fn merge(native: &Value, browser: &Value) -> anyhow::Result<Value> {
                 .and_then(|r| r["median_ms"].as_f64())
                 .unwrap_or(f64::NAN);
             let eff = |side: &Value, t: f64| {
-                side["matmul"][backend]["step_matmuls_ms"].as_f64().map(|m| m / t).unwrap_or(f64::NAN)
+                side["matmul"][backend]["step_matmuls_ms"]
+                    .as_f64()
+                    .map(|m| m / t)
+                    .unwrap_or(f64::NAN)
             };
             rows.push(json!({
                 "backend": backend,
@@ -92,14 +110,24 @@ fn merge(native: &Value, browser: &Value) -> anyhow::Result<Value> {
     let best_wasm = |opt: &str| {
         rows.iter()
             .filter(|r| r["optimizer"] == opt)
-            .min_by(|a, b| a["wasm_ms"].as_f64().unwrap_or(f64::MAX).total_cmp(&b["wasm_ms"].as_f64().unwrap_or(f64::MAX)))
+            .min_by(|a, b| {
+                a["wasm_ms"]
+                    .as_f64()
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&b["wasm_ms"].as_f64().unwrap_or(f64::MAX))
+            })
             .cloned()
             .unwrap_or(Value::Null)
     };
-    let rustc = sh::output("rustc --version", Command::new("rustc").arg("--version")).unwrap_or_default();
+    let rustc =
+        sh::output("rustc --version", Command::new("rustc").arg("--version")).unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     Ok(json!({
         "command": "cargo xtask bench",

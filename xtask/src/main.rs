@@ -21,7 +21,10 @@ mod test;
 mod wasm;
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "tabswarm's build, demo, test and benchmark commands")]
+#[command(
+    name = "cargo xtask",
+    about = "tabswarm's build, demo, test and benchmark commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -19,7 +19,9 @@ pub(crate) fn cache() -> PathBuf {
     if let Some(dir) = std::env::var_os("TABSWARM_CACHE") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("tabswarm")
 }
 
@@ -59,7 +61,9 @@ pub(crate) fn native_bin(profile: Profile, name: &str) -> PathBuf {
 /// `cargo <args>` from the repository root, with the persistent target directory.
 pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.args(args).current_dir(root()).env("CARGO_TARGET_DIR", target_dir());
+    cmd.args(args)
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", target_dir());
     cmd
 }
 
@@ -107,11 +111,18 @@ pub(crate) struct Steps {
 
 impl Steps {
     pub(crate) fn new() -> Self {
-        Self { done: Vec::new(), started: Instant::now() }
+        Self {
+            done: Vec::new(),
+            started: Instant::now(),
+        }
     }
 
     /// Runs one named step, printing a banner and timing it.
-    pub(crate) fn step<T>(&mut self, name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    pub(crate) fn step<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         eprintln!("\n==> {name}");
         let t = Instant::now();
         let out = f().with_context(|| format!("step \"{name}\""))?;
@@ -120,7 +131,10 @@ impl Steps {
     }
 
     pub(crate) fn summary(&self) {
-        eprintln!("\n==> done in {:.0} s", self.started.elapsed().as_secs_f64());
+        eprintln!(
+            "\n==> done in {:.0} s",
+            self.started.elapsed().as_secs_f64()
+        );
         for (name, secs) in &self.done {
             eprintln!("    {secs:7.1} s  {name}");
         }

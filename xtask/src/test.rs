@@ -9,7 +9,10 @@ use crate::wasm;
 pub(crate) fn run() -> anyhow::Result<()> {
     let mut s = Steps::new();
     s.step("format (cargo fmt --check)", || {
-        sh::run("cargo fmt --check", &mut sh::cargo(&["fmt", "--all", "--", "--check"]))
+        sh::run(
+            "cargo fmt --check",
+            &mut sh::cargo(&["fmt", "--all", "--", "--check"]),
+        )
     })?;
     s.step("install what is missing", || {
         install::ensure_wasm_target()?;
@@ -20,11 +23,23 @@ pub(crate) fn run() -> anyhow::Result<()> {
     s.step("lint (cargo clippy -D warnings)", || {
         sh::run(
             "cargo clippy",
-            &mut sh::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+            &mut sh::cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
         )
     })?;
-    let pkg = s.step("browser build (wasm32 + simd128, wasm-bindgen)", wasm::build_browser_pkg)?;
-    let data = s.step("data (data/mnist.tsd)", || install::ensure_data(Profile::Dev))?;
+    let pkg = s.step(
+        "browser build (wasm32 + simd128, wasm-bindgen)",
+        wasm::build_browser_pkg,
+    )?;
+    let data = s.step("data (data/mnist.tsd)", || {
+        install::ensure_data(Profile::Dev)
+    })?;
     s.step("unit and integration tests", || {
         let mut cmd = if nextest_available() {
             sh::cargo(&["nextest", "run", "--workspace", "--no-fail-fast"])
@@ -32,14 +47,26 @@ pub(crate) fn run() -> anyhow::Result<()> {
             sh::cargo(&["test", "--workspace", "--no-fail-fast"])
         };
         sh::run("tests", cmd.env("TABSWARM_DATA", &data))?;
-        sh::run("doc tests", &mut sh::cargo(&["test", "--workspace", "--doc"]))
+        sh::run(
+            "doc tests",
+            &mut sh::cargo(&["test", "--workspace", "--doc"]),
+        )
     })?;
     s.step("browser tests (headless chromium)", || {
         sh::run(
             "cargo build --example conformance",
-            &mut sh::cargo(&["build", "--package", "tabswarm-core", "--example", "conformance"]),
+            &mut sh::cargo(&[
+                "build",
+                "--package",
+                "tabswarm-core",
+                "--example",
+                "conformance",
+            ]),
         )?;
-        let conformance = sh::target_dir().join(Profile::Dev.dir()).join("examples").join("conformance");
+        let conformance = sh::target_dir()
+            .join(Profile::Dev.dir())
+            .join("examples")
+            .join("conformance");
         sh::run(
             "node --test tests/e2e",
             Command::new("node")

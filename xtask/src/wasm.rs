@@ -14,21 +14,41 @@ pub(crate) fn build_browser_pkg() -> anyhow::Result<PathBuf> {
     let bindgen = install::ensure_wasm_bindgen()?;
     sh::run(
         "cargo build --target wasm32 tabswarm-browser",
-        &mut sh::cargo(&["build", "--release", "--target", WASM_TARGET, "--package", "tabswarm-browser"]),
+        &mut sh::cargo(&[
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--package",
+            "tabswarm-browser",
+        ]),
     )?;
-    let wasm = sh::target_dir().join(WASM_TARGET).join("release").join("tabswarm_browser.wasm");
+    let wasm = sh::target_dir()
+        .join(WASM_TARGET)
+        .join("release")
+        .join("tabswarm_browser.wasm");
     let out = sh::cache().join("web").join("pkg");
     sh::run(
         "wasm-bindgen",
-        Command::new(&bindgen).arg("--target").arg("web").arg("--out-dir").arg(&out).arg(&wasm),
+        Command::new(&bindgen)
+            .arg("--target")
+            .arg("web")
+            .arg("--out-dir")
+            .arg(&out)
+            .arg(&wasm),
     )?;
     // A native-only dependency that slipped into the browser build shows up as an import
     // from "env", which no browser can satisfy (the same check iroh's CI makes).
-    let glue = std::fs::read_to_string(out.join("tabswarm_browser.js")).context("reading the generated JS")?;
+    let glue = std::fs::read_to_string(out.join("tabswarm_browser.js"))
+        .context("reading the generated JS")?;
     if glue.contains("from 'env'") || glue.contains("from \"env\"") {
-        bail!("the browser wasm imports from \"env\": a native-only dependency reached the wasm32 build");
+        bail!(
+            "the browser wasm imports from \"env\": a native-only dependency reached the wasm32 build"
+        );
     }
-    let size = std::fs::metadata(out.join("tabswarm_browser_bg.wasm")).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(out.join("tabswarm_browser_bg.wasm"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     eprintln!("    {} ({:.1} MB)", out.display(), size as f64 / 1e6);
     Ok(out)
 }

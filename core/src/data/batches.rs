@@ -108,14 +108,15 @@ impl Batches {
 }
 
 /// Splits a dataset into consecutive batches of at most `batch_size` (for evaluation).
-pub(crate) fn batches_in_order(dataset: &Dataset, batch_size: usize) -> impl Iterator<Item = Batch> + '_ {
+pub(crate) fn batches_in_order(
+    dataset: &Dataset,
+    batch_size: usize,
+) -> impl Iterator<Item = Batch> + '_ {
     let batch_size = batch_size.max(1);
-    (0..dataset.len())
-        .step_by(batch_size)
-        .map(move |start| {
-            let end = (start + batch_size).min(dataset.len());
-            Batch::from_indices(dataset, &(start..end).collect::<Vec<_>>())
-        })
+    (0..dataset.len()).step_by(batch_size).map(move |start| {
+        let end = (start + batch_size).min(dataset.len());
+        Batch::from_indices(dataset, &(start..end).collect::<Vec<_>>())
+    })
 }
 
 #[cfg(test)]
@@ -133,7 +134,12 @@ mod tests {
         for _ in 0..3 {
             let batch = b.next_batch();
             assert_eq!(batch.len(), 3);
-            seen.extend(batch.images.iter().map(|x| ((x * PIXEL_STD + PIXEL_MEAN) * 255.0).round() as i32));
+            seen.extend(
+                batch
+                    .images
+                    .iter()
+                    .map(|x| ((x * PIXEL_STD + PIXEL_MEAN) * 255.0).round() as i32),
+            );
         }
         assert_eq!(b.epoch(), 0);
         seen.sort_unstable();

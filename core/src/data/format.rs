@@ -48,7 +48,9 @@ pub enum DecodeError {
     #[error("not a tabswarm dataset: magic bytes are {0:02x?}, expected \"TSDS\"")]
     BadMagic([u8; 4]),
     /// A version this build does not read.
-    #[error("dataset format version {0} is not supported (this build reads version 1); re-create the file with this version of tabswarm")]
+    #[error(
+        "dataset format version {0} is not supported (this build reads version 1); re-create the file with this version of tabswarm"
+    )]
     UnsupportedVersion(u8),
     /// A sample kind this build does not read.
     #[error("dataset sample kind {0} is not supported (only 0, 8-bit grayscale images)")]
@@ -57,7 +59,9 @@ pub enum DecodeError {
     #[error("bad dataset header: {0}")]
     BadHeader(&'static str),
     /// The file is shorter or longer than its header says.
-    #[error("dataset is {found} bytes but its header describes {expected}: the file is truncated or has trailing data; re-create it")]
+    #[error(
+        "dataset is {found} bytes but its header describes {expected}: the file is truncated or has trailing data; re-create it"
+    )]
     WrongLength {
         /// Length implied by the header.
         expected: usize,
@@ -206,7 +210,9 @@ mod tests {
     fn every_damage_is_named() {
         let good = tiny().encode();
         let cases: Vec<(Vec<u8>, fn(&DecodeError) -> bool)> = vec![
-            (good[..10].to_vec(), |e| matches!(e, DecodeError::TooShort(10))),
+            (good[..10].to_vec(), |e| {
+                matches!(e, DecodeError::TooShort(10))
+            }),
             (
                 {
                     let mut b = good.clone();
@@ -269,7 +275,11 @@ mod tests {
         bytes[n..].copy_from_slice(&sum);
         assert!(matches!(
             Dataset::decode(&bytes),
-            Err(DecodeError::LabelOutOfRange { index: 0, label: 7, classes: 3 })
+            Err(DecodeError::LabelOutOfRange {
+                index: 0,
+                label: 7,
+                classes: 3
+            })
         ));
     }
 

@@ -7,8 +7,8 @@ mod batches;
 pub mod format;
 mod split;
 
-pub use batches::{Batch, Batches};
 pub(crate) use batches::batches_in_order;
+pub use batches::{Batch, Batches};
 pub use format::DecodeError;
 pub use split::Split;
 

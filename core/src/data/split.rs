@@ -59,8 +59,7 @@ impl Split {
                 is_test[i] = true;
             }
         }
-        let (test, train): (Vec<usize>, Vec<usize>) =
-            (0..dataset.len()).partition(|&i| is_test[i]);
+        let (test, train): (Vec<usize>, Vec<usize>) = (0..dataset.len()).partition(|&i| is_test[i]);
         Split {
             train: Arc::new(dataset.subset(&train)),
             test: Arc::new(dataset.subset(&test)),
@@ -89,7 +88,13 @@ mod tests {
         let s = Split::mnist(&d);
         assert_eq!(s.test.len(), 1000);
         assert_eq!(s.train.len(), 9000);
-        for (c, (&t, &all)) in s.test.class_counts().iter().zip(&d.class_counts()).enumerate() {
+        for (c, (&t, &all)) in s
+            .test
+            .class_counts()
+            .iter()
+            .zip(&d.class_counts())
+            .enumerate()
+        {
             let ideal = all as f64 * 0.1;
             assert!((t as f64 - ideal).abs() < 1.0, "class {c}: {t} vs {ideal}");
         }

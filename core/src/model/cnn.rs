@@ -26,12 +26,36 @@ impl Cnn {
     /// `conv2.bias [16]`, `fc.weight [400,10]`, `fc.bias [10]`.
     pub fn layout() -> ParamLayout {
         ParamLayout(vec![
-            ParamSpec { name: "conv1.weight", shape: vec![C1, 1, 3, 3], fan_in: 9 },
-            ParamSpec { name: "conv1.bias", shape: vec![C1], fan_in: 9 },
-            ParamSpec { name: "conv2.weight", shape: vec![C2, C1, 3, 3], fan_in: C1 * 9 },
-            ParamSpec { name: "conv2.bias", shape: vec![C2], fan_in: C1 * 9 },
-            ParamSpec { name: "fc.weight", shape: vec![FLAT, CLASSES], fan_in: FLAT },
-            ParamSpec { name: "fc.bias", shape: vec![CLASSES], fan_in: FLAT },
+            ParamSpec {
+                name: "conv1.weight",
+                shape: vec![C1, 1, 3, 3],
+                fan_in: 9,
+            },
+            ParamSpec {
+                name: "conv1.bias",
+                shape: vec![C1],
+                fan_in: 9,
+            },
+            ParamSpec {
+                name: "conv2.weight",
+                shape: vec![C2, C1, 3, 3],
+                fan_in: C1 * 9,
+            },
+            ParamSpec {
+                name: "conv2.bias",
+                shape: vec![C2],
+                fan_in: C1 * 9,
+            },
+            ParamSpec {
+                name: "fc.weight",
+                shape: vec![FLAT, CLASSES],
+                fan_in: FLAT,
+            },
+            ParamSpec {
+                name: "fc.bias",
+                shape: vec![CLASSES],
+                fan_in: FLAT,
+            },
         ])
     }
 
@@ -39,7 +63,8 @@ impl Cnn {
         pieces: &mut std::vec::IntoIter<(Vec<f32>, Vec<usize>)>,
         device: &Device,
     ) -> Self {
-        let conv = |pieces: &mut std::vec::IntoIter<(Vec<f32>, Vec<usize>)>, channels: [usize; 2]| {
+        let conv = |pieces: &mut std::vec::IntoIter<(Vec<f32>, Vec<usize>)>,
+                    channels: [usize; 2]| {
             let mut c = burn::nn::conv::Conv2dConfig::new(channels, [3, 3])
                 .with_padding(PaddingConfig2d::Valid)
                 .init(device);
@@ -49,9 +74,17 @@ impl Cnn {
         };
         let conv1 = conv(pieces, [1, C1]);
         let conv2 = conv(pieces, [C1, C2]);
-        let fc = Linear { weight: next_param(pieces, device), bias: Some(next_param(pieces, device)) };
+        let fc = Linear {
+            weight: next_param(pieces, device),
+            bias: Some(next_param(pieces, device)),
+        };
         let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
-        Self { conv1, conv2, pool, fc }
+        Self {
+            conv1,
+            conv2,
+            pool,
+            fc,
+        }
     }
 
     /// # Shapes

@@ -21,7 +21,10 @@ impl Model {
             .with_to_adapter(BurnToPyTorchAdapter)
             .skip_enum_variants(true)
             .metadata("tabswarm.model", self.kind().name())
-            .metadata("tabswarm.param_hash", crate::flat::param_hash(&params).to_hex());
+            .metadata(
+                "tabswarm.param_hash",
+                crate::flat::param_hash(&params).to_hex(),
+            );
         self.save_into(&mut store)
             .map_err(|e| ExportError(e.to_string()))?;
         store.get_bytes().map_err(|e| ExportError(e.to_string()))

@@ -18,10 +18,26 @@ impl Mlp {
     /// `fc1.weight [784,128]`, `fc1.bias [128]`, `fc2.weight [128,10]`, `fc2.bias [10]`.
     pub fn layout() -> ParamLayout {
         ParamLayout(vec![
-            ParamSpec { name: "fc1.weight", shape: vec![INPUT_PIXELS, HIDDEN], fan_in: INPUT_PIXELS },
-            ParamSpec { name: "fc1.bias", shape: vec![HIDDEN], fan_in: INPUT_PIXELS },
-            ParamSpec { name: "fc2.weight", shape: vec![HIDDEN, CLASSES], fan_in: HIDDEN },
-            ParamSpec { name: "fc2.bias", shape: vec![CLASSES], fan_in: HIDDEN },
+            ParamSpec {
+                name: "fc1.weight",
+                shape: vec![INPUT_PIXELS, HIDDEN],
+                fan_in: INPUT_PIXELS,
+            },
+            ParamSpec {
+                name: "fc1.bias",
+                shape: vec![HIDDEN],
+                fan_in: INPUT_PIXELS,
+            },
+            ParamSpec {
+                name: "fc2.weight",
+                shape: vec![HIDDEN, CLASSES],
+                fan_in: HIDDEN,
+            },
+            ParamSpec {
+                name: "fc2.bias",
+                shape: vec![CLASSES],
+                fan_in: HIDDEN,
+            },
         ])
     }
 
@@ -29,8 +45,14 @@ impl Mlp {
         pieces: &mut std::vec::IntoIter<(Vec<f32>, Vec<usize>)>,
         device: &Device,
     ) -> Self {
-        let fc1 = Linear { weight: next_param(pieces, device), bias: Some(next_param(pieces, device)) };
-        let fc2 = Linear { weight: next_param(pieces, device), bias: Some(next_param(pieces, device)) };
+        let fc1 = Linear {
+            weight: next_param(pieces, device),
+            bias: Some(next_param(pieces, device)),
+        };
+        let fc2 = Linear {
+            weight: next_param(pieces, device),
+            bias: Some(next_param(pieces, device)),
+        };
         Self { fc1, fc2 }
     }
 

@@ -146,7 +146,11 @@ impl Model {
     }
 
     /// A model of `kind` holding the given flat parameters.
-    pub fn from_flat(kind: ModelKind, params: &[f32], device: &Device) -> Result<Model, ParamError> {
+    pub fn from_flat(
+        kind: ModelKind,
+        params: &[f32],
+        device: &Device,
+    ) -> Result<Model, ParamError> {
         let layout = kind.layout();
         check_len(&layout, params.len())?;
         let mut tensors = split_by_layout(&layout, params);
@@ -201,7 +205,10 @@ pub(crate) fn check_len(layout: &ParamLayout, found: usize) -> Result<(), ParamE
 }
 
 /// Cuts a flat vector into per-tensor pieces, in layout order.
-fn split_by_layout(layout: &ParamLayout, params: &[f32]) -> std::vec::IntoIter<(Vec<f32>, Vec<usize>)> {
+fn split_by_layout(
+    layout: &ParamLayout,
+    params: &[f32],
+) -> std::vec::IntoIter<(Vec<f32>, Vec<usize>)> {
     let mut at = 0;
     let mut pieces = Vec::with_capacity(layout.0.len());
     for spec in &layout.0 {
