@@ -65,6 +65,8 @@ try {
       batches.push({ xs, ys });
     }
     out.tfjs_backend = tf.getBackend();
+    out.tfjs_threads = tf.wasm.getThreadsCount();
+    out.cross_origin_isolated = crossOriginIsolated;
     out.tfjs_version = tf.version.tfjs;
     for (const [optimizer, lr] of [['sgd', 0.05], ['adam', 0.001]]) {
       const bound1 = 1 / Math.sqrt(784), bound2 = 1 / Math.sqrt(128);

@@ -38,6 +38,7 @@ pub mod conformance;
 pub mod data;
 pub mod flat;
 pub mod model;
+pub mod optim;
 pub mod perf;
 pub mod rng;
 pub mod train;

@@ -25,8 +25,13 @@ pub fn gflops([m, k, n]: [usize; 3], seconds: f64) -> f64 {
     2.0 * (m * k * n) as f64 / seconds / 1e9
 }
 
-/// Median time (in `now`'s units) of `iters` matmuls `[m,k] x [k,n]` on `backend`, each
-/// finished (read back) before the next starts, after a few warm-up runs.
+/// Matmuls timed together per sample, so that one sample spans many clock ticks even
+/// where the clock is coarse (browsers round `performance.now()` to 5-100 us).
+const MATMULS_PER_SAMPLE: usize = 10;
+
+/// Median time (in `now`'s units) of one matmul `[m,k] x [k,n]` on `backend`, over `iters`
+/// samples of ten matmuls each, every result finished (read back) before the next starts,
+/// after a few warm-up samples.
 pub fn matmul_median(
     backend: Backend,
     [m, k, n]: [usize; 3],
@@ -50,12 +55,13 @@ pub fn matmul_median(
         &device,
     );
     let mut times = Vec::with_capacity(iters);
-    for i in 0..iters + 5 {
+    for i in 0..iters + 3 {
         let t0 = now();
-        let c = a.clone().matmul(b.clone());
-        let _ = c.into_data();
-        if i >= 5 {
-            times.push(now() - t0);
+        for _ in 0..MATMULS_PER_SAMPLE {
+            let _ = a.clone().matmul(b.clone()).into_data();
+        }
+        if i >= 3 {
+            times.push((now() - t0) / MATMULS_PER_SAMPLE as f64);
         }
     }
     median(&mut times)

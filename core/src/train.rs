@@ -8,13 +8,13 @@ use std::str::FromStr;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 
 use crate::Backend;
 use crate::data::{Batch, Batches, Dataset};
 use crate::flat::{self, ParamHash};
 use crate::model::{self, Model, ModelKind, ParamError};
+use crate::optim::FlatOptimizer;
 
 /// The optimizer a trainer applies its gradients with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -41,13 +41,6 @@ impl Optimizer {
         match self {
             Optimizer::Sgd => "sgd",
             Optimizer::Adam => "adam",
-        }
-    }
-
-    fn build(self) -> ModuleOptimizer {
-        match self {
-            Optimizer::Sgd => SgdConfig::new().init(),
-            Optimizer::Adam => AdamConfig::new().init(),
         }
     }
 }
@@ -187,9 +180,14 @@ pub struct StepPhases {
 }
 
 /// Trains one model on one peer.
+///
+/// The trainer keeps the parameters as a flat vector (the form they travel in) and mirrors
+/// them into the burn model after every update; gradients come out of burn flat and the
+/// optimizer updates the vector in one pass (see [`crate::optim`]).
 pub struct Trainer {
     model: Option<Model>,
-    optim: ModuleOptimizer,
+    params: Vec<f32>,
+    optim: FlatOptimizer,
     loss: CrossEntropyLoss,
     device: Device,
     config: Config,
@@ -217,7 +215,8 @@ impl Trainer {
         let model = Model::from_flat(config.model, params, &device)?;
         Ok(Self {
             model: Some(model),
-            optim: config.optimizer.build(),
+            params: params.to_vec(),
+            optim: FlatOptimizer::new(config.optimizer, config.lr),
             loss: CrossEntropyLossConfig::new().init(&device),
             device,
             config: config.clone(),
@@ -237,36 +236,31 @@ impl Trainer {
             .unwrap_or_else(|| unreachable!("model taken"))
     }
 
-    /// The current parameters, flat.
-    pub fn params(&self) -> Vec<f32> {
-        model::get_flat(self.model())
+    /// The current parameters, flat, in layout order.
+    pub fn params(&self) -> &[f32] {
+        &self.params
     }
 
     /// The hash of the current parameters.
     pub fn param_hash(&self) -> ParamHash {
-        flat::param_hash(&self.params())
+        flat::param_hash(&self.params)
     }
 
     /// Replaces the parameters (e.g. with the network's newly committed model), keeping
     /// the optimizer's state.
     pub fn set_params(&mut self, params: &[f32]) -> Result<(), TrainError> {
+        model::check_len(&self.config.model.layout(), params.len())?;
+        self.params.copy_from_slice(params);
+        self.sync_model();
+        Ok(())
+    }
+
+    /// Mirrors the flat parameters into the burn model.
+    fn sync_model(&mut self) {
         let model = self.take_model();
-        match model::set_flat(model, params) {
-            Ok(m) => {
-                self.model = Some(m);
-                Ok(())
-            }
-            Err(e) => {
-                // set_flat checks the length before consuming anything it keeps; rebuild so
-                // the trainer stays usable.
-                self.model = Some(Model::from_flat(
-                    self.config.model,
-                    &self.config.model.layout().initial_params(self.config.seed),
-                    &self.device,
-                )?);
-                Err(e.into())
-            }
-        }
+        // The length was checked when `params` was set, so this cannot fail.
+        self.model =
+            Some(model::set_flat(model, &self.params).unwrap_or_else(|e| unreachable!("{e}")));
     }
 
     fn take_model(&mut self) -> Model {
@@ -342,9 +336,19 @@ impl Trainer {
     }
 
     fn apply(&mut self, grads: Gradients) {
-        let model = self.take_model();
-        let grads = GradientsParams::from_grads(grads, &model);
-        self.model = Some(self.optim.step(self.config.lr, model, grads));
+        let grads = self.flat_gradient(&grads);
+        self.optim.step(&mut self.params, &grads);
+        self.sync_model();
+    }
+
+    fn flat_gradient(&self, grads: &Gradients) -> Vec<f32> {
+        let mut collect = CollectGrads {
+            grads,
+            unshare: self.config.backend == Backend::Ndarray,
+            out: Vec::with_capacity(self.params.len()),
+        };
+        self.model().visit(&mut collect);
+        collect.out
     }
 
     /// The loss on `batch` and its gradient as a flat vector in layout order, without
@@ -355,12 +359,7 @@ impl Trainer {
         let loss = self.loss.forward(self.model().forward(images), targets);
         let value = loss.clone().into_scalar::<f32>();
         let grads = loss.backward();
-        let mut collect = CollectGrads {
-            grads: &grads,
-            out: Vec::with_capacity(self.config.model.layout().num_params()),
-        };
-        self.model().visit(&mut collect);
-        Ok((value, collect.out))
+        Ok((value, self.flat_gradient(&grads)))
     }
 
     /// Runs `steps` optimizer steps on batches from `batches` and returns the change to
@@ -370,7 +369,7 @@ impl Trainer {
         batches: &mut Batches,
         steps: usize,
     ) -> Result<LocalUpdate, TrainError> {
-        let before = self.params();
+        let before = self.params.clone();
         let base = flat::param_hash(&before);
         let (mut first, mut last, mut samples) = (f32::NAN, f32::NAN, 0);
         for i in 0..steps {
@@ -382,9 +381,8 @@ impl Trainer {
             }
             last = loss;
         }
-        let after = self.params();
         // Same model, same layout: the lengths always agree.
-        let delta = flat::difference(&after, &before).unwrap_or_default();
+        let delta = flat::difference(&self.params, &before).unwrap_or_default();
         Ok(LocalUpdate {
             delta,
             base,
@@ -429,7 +427,8 @@ pub fn evaluate(model: &Model, dataset: &Dataset) -> Result<Evaluation, TrainErr
             .forward(logits.clone(), targets)
             .into_scalar::<f32>();
         loss_sum += f64::from(loss) * n as f64;
-        let scores: Vec<f32> = logits.into_data().iter::<f32>().collect();
+        let mut scores = Vec::with_capacity(n * model::CLASSES);
+        model::extend_f32(&mut scores, logits.into_data());
         for (row, &label) in scores.chunks(model::CLASSES).zip(&batch.labels) {
             if argmax(row) == label as usize {
                 correct += 1;
@@ -456,6 +455,11 @@ fn argmax(row: &[f32]) -> usize {
 
 struct CollectGrads<'a> {
     grads: &'a Gradients,
+    /// burn-ndarray reads out a tensor that is still shared (a gradient always is: the
+    /// gradient store holds it too) element by element through a dynamic-rank iterator,
+    /// ~20 ns a value, 2 ms for the MLP. A scalar op first yields an unshared array that it
+    /// hands over without copying: one fast pass instead.
+    unshare: bool,
     out: Vec<f32>,
 }
 
@@ -463,7 +467,10 @@ impl ModuleVisitor for CollectGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
         match value.grad(self.grads) {
-            Some(g) => self.out.extend(g.into_data().iter::<f32>()),
+            Some(g) if self.unshare => {
+                model::extend_f32(&mut self.out, g.mul_scalar(1.0).into_data())
+            }
+            Some(g) => model::extend_f32(&mut self.out, g.into_data()),
             // A parameter the loss does not depend on has a zero gradient.
             None => self
                 .out

@@ -85,7 +85,7 @@ fn params_round_trip_exactly_and_keep_the_model() {
     let split = mnist();
     let mut t = Trainer::new(&Config::default()).unwrap();
     train_epochs(&mut t, &split, 1);
-    let trained = t.params();
+    let trained = t.params().to_vec();
     assert_eq!(trained.len(), ModelKind::Mlp.layout().num_params());
     assert_eq!(trained.len(), 101_770);
 
@@ -103,7 +103,7 @@ fn params_round_trip_exactly_and_keep_the_model() {
         .map(|(i, p)| p + i as f32 * 1e-6)
         .collect();
     t.set_params(&shifted).unwrap();
-    assert_eq!(t.params(), shifted);
+    assert_eq!(t.params(), &shifted[..]);
     assert_eq!(t.param_hash(), flat::param_hash(&shifted));
 
     // A wrong length is refused and leaves a usable trainer.
@@ -119,7 +119,7 @@ fn the_flat_gradient_is_in_layout_order() {
     let cfg = config(Backend::Flex, Optimizer::Sgd);
     let mut t = Trainer::new(&cfg).unwrap();
     let batch = Batches::new(Arc::clone(&split.train), 64, 3).next_batch();
-    let before = t.params();
+    let before = t.params().to_vec();
     let (loss, grad) = t.gradient(&batch).unwrap();
     assert!(loss.is_finite());
     assert_eq!(grad.len(), before.len());
@@ -143,7 +143,7 @@ fn the_flat_gradient_is_in_layout_order() {
 fn a_local_update_is_the_difference_it_claims() {
     let split = mnist();
     let mut t = Trainer::new(&Config::default()).unwrap();
-    let base = t.params();
+    let base = t.params().to_vec();
     let mut batches = Batches::new(Arc::clone(&split.train), 64, 9);
     let update = t.local_update(&mut batches, 25).unwrap();
     assert_eq!(update.base, flat::param_hash(&base));
@@ -206,4 +206,47 @@ fn the_cnn_learns() {
         "cnn accuracy after 150 steps: {}",
         eval.accuracy
     );
+}
+
+#[test]
+fn the_fused_optimizers_match_burns() {
+    use burn::module::Module;
+    use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+    use burn::tensor::{Int, Tensor, TensorData};
+
+    let split = mnist();
+    for optimizer in [Optimizer::Adam, Optimizer::Sgd] {
+        let cfg = config(Backend::Flex, optimizer);
+        let mut ours = Trainer::new(&cfg).unwrap();
+        let device = cfg.backend.autodiff_device();
+        let mut reference = Model::init(cfg.model, cfg.seed, &device);
+        let mut burn_optim = match optimizer {
+            Optimizer::Adam => AdamConfig::new().init(),
+            Optimizer::Sgd => SgdConfig::new().init(),
+        };
+        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+        let mut batches = Batches::new(Arc::clone(&split.train), 64, 11);
+        for _ in 0..5 {
+            let batch = batches.next_batch();
+            ours.step(&batch).unwrap();
+            let x =
+                Tensor::<2>::from_data(TensorData::new(batch.images.clone(), [64, 784]), &device);
+            let y =
+                Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [64]), &device);
+            let grads = loss_fn.forward(reference.forward(x), y).backward();
+            let grads = GradientsParams::from_grads(grads, &reference);
+            reference = burn_optim.step(cfg.lr, reference, grads);
+        }
+        let theirs = model::get_flat(&reference.valid());
+        let worst = ours
+            .params()
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst < 1e-5,
+            "{optimizer}: fused update differs from burn's by {worst}"
+        );
+    }
 }

@@ -57,6 +57,14 @@ fn main() -> anyhow::Result<()> {
             configs.push(r);
         }
     }
+    let mut reference = Vec::new();
+    for optimizer in [Optimizer::Sgd, Optimizer::Adam] {
+        let ms = burn_optimizer_step(&split, optimizer, steps, &mut clock);
+        eprintln!("native flex {optimizer} with burn's own optimizer: median {ms:.3} ms/step");
+        reference.push(
+            serde_json::json!({"backend": "flex", "optimizer": optimizer.name(), "median_ms": ms}),
+        );
+    }
     let mut matmul = serde_json::Map::new();
     for backend in Backend::ALL {
         let mut total_ms = 0.0;
@@ -80,6 +88,7 @@ fn main() -> anyhow::Result<()> {
 
     let report = serde_json::json!({
         "steps": configs,
+        "burn_optimizer_reference": reference,
         "matmul": matmul,
         "time_to_94": t94,
     });
@@ -177,4 +186,41 @@ fn time_to_accuracy(
         "train_seconds": train_ms / 1e3,
         "note": "wall time of the training steps only; the test set is evaluated every 20 steps, outside the clock",
     }))
+}
+
+/// The same step with burn's `ModuleOptimizer` instead of tabswarm's fused flat optimizer,
+/// measured in the same run to show what the fused update saves.
+fn burn_optimizer_step(
+    split: &Split,
+    optimizer: Optimizer,
+    steps: usize,
+    clock: &mut dyn FnMut() -> f64,
+) -> f64 {
+    use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+    use burn::tensor::{Int, Tensor, TensorData};
+    use tabswarm_core::model::Model;
+
+    let device = Backend::Flex.autodiff_device();
+    let mut model = Model::init(ModelKind::Mlp, 0, &device);
+    let mut optim = match optimizer {
+        Optimizer::Sgd => SgdConfig::new().init(),
+        Optimizer::Adam => AdamConfig::new().init(),
+    };
+    let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+    let mut batches = Batches::new(Arc::clone(&split.train), BATCH, 0);
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..WARMUP + steps {
+        let batch = batches.next_batch();
+        let t = clock();
+        let x = Tensor::<2>::from_data(TensorData::new(batch.images, [BATCH, 784]), &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [BATCH]), &device);
+        let loss = loss_fn.forward(model.forward(x), y);
+        let _ = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(optimizer.default_lr(), model, grads);
+        if i >= WARMUP {
+            times.push(clock() - t);
+        }
+    }
+    perf::median(&mut times)
 }

@@ -136,7 +136,7 @@ fn merge(native: &Value, browser: &Value) -> anyhow::Result<Value> {
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "rustc": rustc.trim(),
             "browser": browser["user_agent"],
-            "tfjs": {"version": browser["tfjs_version"], "backend": browser["tfjs_backend"], "threads": 1},
+            "tfjs": {"version": browser["tfjs_version"], "backend": browser["tfjs_backend"], "threads": browser["tfjs_threads"]},
             "note": "single thread everywhere; wasm built with +simd128; MLP 784-128-10, batch 64, real MNIST batches, loss read back every step",
         },
         "flops_per_step": 2 * (2 * 64 * 784 * 128) + 3 * (2 * 64 * 128 * 10),

@@ -195,6 +195,7 @@ pub enum ParamError {
     },
 }
 
+/// Checks that `found` values fit `layout`.
 pub(crate) fn check_len(layout: &ParamLayout, found: usize) -> Result<(), ParamError> {
     let expected = layout.num_params();
     if expected == found {
@@ -230,4 +231,5 @@ fn next_param<const D: usize>(
     Param::from_data(TensorData::new(values, shape), device)
 }
 
+pub(crate) use flat_params::extend_f32;
 pub use flat_params::{get_flat, set_flat};
