@@ -1,5 +1,7 @@
 //! Training on the real MNIST digits (`data/mnist.tsd`, made by `cargo xtask data`).
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

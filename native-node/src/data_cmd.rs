@@ -88,7 +88,7 @@ fn import_mnist(dir: &Path) -> anyhow::Result<Dataset> {
         let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let file: DigitFile = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not {{\"data\": [numbers]}}", path.display()))?;
-        if file.data.is_empty() || file.data.len() % PIXELS != 0 {
+        if file.data.is_empty() || !file.data.len().is_multiple_of(PIXELS) {
             bail!(
                 "{} has {} values, not a whole number of 28x28 digits",
                 path.display(),

@@ -1,5 +1,7 @@
 //! The `tabswarm-node` binary as an operator meets it: flags, errors, training, export.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -90,10 +90,10 @@ fn locked_wasm_bindgen() -> anyhow::Result<String> {
         std::fs::read_to_string(sh::root().join("Cargo.lock")).context("reading Cargo.lock")?;
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
-                return Ok(v.trim_end_matches('"').to_owned());
-            }
+        if line == "name = \"wasm-bindgen\""
+            && let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \""))
+        {
+            return Ok(v.trim_end_matches('"').to_owned());
         }
     }
     bail!("wasm-bindgen is not in Cargo.lock")
@@ -103,20 +103,19 @@ fn locked_wasm_bindgen() -> anyhow::Result<String> {
 pub(crate) fn ensure_wasm_bindgen() -> anyhow::Result<PathBuf> {
     let version = locked_wasm_bindgen()?;
     let bin = sh::tools_bin().join("wasm-bindgen");
-    let current = Command::new(&bin)
+    let installed = Command::new(&bin)
         .arg("--version")
         .output()
         .ok()
-        .filter(|o| o.status.success());
-    if let Some(out) = current {
-        if String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .nth(1)
-            == Some(version.as_str())
-        {
-            eprintln!("    wasm-bindgen-cli {version}: installed");
-            return Ok(bin);
-        }
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if installed
+        .as_deref()
+        .and_then(|v| v.split_whitespace().nth(1))
+        == Some(version.as_str())
+    {
+        eprintln!("    wasm-bindgen-cli {version}: installed");
+        return Ok(bin);
     }
     eprintln!("    installing wasm-bindgen-cli {version} (takes a few minutes, once)");
     let root = sh::cache().join("tools");

@@ -209,7 +209,8 @@ mod tests {
     #[test]
     fn every_damage_is_named() {
         let good = tiny().encode();
-        let cases: Vec<(Vec<u8>, fn(&DecodeError) -> bool)> = vec![
+        type Expect = fn(&DecodeError) -> bool;
+        let cases: Vec<(Vec<u8>, Expect)> = vec![
             (good[..10].to_vec(), |e| {
                 matches!(e, DecodeError::TooShort(10))
             }),
