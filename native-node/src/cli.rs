@@ -45,7 +45,7 @@ pub(crate) struct TrainArgs {
     pub(crate) backend: Backend,
 
     /// Passes over the 9,000 training digits.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) epochs: u32,
 
     /// Examples per step.

@@ -35,7 +35,7 @@ enum Command {
     /// Prepare the data and train a model on this machine, with live progress.
     Demo {
         /// Passes over the training digits.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         epochs: u32,
     },
     /// Run every check and test: fmt, clippy, wasm32 builds, unit, integration and browser tests.
