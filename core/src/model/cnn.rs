@@ -5,7 +5,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::{CLASSES, ParamLayout, ParamSpec, next_param};
+use super::{CLASSES, ParamLayout, ParamSpec, next_linear, next_param};
 
 const C1: usize = 8;
 const C2: usize = 16;
@@ -25,38 +25,10 @@ impl Cnn {
     /// `conv1.weight [8,1,3,3]`, `conv1.bias [8]`, `conv2.weight [16,8,3,3]`,
     /// `conv2.bias [16]`, `fc.weight [400,10]`, `fc.bias [10]`.
     pub fn layout() -> ParamLayout {
-        ParamLayout(vec![
-            ParamSpec {
-                name: "conv1.weight",
-                shape: vec![C1, 1, 3, 3],
-                fan_in: 9,
-            },
-            ParamSpec {
-                name: "conv1.bias",
-                shape: vec![C1],
-                fan_in: 9,
-            },
-            ParamSpec {
-                name: "conv2.weight",
-                shape: vec![C2, C1, 3, 3],
-                fan_in: C1 * 9,
-            },
-            ParamSpec {
-                name: "conv2.bias",
-                shape: vec![C2],
-                fan_in: C1 * 9,
-            },
-            ParamSpec {
-                name: "fc.weight",
-                shape: vec![FLAT, CLASSES],
-                fan_in: FLAT,
-            },
-            ParamSpec {
-                name: "fc.bias",
-                shape: vec![CLASSES],
-                fan_in: FLAT,
-            },
-        ])
+        let [c1w, c1b] = ParamSpec::layer("conv1", &[C1, 1, 3, 3], C1, 9);
+        let [c2w, c2b] = ParamSpec::layer("conv2", &[C2, C1, 3, 3], C2, C1 * 9);
+        let [fw, fb] = ParamSpec::layer("fc", &[FLAT, CLASSES], CLASSES, FLAT);
+        ParamLayout(vec![c1w, c1b, c2w, c2b, fw, fb])
     }
 
     pub(super) fn from_tensors(
@@ -74,10 +46,7 @@ impl Cnn {
         };
         let conv1 = conv(pieces, [1, C1]);
         let conv2 = conv(pieces, [C1, C2]);
-        let fc = Linear {
-            weight: next_param(pieces, device),
-            bias: Some(next_param(pieces, device)),
-        };
+        let fc = next_linear(pieces, device);
         let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
         Self {
             conv1,

@@ -3,7 +3,7 @@ use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::{CLASSES, INPUT_PIXELS, ParamLayout, ParamSpec, next_param};
+use super::{CLASSES, INPUT_PIXELS, ParamLayout, ParamSpec, next_linear};
 
 const HIDDEN: usize = 128;
 
@@ -17,42 +17,17 @@ pub struct Mlp {
 impl Mlp {
     /// `fc1.weight [784,128]`, `fc1.bias [128]`, `fc2.weight [128,10]`, `fc2.bias [10]`.
     pub fn layout() -> ParamLayout {
-        ParamLayout(vec![
-            ParamSpec {
-                name: "fc1.weight",
-                shape: vec![INPUT_PIXELS, HIDDEN],
-                fan_in: INPUT_PIXELS,
-            },
-            ParamSpec {
-                name: "fc1.bias",
-                shape: vec![HIDDEN],
-                fan_in: INPUT_PIXELS,
-            },
-            ParamSpec {
-                name: "fc2.weight",
-                shape: vec![HIDDEN, CLASSES],
-                fan_in: HIDDEN,
-            },
-            ParamSpec {
-                name: "fc2.bias",
-                shape: vec![CLASSES],
-                fan_in: HIDDEN,
-            },
-        ])
+        let [w1, b1] = ParamSpec::layer("fc1", &[INPUT_PIXELS, HIDDEN], HIDDEN, INPUT_PIXELS);
+        let [w2, b2] = ParamSpec::layer("fc2", &[HIDDEN, CLASSES], CLASSES, HIDDEN);
+        ParamLayout(vec![w1, b1, w2, b2])
     }
 
     pub(super) fn from_tensors(
         pieces: &mut std::vec::IntoIter<(Vec<f32>, Vec<usize>)>,
         device: &Device,
     ) -> Self {
-        let fc1 = Linear {
-            weight: next_param(pieces, device),
-            bias: Some(next_param(pieces, device)),
-        };
-        let fc2 = Linear {
-            weight: next_param(pieces, device),
-            bias: Some(next_param(pieces, device)),
-        };
+        let fc1 = next_linear(pieces, device);
+        let fc2 = next_linear(pieces, device);
         Self { fc1, fc2 }
     }
 

@@ -86,7 +86,7 @@ impl FromStr for ModelKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamSpec {
     /// PyTorch-style name, e.g. `fc1.weight`.
-    pub name: &'static str,
+    pub name: String,
     /// Shape in burn's layout.
     pub shape: Vec<usize>,
     /// `1 / sqrt(fan_in)`: initial values are uniform in `[-bound, bound)`, as PyTorch's default.
@@ -94,6 +94,28 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
+    /// A layer's weight (of `weight_shape`) then its bias (`bias_len` values), named
+    /// `<layer>.weight` and `<layer>.bias`, both initialised from `fan_in`.
+    pub fn layer(
+        layer: &str,
+        weight_shape: &[usize],
+        bias_len: usize,
+        fan_in: usize,
+    ) -> [ParamSpec; 2] {
+        [
+            ParamSpec {
+                name: format!("{layer}.weight"),
+                shape: weight_shape.to_vec(),
+                fan_in,
+            },
+            ParamSpec {
+                name: format!("{layer}.bias"),
+                shape: vec![bias_len],
+                fan_in,
+            },
+        ]
+    }
+
     /// Number of values.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -222,6 +244,17 @@ fn split_by_layout(
     pieces.into_iter()
 }
 
+/// Takes the next two pieces as a linear layer's weight and bias.
+fn next_linear(
+    pieces: &mut std::vec::IntoIter<(Vec<f32>, Vec<usize>)>,
+    device: &Device,
+) -> burn::nn::Linear {
+    burn::nn::Linear {
+        weight: next_param(pieces, device),
+        bias: Some(next_param(pieces, device)),
+    }
+}
+
 /// Takes the next piece as a `D`-dimensional trainable parameter.
 fn next_param<const D: usize>(
     pieces: &mut std::vec::IntoIter<(Vec<f32>, Vec<usize>)>,
@@ -236,3 +269,41 @@ fn next_param<const D: usize>(
 
 pub(crate) use flat_params::extend_f32;
 pub use flat_params::{get_flat, set_flat};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_the_documented_sizes_and_names() {
+        let mlp = ModelKind::Mlp.layout();
+        assert_eq!(mlp.num_params(), 101_770);
+        let names: Vec<&str> = mlp.0.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
+        assert_eq!(ModelKind::Cnn.layout().num_params(), 5_258);
+    }
+
+    #[test]
+    fn the_model_holds_its_layout_in_order() {
+        // Visiting burn's module must meet the tensors in layout order with layout shapes,
+        // or get_flat/set_flat would scramble parameters.
+        for kind in [ModelKind::Mlp, ModelKind::Cnn] {
+            let layout = kind.layout();
+            let params = layout.initial_params(5);
+            let model = Model::from_flat(kind, &params, &crate::Backend::Flex.device()).unwrap();
+            assert_eq!(get_flat(&model), params, "{kind}");
+            let mut shapes = Shapes(Vec::new());
+            burn::module::Module::visit(&model, &mut shapes);
+            let want: Vec<Vec<usize>> = layout.0.iter().map(|s| s.shape.clone()).collect();
+            assert_eq!(shapes.0, want, "{kind}");
+        }
+    }
+
+    struct Shapes(Vec<Vec<usize>>);
+
+    impl burn::module::ModuleVisitor for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.val().dims().to_vec());
+        }
+    }
+}
