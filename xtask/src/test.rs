@@ -53,15 +53,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
         )
     })?;
     s.step("browser tests (headless chromium)", || {
+        // Built for the whole workspace so burn gets the same features as in the test build
+        // above; `--package tabswarm-core` alone would rebuild burn without them (minutes).
         sh::run(
-            "cargo build --example conformance",
-            &mut sh::cargo(&[
-                "build",
-                "--package",
-                "tabswarm-core",
-                "--example",
-                "conformance",
-            ]),
+            "cargo build --examples",
+            &mut sh::cargo(&["build", "--workspace", "--examples"]),
         )?;
         let conformance = sh::target_dir()
             .join(Profile::Dev.dir())
