@@ -230,7 +230,7 @@ impl Trainer {
 
     /// The model being trained.
     pub fn model(&self) -> &Model {
-        // Present between calls: only `apply` takes it out, and puts it back.
+        // Present between calls: only `sync_model` takes it out, and puts it back.
         self.model
             .as_ref()
             .unwrap_or_else(|| unreachable!("model taken"))
@@ -280,21 +280,10 @@ impl Trainer {
         }
     }
 
-    fn tensors(&self, batch: &Batch, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
-        let n = batch.len();
-        let images = Tensor::<2>::from_data(
-            TensorData::new(batch.images.clone(), [n, batch.image_len]),
-            device,
-        );
-        let targets =
-            Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), device);
-        (images, targets)
-    }
-
     /// One optimizer step on `batch`; returns the batch's loss before the step.
     pub fn step(&mut self, batch: &Batch) -> Result<f32, TrainError> {
         self.check_input(batch.image_len)?;
-        let (images, targets) = self.tensors(batch, &self.device);
+        let (images, targets) = batch_tensors(batch, &self.device);
         let loss = self.loss.forward(self.model().forward(images), targets);
         let value = loss.clone().into_scalar::<f32>();
         let grads = loss.backward();
@@ -312,7 +301,7 @@ impl Trainer {
     ) -> Result<(f32, StepPhases), TrainError> {
         self.check_input(batch.image_len)?;
         let t0 = now();
-        let (images, targets) = self.tensors(batch, &self.device);
+        let (images, targets) = batch_tensors(batch, &self.device);
         let _ = self.device.sync();
         let t1 = now();
         let loss = self.loss.forward(self.model().forward(images), targets);
@@ -355,7 +344,7 @@ impl Trainer {
     /// changing the parameters.
     pub fn gradient(&self, batch: &Batch) -> Result<(f32, Vec<f32>), TrainError> {
         self.check_input(batch.image_len)?;
-        let (images, targets) = self.tensors(batch, &self.device);
+        let (images, targets) = batch_tensors(batch, &self.device);
         let loss = self.loss.forward(self.model().forward(images), targets);
         let value = loss.clone().into_scalar::<f32>();
         let grads = loss.backward();
@@ -416,12 +405,7 @@ pub fn evaluate(model: &Model, dataset: &Dataset) -> Result<Evaluation, TrainErr
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     for batch in crate::data::batches_in_order(dataset, 500) {
         let n = batch.len();
-        let images = Tensor::<2>::from_data(
-            TensorData::new(batch.images.clone(), [n, batch.image_len]),
-            &device,
-        );
-        let targets =
-            Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), &device);
+        let (images, targets) = batch_tensors(&batch, &device);
         let logits = model.forward(images);
         let loss = loss_fn
             .forward(logits.clone(), targets)
@@ -441,6 +425,17 @@ pub fn evaluate(model: &Model, dataset: &Dataset) -> Result<Evaluation, TrainErr
         accuracy: correct as f32 / examples.max(1) as f32,
         examples,
     })
+}
+
+/// A batch as input and target tensors on `device`.
+fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+    let n = batch.len();
+    let images = Tensor::<2>::from_data(
+        TensorData::new(batch.images.clone(), [n, batch.image_len]),
+        device,
+    );
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), device);
+    (images, targets)
 }
 
 fn argmax(row: &[f32]) -> usize {
