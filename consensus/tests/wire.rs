@@ -136,10 +136,10 @@ proptest! {
         let mut bytes = msg.encode().expect("within limits");
         let i = at.index(bytes.len());
         bytes[i] ^= 1 << bit;
-        if let Ok(m) = Message::decode(&bytes) {
-            if m != msg {
-                prop_assert!(!m.verify(&ctx()), "a changed message must not verify");
-            }
+        if let Ok(m) = Message::decode(&bytes)
+            && m != msg
+        {
+            prop_assert!(!m.verify(&ctx()), "a changed message must not verify");
         }
     }
 }
