@@ -118,6 +118,10 @@ pub struct Stats {
     pub refused_to_sign: u64,
     /// Liveness certificates dropped (this version gossips votes, not certificates).
     pub dropped_certificates: u64,
+    /// Blocks received from peers and applied (catch-up after missing a commit).
+    pub caught_up: u64,
+    /// Blocks received that the ledger refused.
+    pub bad_blocks: u64,
 }
 
 /// Why a node could not be created or could not go on.
@@ -142,6 +146,12 @@ pub enum NodeError {
 const FUTURE_PROPOSALS: usize = 64;
 /// Bound on the evidence pool.
 const EVIDENCE_POOL: usize = 256;
+/// Bound on blocks kept for heights we have not reached.
+const FUTURE_BLOCKS: usize = 64;
+/// Most blocks sent in answer to one stale message.
+const CATCH_UP_BATCH: u64 = 16;
+/// Bound on remembered (sender, height, round) catch-up answers.
+const SERVED_MEMORY: usize = 4096;
 
 /// Everything the effect handler touches (kept apart from Malachite's `State`, which
 /// `process!` borrows mutably while effects are handled).
@@ -168,6 +178,8 @@ pub struct Node<A> {
     ledger: Ledger,
     app: A,
     future_proposals: Vec<SignedProposalMsg>,
+    future_blocks: BTreeMap<Height, Block>,
+    served: std::collections::BTreeSet<(Address, Height, i64)>,
 }
 
 impl<A> std::fmt::Debug for Node<A> {
@@ -236,6 +248,8 @@ impl<A: Application> Node<A> {
             ledger,
             app,
             future_proposals: Vec::new(),
+            future_blocks: BTreeMap::new(),
+            served: Default::default(),
         };
         node.host.pending.extend(persisted.wal);
         Ok(node)
@@ -310,6 +324,7 @@ impl<A: Application> Node<A> {
             Message::Vote(v) => {
                 if v.vote.height < height {
                     self.host.stats.stale += 1;
+                    self.serve_catch_up(&v);
                 } else {
                     self.feed(Input::Vote(v.into()));
                 }
@@ -326,8 +341,54 @@ impl<A: Application> Node<A> {
                 }
             }
             Message::Evidence(e) => self.on_evidence(e),
+            Message::Block(b) => self.on_block(*b)?,
         }
         self.settle()
+    }
+
+    /// A peer voted at a height we already committed: it missed the decision. Send it the
+    /// blocks it lacks (once per sender, height and round, so a replay cannot make us flood).
+    fn serve_catch_up(&mut self, v: &SignedVoteMsg) {
+        let key = (v.vote.validator, v.vote.height, v.vote.round.as_i64());
+        if !self.host.ctx.verify_vote(&v.clone().into()) || self.served.contains(&key) {
+            return;
+        }
+        if self.served.len() >= SERVED_MEMORY {
+            self.served.clear();
+        }
+        self.served.insert(key);
+        let from = v.vote.height.0;
+        let to = (from + CATCH_UP_BATCH).min(self.ledger.height().0 + 1);
+        for h in from..to {
+            if let Some(b) = self.ledger.blocks().get((h - 1) as usize) {
+                self.host
+                    .outputs
+                    .push(Output::Broadcast(Message::Block(Box::new(b.clone()))));
+            }
+        }
+    }
+
+    /// A committed block from a peer: safe to apply once its certificate holds > 2/3 of the
+    /// stake of that height, because Tendermint never certifies two values at one height.
+    fn on_block(&mut self, b: Block) -> Result<(), NodeError> {
+        let height = self.state.height();
+        if b.height < height {
+            return Ok(());
+        }
+        if b.height > height {
+            if self.future_blocks.len() < FUTURE_BLOCKS {
+                self.future_blocks.insert(b.height, b);
+            }
+            return Ok(());
+        }
+        if self.ledger.append(b.clone()).is_err() {
+            self.host.stats.bad_blocks += 1;
+            return Ok(());
+        }
+        self.host.stats.caught_up += 1;
+        // Any decision Malachite reaches for this height now is for the same value.
+        self.host.finalized = None;
+        self.after_commit(b, Vec::new())
     }
 
     /// Handles a timer set by [`Output::ScheduleTimer`].
@@ -441,6 +502,10 @@ impl<A: Application> Node<A> {
         cert: CommitCertificate<TabswarmContext>,
         evidence: Vec<Evidence>,
     ) -> Result<(), NodeError> {
+        if cert.height != self.ledger.height().increment_next() {
+            // Already applied from a peer's block.
+            return Ok(());
+        }
         let value = self
             .host
             .values
@@ -455,6 +520,12 @@ impl<A: Application> Node<A> {
             certificate: CommitCert::from(&cert),
         };
         self.ledger.append(block.clone())?;
+        self.after_commit(block, evidence)
+    }
+
+    /// Persists and announces a block already appended to the ledger, then starts the next
+    /// height.
+    fn after_commit(&mut self, block: Block, evidence: Vec<Evidence>) -> Result<(), NodeError> {
         for e in &block.value.evidence {
             self.host.evidence_pool.remove(&e.offender());
         }
@@ -484,6 +555,10 @@ impl<A: Application> Node<A> {
             } else if p.proposal.height > next {
                 self.future_proposals.push(p);
             }
+        }
+        self.future_blocks.retain(|h, _| *h >= next);
+        if let Some(b) = self.future_blocks.remove(&next) {
+            self.on_block(b)?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use crate::codec::{self, DecodeError, EncodeError};
 use crate::context::{Proposal, SignedProposal, TabswarmContext};
 use crate::evidence::{Evidence, SignedVoteMsg};
 use crate::identity::Signature;
+use crate::ledger::Block;
 
 /// Largest vote encoding.
 pub const VOTE_LIMIT: usize = 256;
@@ -17,8 +18,10 @@ pub const VOTE_LIMIT: usize = 256;
 pub const PROPOSAL_LIMIT: usize = 400 * 1024;
 /// Largest evidence encoding.
 pub const EVIDENCE_LIMIT: usize = 1024;
+/// Largest block encoding: a proposal plus a certificate of up to ~4000 signatures.
+pub const BLOCK_LIMIT: usize = PROPOSAL_LIMIT + 400 * 1024;
 /// Largest message of any kind; checked before parsing anything.
-pub const MAX_MESSAGE: usize = PROPOSAL_LIMIT;
+pub const MAX_MESSAGE: usize = BLOCK_LIMIT;
 
 /// A signed proposal in wire form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +57,8 @@ pub enum Message {
     Proposal(SignedProposalMsg),
     /// Equivocation evidence.
     Evidence(Evidence),
+    /// A committed block, sent to a peer seen voting at an older height so it can catch up.
+    Block(Box<Block>),
 }
 
 impl Message {
@@ -63,6 +68,7 @@ impl Message {
             Message::Vote(_) => VOTE_LIMIT,
             Message::Proposal(_) => PROPOSAL_LIMIT,
             Message::Evidence(_) => EVIDENCE_LIMIT,
+            Message::Block(_) => BLOCK_LIMIT,
         }
     }
 
@@ -72,6 +78,7 @@ impl Message {
             Message::Vote(_) => "vote",
             Message::Proposal(_) => "proposal",
             Message::Evidence(_) => "evidence",
+            Message::Block(_) => "block",
         }
     }
 
@@ -89,8 +96,10 @@ impl Message {
                 limit: msg.limit(),
             });
         }
-        if let Message::Proposal(p) = &msg {
-            p.proposal.value.check_canonical()?;
+        match &msg {
+            Message::Proposal(p) => p.proposal.value.check_canonical()?,
+            Message::Block(b) => b.value.check_canonical()?,
+            _ => {}
         }
         Ok(msg)
     }
@@ -101,6 +110,17 @@ impl Message {
             Message::Vote(v) => ctx.verify_vote(&v.clone().into()),
             Message::Proposal(p) => ctx.verify_proposal(&p.clone().into()),
             Message::Evidence(e) => e.verify(ctx).is_ok(),
+            // A block is checked against the ledger (certificate and stake) when applied.
+            Message::Block(b) => b.certificate.signatures.iter().all(|(a, s)| {
+                let vote = crate::context::Vote {
+                    height: b.certificate.height,
+                    round: b.certificate.round,
+                    vote_type: malachitebft_core_types::VoteType::Precommit,
+                    value: malachitebft_core_types::NilOrVal::Val(b.certificate.value_id),
+                    validator: *a,
+                };
+                ctx.verify_vote(&crate::context::SignedVote::new(vote, *s))
+            }),
         }
     }
 }
