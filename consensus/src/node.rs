@@ -13,8 +13,9 @@ use malachitebft_core_consensus::{
     SignedConsensusMsg, State, process,
 };
 use malachitebft_core_types::{
-    CertificateError, CommitCertificate, LinearTimeouts, Round, SignedMessage, Timeout, Validity,
-    Value as _, ValueOrigin, ValuePayload, VoteExtensionPolicy,
+    CertificateError, CommitCertificate, LinearTimeouts, Round, RoundCertificateType,
+    SignedMessage, ThresholdParam, Timeout, Validity, Value as _, ValueOrigin, ValuePayload,
+    VoteExtensionPolicy,
 };
 
 use crate::context::{
@@ -116,8 +117,6 @@ pub struct Stats {
     pub invalid_proposals: u64,
     /// Signing requests the signer refused (would have double-signed).
     pub refused_to_sign: u64,
-    /// Liveness certificates dropped (this version gossips votes, not certificates).
-    pub dropped_certificates: u64,
     /// Blocks received from peers and applied (catch-up after missing a commit).
     pub caught_up: u64,
     /// Blocks received that the ledger refused.
@@ -150,7 +149,7 @@ const EVIDENCE_POOL: usize = 256;
 const FUTURE_BLOCKS: usize = 64;
 /// Most blocks sent in answer to one stale message.
 const CATCH_UP_BATCH: u64 = 16;
-/// Bound on remembered (sender, height, round) catch-up answers.
+/// Bound on remembered (sender, our height) catch-up answers.
 const SERVED_MEMORY: usize = 4096;
 
 /// Everything the effect handler touches (kept apart from Malachite's `State`, which
@@ -179,7 +178,7 @@ pub struct Node<A> {
     app: A,
     future_proposals: Vec<SignedProposalMsg>,
     future_blocks: BTreeMap<Height, Block>,
-    served: std::collections::BTreeSet<(Address, Height, i64)>,
+    served: std::collections::BTreeSet<(Address, Height)>,
 }
 
 impl<A> std::fmt::Debug for Node<A> {
@@ -342,14 +341,17 @@ impl<A: Application> Node<A> {
             }
             Message::Evidence(e) => self.on_evidence(e),
             Message::Block(b) => self.on_block(*b)?,
+            Message::Polka(c) => self.feed(Input::PolkaCertificate(c.into())),
+            Message::RoundCert(c) => self.feed(Input::RoundCertificate(c.into())),
         }
         self.settle()
     }
 
     /// A peer voted at a height we already committed: it missed the decision. Send it the
-    /// blocks it lacks (once per sender, height and round, so a replay cannot make us flood).
+    /// blocks it lacks, at most one batch per sender for each height we are at, so replayed
+    /// old votes cannot make us flood (and a replay only delays the real sender by a height).
     fn serve_catch_up(&mut self, v: &SignedVoteMsg) {
-        let key = (v.vote.validator, v.vote.height, v.vote.round.as_i64());
+        let key = (v.vote.validator, self.state.height());
         if !self.host.ctx.verify_vote(&v.clone().into()) || self.served.contains(&key) {
             return;
         }
@@ -636,8 +638,13 @@ impl Host {
                         self.outputs
                             .push(Output::Broadcast(Message::Vote(v.into())));
                     }
-                    LivenessMsg::PolkaCertificate(_) | LivenessMsg::SkipRoundCertificate(_) => {
-                        self.stats.dropped_certificates += 1;
+                    LivenessMsg::PolkaCertificate(c) => {
+                        self.outputs
+                            .push(Output::Broadcast(Message::Polka(c.into())));
+                    }
+                    LivenessMsg::SkipRoundCertificate(c) => {
+                        self.outputs
+                            .push(Output::Broadcast(Message::RoundCert(c.into())));
                     }
                 }
                 r.resume_with(())
@@ -647,8 +654,9 @@ impl Host {
                     .push(Output::Broadcast(Message::Vote(v.into())));
                 r.resume_with(())
             }
-            E::RepublishRoundCertificate(_, r) => {
-                self.stats.dropped_certificates += 1;
+            E::RepublishRoundCertificate(c, r) => {
+                self.outputs
+                    .push(Output::Broadcast(Message::RoundCert(c.into())));
                 r.resume_with(())
             }
             E::GetValue(height, round, _, r) => {
@@ -705,13 +713,18 @@ impl Host {
                 let cert = cert.trim_vote_extensions();
                 r.resume_with(verify_cert(&self.ctx, &CommitCert::from(&cert), &set))
             }
-            E::VerifyPolkaCertificate(cert, set, _, r) => {
+            E::VerifyPolkaCertificate(cert, set, t, r) => {
                 let votes: Vec<SignedVote> = cert.votes(&self.ctx).collect();
-                r.resume_with(verify_votes(&self.ctx, &votes, &set))
+                r.resume_with(verify_votes(&self.ctx, &votes, &set, t.quorum))
             }
-            E::VerifyRoundCertificate(cert, set, _, r) => {
+            E::VerifyRoundCertificate(cert, set, t, r) => {
+                // A skip certificate needs only more than 1/3 of stake (f+1).
+                let threshold = match cert.cert_type {
+                    RoundCertificateType::Skip => t.honest,
+                    RoundCertificateType::Precommit => t.quorum,
+                };
                 let votes: Vec<SignedVote> = cert.votes(&self.ctx).collect();
-                r.resume_with(verify_votes(&self.ctx, &votes, &set))
+                r.resume_with(verify_votes(&self.ctx, &votes, &set, threshold))
             }
             E::WalAppend(_, input, r) => {
                 if !self.replaying {
@@ -776,6 +789,7 @@ fn verify_votes(
     ctx: &TabswarmContext,
     votes: &[SignedVote],
     set: &ValidatorSet,
+    threshold: ThresholdParam,
 ) -> Result<(), CertificateError<TabswarmContext>> {
     let mut seen = std::collections::BTreeSet::new();
     let mut signed = 0u64;
@@ -793,11 +807,12 @@ fn verify_votes(
         signed += power;
     }
     let total = malachitebft_core_types::ValidatorSet::total_voting_power(set);
-    if u128::from(signed) * 3 <= u128::from(total) * 2 {
+    // Genesis caps total stake at u64::MAX / 3, so these products cannot overflow.
+    if !threshold.is_met(signed, total) {
         return Err(CertificateError::NotEnoughVotingPower {
             signed,
             total,
-            expected: total * 2 / 3 + 1,
+            expected: threshold.min_expected(total),
         });
     }
     Ok(())

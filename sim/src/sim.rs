@@ -425,7 +425,6 @@ impl Sim {
                 honest_stats.bad_evidence += st.bad_evidence;
                 honest_stats.invalid_proposals += st.invalid_proposals;
                 honest_stats.refused_to_sign += st.refused_to_sign;
-                honest_stats.dropped_certificates += st.dropped_certificates;
             }
         }
         let slashed = self

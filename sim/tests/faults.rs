@@ -159,3 +159,48 @@ fn partition_heals_and_minority_catches_up() {
     assert_eq!(end.agreement_violations, 0);
     assert!(end.heights[4] >= mid.heights[0], "{:?}", end.heights);
 }
+
+/// Found by the agreement property: a validator that crashed mid-height and restarted after
+/// its peers had committed it stayed behind forever while a replaying peer used up its
+/// catch-up answer.
+#[test]
+fn regression_restarted_validator_catches_up_despite_replays() {
+    let mut c = Config::new(8951002141174339443, vec![5, 4, 5, 4, 2, 1, 5]);
+    c.loss_per_mille = 48;
+    c.crashes = vec![Crash {
+        node: 6,
+        at_ms: 431,
+        restart_ms: Some(1909),
+    }];
+    c.behaviours = vec![Behaviour::Replay];
+    let mut sim = Sim::new(c).expect("sim");
+    let mid = sim.run_until(1909).expect("run");
+    let end = sim.run_until(21_909).expect("run");
+    assert_eq!(end.agreement_violations, 0);
+    assert!(end.heights[6] > mid.heights[0], "{:?}", end.heights);
+}
+
+/// Found by the agreement property: with tight honest stake and loss, nodes locked on a value
+/// could not accept its re-proposal until polka and round certificates were gossiped.
+#[test]
+fn regression_locked_value_reproposal_needs_polka_certificates() {
+    let mut c = Config::new(38046644548987211, vec![2, 1, 2, 5]);
+    c.loss_per_mille = 48;
+    c.crashes = vec![Crash {
+        node: 3,
+        at_ms: 7100,
+        restart_ms: Some(10483),
+    }];
+    c.behaviours = vec![Behaviour::Silent];
+    let mut sim = Sim::new(c).expect("sim");
+    let mid = sim.run_until(10_483).expect("run");
+    let end = sim.run_until(30_483).expect("run");
+    assert_eq!(end.agreement_violations, 0);
+    let top = mid.heights.iter().copied().max().unwrap_or(0);
+    assert!(
+        end.min_honest_height > top,
+        "{:?} -> {:?}",
+        mid.heights,
+        end.heights
+    );
+}
