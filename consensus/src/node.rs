@@ -179,6 +179,7 @@ pub struct Node<A> {
     future_proposals: Vec<SignedProposalMsg>,
     future_blocks: BTreeMap<Height, Block>,
     served: std::collections::BTreeSet<(Address, Height)>,
+    stale_seen: BTreeMap<(Address, Height), u32>,
 }
 
 impl<A> std::fmt::Debug for Node<A> {
@@ -249,6 +250,7 @@ impl<A: Application> Node<A> {
             future_proposals: Vec::new(),
             future_blocks: BTreeMap::new(),
             served: Default::default(),
+            stale_seen: BTreeMap::new(),
         };
         node.host.pending.extend(persisted.wal);
         Ok(node)
@@ -350,8 +352,23 @@ impl<A: Application> Node<A> {
     /// A peer voted at a height we already committed: it missed the decision. Send it the
     /// blocks it lacks, at most one batch per sender for each height we are at, so replayed
     /// old votes cannot make us flood (and a replay only delays the real sender by a height).
+    ///
+    /// A peer's prevote and precommit for the height we just decided keep arriving after we
+    /// moved on; that is normal. A sender one height back counts as lagging from its third
+    /// stale vote (its rebroadcasts); two or more heights back it counts at once.
     fn serve_catch_up(&mut self, v: &SignedVoteMsg) {
-        let key = (v.vote.validator, self.state.height());
+        let ours = self.state.height();
+        let key = (v.vote.validator, ours);
+        if v.vote.height.0 + 1 == ours.0 {
+            if self.stale_seen.len() >= SERVED_MEMORY {
+                self.stale_seen.clear();
+            }
+            let seen = self.stale_seen.entry(key).or_default();
+            *seen += 1;
+            if *seen < 3 {
+                return;
+            }
+        }
         if !self.host.ctx.verify_vote(&v.clone().into()) || self.served.contains(&key) {
             return;
         }
