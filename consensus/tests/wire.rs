@@ -213,3 +213,54 @@ fn unsorted_update_ids_are_not_canonical() {
     v.proposal.updates.reverse();
     assert!(v.check_canonical().is_ok());
 }
+
+#[test]
+fn blocks_and_certificates_round_trip_and_verify() {
+    use tabswarm_consensus::testkit::Cluster;
+    use tabswarm_consensus::wire::{PolkaCert, RoundCert};
+
+    let mut c = Cluster::new(&[1, 1, 1, 1]).expect("cluster");
+    assert!(c.run_until_height(1, 100_000).expect("no node error"));
+    let run_ctx = TabswarmContext::new(c.nodes[0].ledger().genesis().run_id());
+    let block = c.committed[0][0].clone();
+
+    let id = ValueId([5; 32]);
+    let prevote = |i: u32| {
+        let v = Vote {
+            height: Height(7),
+            round: Round::new(2),
+            vote_type: VoteType::Prevote,
+            value: NilOrVal::Val(id),
+            validator: key(i).address(),
+        };
+        (key(i).address(), run_ctx.sign_vote(&key(i), v).signature)
+    };
+    let polka = PolkaCert {
+        height: Height(7),
+        round: Round::new(2),
+        value_id: id,
+        signatures: (0..3).map(prevote).collect(),
+    };
+    let round_cert = RoundCert {
+        height: Height(7),
+        round: Round::new(2),
+        cert_type: malachitebft_core_types::RoundCertificateType::Skip,
+        signatures: (0..2)
+            .map(|i| {
+                let (a, s) = prevote(i);
+                (VoteType::Prevote, NilOrVal::Val(id), a, s)
+            })
+            .collect(),
+    };
+    for msg in [
+        Message::Block(Box::new(block)),
+        Message::Polka(polka),
+        Message::RoundCert(round_cert),
+    ] {
+        let bytes = msg.encode().expect("fits");
+        let back = Message::decode(&bytes).expect("decodes");
+        assert!(back.verify(&run_ctx), "{} verifies", back.kind());
+        assert!(!back.verify(&ctx()), "{} is bound to its run", back.kind());
+        assert_eq!(back, msg);
+    }
+}
