@@ -22,6 +22,9 @@ pub struct Crash {
     pub at_ms: u64,
     /// When it restarts from its store, if ever.
     pub restart_ms: Option<u64>,
+    /// Crash in the middle of an output batch instead: right after the node's next signer
+    /// record is persisted and before the vote it was for is sent.
+    pub torn: bool,
 }
 
 /// A simulation's full description; with the seed, it fixes the whole trace.

@@ -52,6 +52,8 @@ pub struct Report {
     pub slashed: Vec<usize>,
     /// First commit time of each height (virtual ms).
     pub commit_times: Vec<u64>,
+    /// Crashes that hit between a persisted signer record and the vote leaving.
+    pub torn_crashes: u64,
 }
 
 enum Event {
@@ -69,7 +71,7 @@ enum Event {
         node: usize,
         epoch: u64,
     },
-    Crash(usize),
+    Crash(usize, bool),
     Restart(usize),
 }
 
@@ -81,6 +83,7 @@ struct Slot {
     timers: HashMap<Timeout, u64>,
     generation: u64,
     history: Vec<Message>,
+    torn_pending: bool,
 }
 
 /// A running simulation.
@@ -103,6 +106,7 @@ pub struct Sim {
     delivered: u64,
     sent: u64,
     sent_bytes: u64,
+    torn_crashes: u64,
 }
 
 impl std::fmt::Debug for Sim {
@@ -137,6 +141,7 @@ impl Sim {
                 timers: HashMap::new(),
                 generation: 0,
                 history: Vec::new(),
+                torn_pending: false,
             })
             .collect();
         let mut sim = Self {
@@ -158,9 +163,10 @@ impl Sim {
             delivered: 0,
             sent: 0,
             sent_bytes: 0,
+            torn_crashes: 0,
         };
         for c in sim.config.crashes.clone() {
-            sim.push(c.at_ms, Event::Crash(c.node));
+            sim.push(c.at_ms, Event::Crash(c.node, c.torn));
             if let Some(r) = c.restart_ms {
                 sim.push(r.max(c.at_ms + 1), Event::Restart(c.node));
             }
@@ -216,10 +222,31 @@ impl Sim {
         })
     }
 
+    fn crash(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.node = None;
+        slot.epoch += 1;
+        slot.timers.clear();
+        slot.torn_pending = false;
+    }
+
     fn apply(&mut self, i: usize, outputs: Vec<Output>) {
         for o in outputs {
+            if self.slots[i].node.is_none() {
+                // Crashed part-way through this batch: the rest never happened.
+                return;
+            }
             match o {
-                Output::Persist(r) => self.slots[i].store.apply(&r),
+                Output::Persist(r) => {
+                    self.slots[i].store.apply(&r);
+                    if self.slots[i].torn_pending
+                        && matches!(r, tabswarm_consensus::node::Record::Signer(_))
+                    {
+                        self.trace.update([4, i as u8]);
+                        self.torn_crashes += 1;
+                        self.crash(i);
+                    }
+                }
                 Output::Broadcast(m) => self.broadcast(i, m),
                 Output::ScheduleTimer(t, after) => {
                     let slot = &mut self.slots[i];
@@ -386,15 +413,20 @@ impl Sim {
                 let out = n.resume().map_err(|e| SimError::Node(node, e))?;
                 self.apply(node, out);
             }
-            Event::Crash(i) => {
+            Event::Crash(i, torn) => {
                 self.trace.update([2, i as u8]);
-                let slot = &mut self.slots[i];
-                slot.node = None;
-                slot.epoch += 1;
-                slot.timers.clear();
+                if torn {
+                    self.slots[i].torn_pending = true;
+                } else {
+                    self.crash(i);
+                }
             }
             Event::Restart(i) => {
                 self.trace.update([3, i as u8]);
+                // A torn crash that never found its moment becomes a plain crash first.
+                if self.slots[i].torn_pending {
+                    self.crash(i);
+                }
                 if self.slots[i].node.is_none() {
                     self.boot(i)?;
                 }
@@ -457,6 +489,7 @@ impl Sim {
             honest_stats,
             slashed,
             commit_times: self.commit_times.clone(),
+            torn_crashes: self.torn_crashes,
         }
     }
 

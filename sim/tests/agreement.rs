@@ -36,7 +36,12 @@ fn scenario() -> impl Strategy<Value = Config> {
         0u32..=100,
         proptest::collection::vec((0u64..8_000, 500u64..4_000, any::<u64>()), 0..=2),
         proptest::collection::vec(
-            (any::<prop::sample::Index>(), 0u64..8_000, 0u64..4_000),
+            (
+                any::<prop::sample::Index>(),
+                0u64..8_000,
+                0u64..4_000,
+                any::<bool>(),
+            ),
             0..=2,
         ),
     )
@@ -62,10 +67,11 @@ fn scenario() -> impl Strategy<Value = Config> {
                 .collect();
             c.crashes = crashes
                 .into_iter()
-                .map(|(who, at, down)| Crash {
+                .map(|(who, at, down, torn)| Crash {
                     node: 1 + who.index(n - 1),
                     at_ms: at,
                     restart_ms: Some(at + 1 + down),
+                    torn,
                 })
                 .collect();
             c
