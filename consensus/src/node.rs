@@ -149,7 +149,7 @@ const EVIDENCE_POOL: usize = 256;
 const FUTURE_BLOCKS: usize = 64;
 /// Most blocks sent in answer to one stale message.
 const CATCH_UP_BATCH: u64 = 16;
-/// Bound on remembered (sender, our height) catch-up answers.
+/// Bound on remembered (sender, our height) stale-vote counts.
 const SERVED_MEMORY: usize = 4096;
 
 /// Everything the effect handler touches (kept apart from Malachite's `State`, which
@@ -178,7 +178,6 @@ pub struct Node<A> {
     app: A,
     future_proposals: Vec<SignedProposalMsg>,
     future_blocks: BTreeMap<Height, Block>,
-    served: std::collections::BTreeSet<(Address, Height)>,
     stale_seen: BTreeMap<(Address, Height), u32>,
 }
 
@@ -249,7 +248,6 @@ impl<A: Application> Node<A> {
             app,
             future_proposals: Vec::new(),
             future_blocks: BTreeMap::new(),
-            served: Default::default(),
             stale_seen: BTreeMap::new(),
         };
         node.host.pending.extend(persisted.wal);
@@ -350,32 +348,28 @@ impl<A: Application> Node<A> {
     }
 
     /// A peer voted at a height we already committed: it missed the decision. Send it the
-    /// blocks it lacks, at most one batch per sender for each height we are at, so replayed
-    /// old votes cannot make us flood (and a replay only delays the real sender by a height).
+    /// blocks it lacks.
     ///
     /// A peer's prevote and precommit for the height we just decided keep arriving after we
-    /// moved on; that is normal. A sender one height back counts as lagging from its third
-    /// stale vote (its rebroadcasts); two or more heights back it counts at once.
+    /// moved on; that is normal. So per sender and per height of ours we count its stale
+    /// votes and answer the first one only if it is two or more heights back, then every
+    /// third one (its rebroadcasts). Answers must repeat: a batch can be lost, and if the
+    /// laggard's stake is needed for our quorum our height will not move until it catches up.
+    /// A peer replaying old votes gets at most one batch per three replays.
     fn serve_catch_up(&mut self, v: &SignedVoteMsg) {
         let ours = self.state.height();
-        let key = (v.vote.validator, ours);
-        if v.vote.height.0 + 1 == ours.0 {
-            if self.stale_seen.len() >= SERVED_MEMORY {
-                self.stale_seen.clear();
-            }
-            let seen = self.stale_seen.entry(key).or_default();
-            *seen += 1;
-            if *seen < 3 {
-                return;
-            }
-        }
-        if !self.host.ctx.verify_vote(&v.clone().into()) || self.served.contains(&key) {
+        if !self.host.ctx.verify_vote(&v.clone().into()) {
             return;
         }
-        if self.served.len() >= SERVED_MEMORY {
-            self.served.clear();
+        if self.stale_seen.len() >= SERVED_MEMORY {
+            self.stale_seen.clear();
         }
-        self.served.insert(key);
+        let seen = self.stale_seen.entry((v.vote.validator, ours)).or_default();
+        *seen += 1;
+        let one_back = v.vote.height.0 + 1 == ours.0;
+        if *seen % 3 != if one_back { 0 } else { 1 } {
+            return;
+        }
         let from = v.vote.height.0;
         let to = (from + CATCH_UP_BATCH).min(self.ledger.height().0 + 1);
         for h in from..to {

@@ -42,6 +42,8 @@ pub struct Config {
     pub jitter_ms: u64,
     /// Probability of losing a message, in thousandths.
     pub loss_per_mille: u32,
+    /// When loss stops (`None`: never).
+    pub loss_until_ms: Option<u64>,
     /// Partitions.
     pub partitions: Vec<Partition>,
     /// Crashes.
@@ -62,6 +64,7 @@ impl Config {
             link_spread_ms: 10,
             jitter_ms: 5,
             loss_per_mille: 0,
+            loss_until_ms: None,
             partitions: Vec::new(),
             crashes: Vec::new(),
             behaviours: Vec::new(),
@@ -74,9 +77,13 @@ impl Config {
         self.behaviours.get(i).copied().unwrap_or(Behaviour::Honest)
     }
 
-    /// Virtual time after which no partition or crash is active.
+    /// Virtual time after which no partition, crash or (ending) loss is active.
     pub fn faults_end_ms(&self) -> u64 {
-        let p = self.partitions.iter().map(|p| p.until_ms);
+        let p = self
+            .partitions
+            .iter()
+            .map(|p| p.until_ms)
+            .chain(self.loss_until_ms);
         let c = self.crashes.iter().map(|c| c.restart_ms.unwrap_or(c.at_ms));
         p.chain(c).max().unwrap_or(0)
     }

@@ -330,9 +330,9 @@ impl Sim {
             for j in to.into_iter().filter(|&j| j != i) {
                 self.sent += 1;
                 self.sent_bytes += bytes.len() as u64;
-                if self.partitioned(i, j)
-                    || roll(&mut self.rng, 1000) < u64::from(self.config.loss_per_mille)
-                {
+                let lossy = self.config.loss_until_ms.is_none_or(|t| self.now < t);
+                let lost = roll(&mut self.rng, 1000) < u64::from(self.config.loss_per_mille);
+                if self.partitioned(i, j) || (lossy && lost) {
                     continue;
                 }
                 let delay = self.links[i][j] + roll(&mut self.rng, self.config.jitter_ms + 1);

@@ -232,3 +232,34 @@ fn torn_crashes_after_persisting_never_lead_to_double_signing() {
     assert_eq!(r.agreement_violations, 0);
     assert!(r.min_honest_height >= 10, "{:?}", r.heights);
 }
+
+/// Found by the agreement property: a laggard whose stake the others need, whose one
+/// catch-up batch was lost, deadlocked everyone; catch-up answers now repeat.
+#[test]
+fn regression_needed_laggard_gets_repeated_catch_up() {
+    let mut c = Config::new(8393353895302767860, vec![1, 2, 5, 1, 5]);
+    c.loss_per_mille = 51;
+    c.partitions = vec![Partition {
+        from_ms: 506,
+        until_ms: 3464,
+        groups: vec![vec![1, 3, 4], vec![0, 2]],
+    }];
+    c.crashes = vec![Crash {
+        node: 2,
+        at_ms: 7694,
+        restart_ms: Some(8248),
+        torn: false,
+    }];
+    c.behaviours = vec![Behaviour::Silent];
+    let mut sim = Sim::new(c).expect("sim");
+    let mid = sim.run_until(8248).expect("run");
+    let end = sim.run_until(28_248).expect("run");
+    assert_eq!(end.agreement_violations, 0);
+    let top = mid.heights.iter().copied().max().unwrap_or(0);
+    assert!(
+        end.min_honest_height > top,
+        "{:?} -> {:?}",
+        mid.heights,
+        end.heights
+    );
+}
