@@ -2,7 +2,8 @@
 //! validators, and simulator scale for 100 validators.
 //!
 //! `cargo bench -p tabswarm-consensus --bench consensus -- --out FILE [--sim-heights N]`
-//! prints JSON and writes it to FILE.
+//! prints JSON and writes it to FILE. Cargo runs benches from the package directory
+//! (`consensus/`), so give FILE as an absolute path.
 
 use std::time::Instant;
 
