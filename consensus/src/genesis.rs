@@ -1,0 +1,395 @@
+//! The genesis file: run parameters and the stake table. Its hash is the run id.
+//!
+//! Format (JSON, every field required unless marked):
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "name": "mnist-mlp-demo",
+//!   "initial_param_hash": "<64 hex chars: hash of the initial flat parameter vector>",
+//!   "aggregation_rule": "mean",            // or "median", or {"trimmed_mean": {"trim_per_mille": 100}}
+//!   "timeouts_ms": {                       // optional; these are the defaults
+//!     "propose": 3000, "propose_delta": 500,
+//!     "prevote": 1000, "prevote_delta": 500,
+//!     "precommit": 1000, "precommit_delta": 500,
+//!     "rebroadcast": 5000, "max": 60000
+//!   },
+//!   "validators": [ { "public_key": "<64 hex chars: ed25519 key>", "stake": 100 } ]
+//! }
+//! ```
+//!
+//! The run id is `sha256("tabswarm/genesis/v1\0" || canonical bytes)`, where the canonical bytes
+//! are the postcard encoding of the parsed genesis with validators sorted by key, so JSON
+//! whitespace, field order and validator order do not change the run.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::identity::Address;
+
+/// Identifies a run: the hash of its canonical genesis.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RunId(pub [u8; 32]);
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({})", hex(&self.0[..8]))
+    }
+}
+
+/// How the round's accepted updates are combined into the next parameters.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregationRule {
+    /// Plain mean of the deltas.
+    Mean,
+    /// Coordinate-wise median.
+    Median,
+    /// Coordinate-wise mean after dropping the given share at each end.
+    TrimmedMean {
+        /// Share dropped at each end, in thousandths.
+        trim_per_mille: u16,
+    },
+}
+
+/// Consensus timeouts in milliseconds; each grows by its delta per round (views).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsMs {
+    /// Wait for a proposal in round 0.
+    pub propose: u64,
+    /// Added per round.
+    pub propose_delta: u64,
+    /// Wait after a prevote quorum for any value.
+    pub prevote: u64,
+    /// Added per round.
+    pub prevote_delta: u64,
+    /// Wait after a precommit quorum for any value.
+    pub precommit: u64,
+    /// Added per round.
+    pub precommit_delta: u64,
+    /// Re-send our last vote this often while stuck (heals lost messages).
+    pub rebroadcast: u64,
+    /// Cap on any timeout.
+    pub max: u64,
+}
+
+impl Default for TimeoutsMs {
+    fn default() -> Self {
+        Self {
+            propose: 3000,
+            propose_delta: 500,
+            prevote: 1000,
+            prevote_delta: 500,
+            precommit: 1000,
+            precommit_delta: 500,
+            rebroadcast: 5000,
+            max: 60_000,
+        }
+    }
+}
+
+/// One entry of the stake table as written in the file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorEntry {
+    /// Hex of the 32-byte ed25519 public key.
+    pub public_key: String,
+    /// Voting power; must be positive.
+    pub stake: u64,
+}
+
+/// The genesis file as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisFile {
+    /// Format version; this build reads 1.
+    pub version: u32,
+    /// Human-readable run name.
+    pub name: String,
+    /// Hex hash of the initial parameters (the base of height 1's proposal).
+    pub initial_param_hash: String,
+    /// Aggregation rule proposals must use.
+    pub aggregation_rule: AggregationRule,
+    /// Consensus timeouts.
+    #[serde(default)]
+    pub timeouts_ms: TimeoutsMs,
+    /// The stake table.
+    pub validators: Vec<ValidatorEntry>,
+}
+
+/// Why a genesis was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    /// Not valid JSON for this format.
+    #[error("genesis is not valid JSON for this format: {0}")]
+    Json(String),
+    /// An unknown format version.
+    #[error("genesis version {0} is not supported (expected 1)")]
+    Version(u32),
+    /// A hex field is not 64 hex characters.
+    #[error("{field}: expected 64 hex characters, got {got:?}")]
+    BadHex {
+        /// Which field.
+        field: String,
+        /// What was there.
+        got: String,
+    },
+    /// A public key is not a valid ed25519 point.
+    #[error("validator {index}: public key is not a valid ed25519 key")]
+    BadKey {
+        /// Position in the file.
+        index: usize,
+    },
+    /// The same key twice.
+    #[error("validator {index}: duplicate public key {key}")]
+    DuplicateKey {
+        /// Position of the second occurrence.
+        index: usize,
+        /// The key, shortened.
+        key: String,
+    },
+    /// A validator with no stake.
+    #[error("validator {index}: stake must be positive")]
+    ZeroStake {
+        /// Position in the file.
+        index: usize,
+    },
+    /// No validators, or no stake.
+    #[error("total stake is zero: a run needs at least one staked validator")]
+    ZeroTotalStake,
+    /// Total stake so large that the 2/3 quorum arithmetic could overflow.
+    #[error("total stake overflows (must be at most u64::MAX / 3)")]
+    StakeOverflow,
+    /// A timeout of zero or a cap below a base timeout.
+    #[error("timeouts: {0}")]
+    Timeouts(&'static str),
+}
+
+/// A validated genesis: what the rest of the crate uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    /// Run name.
+    pub name: String,
+    /// Initial parameter hash.
+    pub initial_param_hash: [u8; 32],
+    /// Aggregation rule.
+    pub aggregation_rule: AggregationRule,
+    /// Timeouts.
+    pub timeouts_ms: TimeoutsMs,
+    /// Validators sorted by address, each with positive stake.
+    pub validators: Vec<(Address, u64)>,
+}
+
+impl Genesis {
+    /// Parse and validate a JSON genesis.
+    pub fn from_json(text: &str) -> Result<Self, GenesisError> {
+        let file: GenesisFile =
+            serde_json::from_str(text).map_err(|e| GenesisError::Json(e.to_string()))?;
+        Self::from_file(file)
+    }
+
+    /// Validate a parsed genesis file.
+    pub fn from_file(file: GenesisFile) -> Result<Self, GenesisError> {
+        if file.version != 1 {
+            return Err(GenesisError::Version(file.version));
+        }
+        let initial_param_hash = parse_hex32("initial_param_hash", &file.initial_param_hash)?;
+        let t = file.timeouts_ms;
+        if [t.propose, t.prevote, t.precommit, t.rebroadcast].contains(&0) {
+            return Err(GenesisError::Timeouts("base timeouts must be positive"));
+        }
+        if t.max < t.propose.max(t.prevote).max(t.precommit) {
+            return Err(GenesisError::Timeouts("max is below a base timeout"));
+        }
+        let mut seen = BTreeSet::new();
+        let mut validators = Vec::with_capacity(file.validators.len());
+        let mut total: u64 = 0;
+        for (index, v) in file.validators.iter().enumerate() {
+            let key = parse_hex32(&format!("validators[{index}].public_key"), &v.public_key)?;
+            let address = Address(key);
+            if address.public_key().is_none() {
+                return Err(GenesisError::BadKey { index });
+            }
+            if !seen.insert(address) {
+                return Err(GenesisError::DuplicateKey {
+                    index,
+                    key: address.to_string(),
+                });
+            }
+            if v.stake == 0 {
+                return Err(GenesisError::ZeroStake { index });
+            }
+            total = total
+                .checked_add(v.stake)
+                .ok_or(GenesisError::StakeOverflow)?;
+            validators.push((address, v.stake));
+        }
+        if total == 0 {
+            return Err(GenesisError::ZeroTotalStake);
+        }
+        if total > u64::MAX / 3 {
+            return Err(GenesisError::StakeOverflow);
+        }
+        validators.sort();
+        Ok(Self {
+            name: file.name,
+            initial_param_hash,
+            aggregation_rule: file.aggregation_rule,
+            timeouts_ms: t,
+            validators,
+        })
+    }
+
+    /// The file form of this genesis (validators in canonical order).
+    pub fn to_file(&self) -> GenesisFile {
+        GenesisFile {
+            version: 1,
+            name: self.name.clone(),
+            initial_param_hash: hex(&self.initial_param_hash),
+            aggregation_rule: self.aggregation_rule,
+            timeouts_ms: self.timeouts_ms,
+            validators: self
+                .validators
+                .iter()
+                .map(|(a, stake)| ValidatorEntry {
+                    public_key: hex(&a.0),
+                    stake: *stake,
+                })
+                .collect(),
+        }
+    }
+
+    /// JSON text of this genesis.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.to_file()).unwrap_or_default()
+    }
+
+    /// The run id: hash of the canonical genesis.
+    pub fn run_id(&self) -> RunId {
+        let mut h = Sha256::new();
+        h.update(b"tabswarm/genesis/v1\0");
+        h.update(codec::canonical(self));
+        RunId(h.finalize().into())
+    }
+
+    /// Sum of stake.
+    pub fn total_stake(&self) -> u64 {
+        self.validators.iter().map(|(_, s)| s).sum()
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex32(field: &str, s: &str) -> Result<[u8; 32], GenesisError> {
+    let bad = || GenesisError::BadHex {
+        field: field.to_owned(),
+        got: s.chars().take(80).collect(),
+    };
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).map_err(|_| bad())?;
+        out[i] = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    fn file(stakes: &[u64]) -> GenesisFile {
+        GenesisFile {
+            version: 1,
+            name: "t".into(),
+            initial_param_hash: hex(&[7; 32]),
+            aggregation_rule: AggregationRule::Mean,
+            timeouts_ms: TimeoutsMs::default(),
+            validators: stakes
+                .iter()
+                .enumerate()
+                .map(|(i, &stake)| ValidatorEntry {
+                    public_key: hex(&Keypair::from_seed([i as u8 + 1; 32]).address().0),
+                    stake,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn json_round_trip_keeps_run_id_and_order_does_not_matter() {
+        let g = Genesis::from_file(file(&[1, 2, 3])).expect("valid");
+        let again = Genesis::from_json(&g.to_json()).expect("valid");
+        assert_eq!(g.run_id(), again.run_id());
+        let mut reordered = file(&[1, 2, 3]);
+        reordered.validators.reverse();
+        assert_eq!(
+            Genesis::from_file(reordered).expect("valid").run_id(),
+            g.run_id()
+        );
+        let mut other = file(&[1, 2, 4]);
+        other.name = "t".into();
+        assert_ne!(
+            Genesis::from_file(other).expect("valid").run_id(),
+            g.run_id()
+        );
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let mut dup = file(&[1, 1]);
+        dup.validators[1].public_key = dup.validators[0].public_key.clone();
+        assert!(matches!(
+            Genesis::from_file(dup),
+            Err(GenesisError::DuplicateKey { index: 1, .. })
+        ));
+        assert_eq!(
+            Genesis::from_file(file(&[])),
+            Err(GenesisError::ZeroTotalStake)
+        );
+        assert_eq!(
+            Genesis::from_file(file(&[1, 0])),
+            Err(GenesisError::ZeroStake { index: 1 })
+        );
+        assert_eq!(
+            Genesis::from_file(file(&[u64::MAX / 2, u64::MAX / 2])),
+            Err(GenesisError::StakeOverflow)
+        );
+        let mut bad = file(&[1]);
+        bad.validators[0].public_key = "zz".into();
+        assert!(matches!(
+            Genesis::from_file(bad),
+            Err(GenesisError::BadHex { .. })
+        ));
+        let mut v2 = file(&[1]);
+        v2.version = 2;
+        assert_eq!(Genesis::from_file(v2), Err(GenesisError::Version(2)));
+        assert!(matches!(
+            Genesis::from_json("{\"version\": 1}"),
+            Err(GenesisError::Json(_))
+        ));
+        // A point that does not decompress is refused as a key.
+        let bytes = (0u8..=255)
+            .map(|b| [b; 32])
+            .find(|k| Address(*k).public_key().is_none())
+            .expect("some 32-byte strings are not curve points");
+        let mut not_point = file(&[1]);
+        not_point.validators[0].public_key = hex(&bytes);
+        assert_eq!(
+            Genesis::from_file(not_point),
+            Err(GenesisError::BadKey { index: 0 })
+        );
+    }
+}
