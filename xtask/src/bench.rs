@@ -54,6 +54,22 @@ pub(crate) fn run(steps: u32) -> anyhow::Result<()> {
         )?;
         serde_json::from_str(text.trim()).context("parsing the browser benchmark's output")
     })?;
+    let consensus_path = results_dir().join("consensus.json");
+    s.step("consensus benchmark (release)", || {
+        sh::run(
+            "cargo bench consensus",
+            sh::cargo(&[
+                "bench",
+                "--package",
+                "tabswarm-consensus",
+                "--bench",
+                "consensus",
+                "--",
+                "--out",
+            ])
+            .arg(&consensus_path),
+        )
+    })?;
     let report = merge(&native, &browser)?;
     let path = sh::root()
         .join("bench")
@@ -63,8 +79,20 @@ pub(crate) fn run(steps: u32) -> anyhow::Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     s.summary();
     eprintln!("\n{}", serde_json::to_string_pretty(&report["summary"])?);
-    eprintln!("\nwritten to {}", path.display());
+    eprintln!(
+        "\nwritten to {} and {}",
+        path.display(),
+        consensus_path.display()
+    );
     Ok(())
+}
+
+/// `bench/results/`, created if missing.
+fn results_dir() -> std::path::PathBuf {
+    let dir = sh::root().join("bench").join("results");
+    // A missing folder shows up as a clear write error right after, so ignore this one.
+    let _ = std::fs::create_dir_all(&dir);
+    dir
 }
 
 fn find<'a>(list: &'a Value, backend: &str, optimizer: &str) -> Option<&'a Value> {

@@ -52,3 +52,18 @@ pub(crate) fn build_browser_pkg() -> anyhow::Result<PathBuf> {
     eprintln!("    {} ({:.1} MB)", out.display(), size as f64 / 1e6);
     Ok(out)
 }
+
+/// `cargo check` of the consensus crate for wasm32: it must stay free of I/O, threads and
+/// native-only dependencies so a tab (or a Web Worker) can run it.
+pub(crate) fn check_consensus() -> anyhow::Result<()> {
+    sh::run(
+        "cargo check --target wasm32 tabswarm-consensus",
+        &mut sh::cargo(&[
+            "check",
+            "--target",
+            WASM_TARGET,
+            "--package",
+            "tabswarm-consensus",
+        ]),
+    )
+}
