@@ -28,9 +28,9 @@
 //! let genesis = Genesis::from_json(&genesis_json)?;
 //! let mut store = Persisted::default(); // the host's durable store
 //! let mut node = Node::new(genesis, key, App)?;
-//! let mut outputs = node.start()?;
-//! // Host loop: carry out outputs in order, feed back what arrives.
-//! while let Some(output) = outputs.pop() {
+//! // Host loop: carry out outputs front to back (a Persist must be durable before the
+//! // Broadcast after it leaves), then feed back what arrives.
+//! for output in node.start()? {
 //!     match output {
 //!         Output::Persist(record) => store.apply(&record), // durable before what follows
 //!         Output::Broadcast(msg) => { let _bytes = msg.encode()?; /* send to peers */ }
@@ -45,8 +45,6 @@
 //! // after a crash: Node::restart(genesis, key, app, store) then start().
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-//!
-//! (The example pops outputs for brevity; a real host must carry them out front to back.)
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs)]
