@@ -196,17 +196,7 @@ fn regression_locked_value_reproposal_needs_polka_certificates() {
         torn: false,
     }];
     c.behaviours = vec![Behaviour::Silent];
-    let mut sim = Sim::new(c).expect("sim");
-    let mid = sim.run_until(10_483).expect("run");
-    let end = sim.run_until(30_483).expect("run");
-    assert_eq!(end.agreement_violations, 0);
-    let top = mid.heights.iter().copied().max().unwrap_or(0);
-    assert!(
-        end.min_honest_height > top,
-        "{:?} -> {:?}",
-        mid.heights,
-        end.heights
-    );
+    assert_resumes_after_faults(c, 10_483);
 }
 
 #[test]
@@ -251,9 +241,15 @@ fn regression_needed_laggard_gets_repeated_catch_up() {
         torn: false,
     }];
     c.behaviours = vec![Behaviour::Silent];
+    assert_resumes_after_faults(c, 8248);
+}
+
+/// Runs `c` until its faults end at `faults_end_ms`, then 20 s more, and checks agreement and
+/// that every honest validator got past the highest height reached when the faults ended.
+fn assert_resumes_after_faults(c: Config, faults_end_ms: u64) {
     let mut sim = Sim::new(c).expect("sim");
-    let mid = sim.run_until(8248).expect("run");
-    let end = sim.run_until(28_248).expect("run");
+    let mid = sim.run_until(faults_end_ms).expect("run");
+    let end = sim.run_until(faults_end_ms + 20_000).expect("run");
     assert_eq!(end.agreement_violations, 0);
     let top = mid.heights.iter().copied().max().unwrap_or(0);
     assert!(
