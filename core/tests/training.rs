@@ -39,6 +39,15 @@ fn config(backend: Backend, optimizer: Optimizer) -> Config {
     }
 }
 
+/// The largest element-wise difference between two equally long vectors.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 fn train_epochs(trainer: &mut Trainer, split: &Split, epochs: usize) {
     let cfg = trainer.config().clone();
     let mut batches = Batches::new(Arc::clone(&split.train), cfg.batch_size, cfg.seed);
@@ -129,12 +138,7 @@ fn the_flat_gradient_is_in_layout_order() {
     t.step(&batch).unwrap();
     let mut expected = before.clone();
     flat::apply_delta(&mut expected, &grad, -(cfg.lr as f32)).unwrap();
-    let after = t.params();
-    let worst = after
-        .iter()
-        .zip(&expected)
-        .map(|(a, e)| (a - e).abs())
-        .fold(0.0, f32::max);
+    let worst = max_abs_diff(t.params(), &expected);
     assert!(
         worst < 1e-5,
         "SGD step differs from params - lr * grad by {worst}"
@@ -153,11 +157,7 @@ fn a_local_update_is_the_difference_it_claims() {
     assert!(update.loss_after < update.loss_before);
     let mut applied = base;
     flat::apply_delta(&mut applied, &update.delta, 1.0).unwrap();
-    let worst = applied
-        .iter()
-        .zip(t.params())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let worst = max_abs_diff(&applied, t.params());
     assert!(
         worst < 1e-6,
         "base + delta differs from the trained params by {worst}"
@@ -240,12 +240,7 @@ fn the_fused_optimizers_match_burns() {
             reference = burn_optim.step(cfg.lr, reference, grads);
         }
         let theirs = model::get_flat(&reference.valid());
-        let worst = ours
-            .params()
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let worst = max_abs_diff(ours.params(), &theirs);
         assert!(
             worst < 1e-5,
             "{optimizer}: fused update differs from burn's by {worst}"
