@@ -14,6 +14,15 @@
 //!     "precommit": 1000, "precommit_delta": 500,
 //!     "rebroadcast": 5000, "max": 60000
 //!   },
+//!   "training": {                          // optional; these are the defaults
+//!     "model": "mlp", "seed": 0,             // architecture ("mlp" or "cnn") and init seed
+//!     "optimizer": "sgd", "learning_rate": 0.1,
+//!     "batch_size": 32, "local_steps": 50,   // what one trainer does per round
+//!     "shards": 16,                          // the training set is cut into this many shards
+//!     "min_updates": 1,                      // a proposer waits for at least this many
+//!     "round_deadline_ms": 2000,             // ... and at most this long for more
+//!     "checkpoint_every": 10                 // heights between stored parameter snapshots
+//!   },
 //!   "validators": [ { "public_key": "<64 hex chars: ed25519 key>", "stake": 100 } ]
 //! }
 //! ```
@@ -93,6 +102,97 @@ impl Default for TimeoutsMs {
     }
 }
 
+/// Model architectures a run can train.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelArch {
+    /// 784-128-10 perceptron.
+    Mlp,
+    /// Small convolutional network.
+    Cnn,
+}
+
+/// Optimizers a trainer runs for its local steps (fresh state every round).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalOptimizer {
+    /// Plain SGD.
+    Sgd,
+    /// Adam with burn's defaults.
+    Adam,
+}
+
+/// How peers train and how rounds are paced: fixed by the run, so updates are comparable.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingRules {
+    /// Architecture.
+    pub model: ModelArch,
+    /// Seed of the initial parameters (their hash is `initial_param_hash`).
+    pub seed: u64,
+    /// Local optimizer.
+    pub optimizer: LocalOptimizer,
+    /// Local learning rate.
+    pub learning_rate: f64,
+    /// Examples per local step.
+    pub batch_size: u32,
+    /// Local steps per round.
+    pub local_steps: u32,
+    /// Shards the training set is cut into; each round a trainer gets one.
+    pub shards: u32,
+    /// Fewest updates a proposer includes.
+    pub min_updates: u32,
+    /// Longest a proposer waits for updates after a height starts.
+    pub round_deadline_ms: u64,
+    /// Heights between stored parameter checkpoints.
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainingRules {
+    fn default() -> Self {
+        Self {
+            model: ModelArch::Mlp,
+            seed: 0,
+            optimizer: LocalOptimizer::Sgd,
+            learning_rate: 0.1,
+            batch_size: 32,
+            local_steps: 50,
+            shards: 16,
+            min_updates: 1,
+            round_deadline_ms: 2000,
+            checkpoint_every: 10,
+        }
+    }
+}
+
+impl TrainingRules {
+    fn check(&self) -> Result<(), GenesisError> {
+        let bad = |what: &'static str| Err(GenesisError::Training(what));
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
+            return bad("learning_rate must be in (0, 10]");
+        }
+        if !(1..=4096).contains(&self.batch_size) {
+            return bad("batch_size must be in 1..=4096");
+        }
+        if !(1..=100_000).contains(&self.local_steps) {
+            return bad("local_steps must be in 1..=100000");
+        }
+        if !(1..=65_536).contains(&self.shards) {
+            return bad("shards must be in 1..=65536");
+        }
+        if self.min_updates == 0 || self.min_updates as usize > crate::context::MAX_UPDATES {
+            return bad("min_updates must be in 1..=4096");
+        }
+        if self.round_deadline_ms == 0 {
+            return bad("round_deadline_ms must be positive");
+        }
+        if self.checkpoint_every == 0 {
+            return bad("checkpoint_every must be positive");
+        }
+        Ok(())
+    }
+}
+
 /// One entry of the stake table as written in the file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +204,7 @@ pub struct ValidatorEntry {
 }
 
 /// The genesis file as written.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenesisFile {
     /// Format version; this build reads 1.
@@ -118,6 +218,9 @@ pub struct GenesisFile {
     /// Consensus timeouts.
     #[serde(default)]
     pub timeouts_ms: TimeoutsMs,
+    /// Training and round pacing.
+    #[serde(default)]
+    pub training: TrainingRules,
     /// The stake table.
     pub validators: Vec<ValidatorEntry>,
 }
@@ -169,10 +272,13 @@ pub enum GenesisError {
     /// A timeout of zero or a cap below a base timeout.
     #[error("timeouts: {0}")]
     Timeouts(&'static str),
+    /// A training rule out of range.
+    #[error("training: {0}")]
+    Training(&'static str),
 }
 
 /// A validated genesis: what the rest of the crate uses.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Genesis {
     /// Run name.
     pub name: String,
@@ -182,6 +288,8 @@ pub struct Genesis {
     pub aggregation_rule: AggregationRule,
     /// Timeouts.
     pub timeouts_ms: TimeoutsMs,
+    /// Training and round pacing.
+    pub training: TrainingRules,
     /// Validators sorted by address, each with positive stake.
     pub validators: Vec<(Address, u64)>,
 }
@@ -207,6 +315,7 @@ impl Genesis {
         if t.max < t.propose.max(t.prevote).max(t.precommit) {
             return Err(GenesisError::Timeouts("max is below a base timeout"));
         }
+        file.training.check()?;
         let mut seen = BTreeSet::new();
         let mut validators = Vec::with_capacity(file.validators.len());
         let mut total: u64 = 0;
@@ -242,6 +351,7 @@ impl Genesis {
             initial_param_hash,
             aggregation_rule: file.aggregation_rule,
             timeouts_ms: t,
+            training: file.training,
             validators,
         })
     }
@@ -254,6 +364,7 @@ impl Genesis {
             initial_param_hash: hex(&self.initial_param_hash),
             aggregation_rule: self.aggregation_rule,
             timeouts_ms: self.timeouts_ms,
+            training: self.training,
             validators: self
                 .validators
                 .iter()

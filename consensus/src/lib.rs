@@ -18,8 +18,8 @@
 //! # use tabswarm_consensus::{context::{Height, RoundProposal}, node::Application};
 //! # struct App;
 //! # impl Application for App {
-//! #     fn propose(&mut self, _: Height, _: malachitebft_core_types::Round, base: [u8; 32]) -> RoundProposal {
-//! #         RoundProposal { base_param_hash: base, updates: vec![], aggregation_rule: tabswarm_consensus::genesis::AggregationRule::Mean, result_param_hash: base }
+//! #     fn propose(&mut self, _: Height, _: malachitebft_core_types::Round, base: [u8; 32]) -> Option<RoundProposal> {
+//! #         Some(RoundProposal { base_param_hash: base, updates: vec![], aggregation_rule: tabswarm_consensus::genesis::AggregationRule::Mean, result_param_hash: base })
 //! #     }
 //! #     fn validate(&mut self, _: Height, _: &RoundProposal) -> bool { true }
 //! # }
@@ -59,4 +59,5 @@ pub mod node;
 pub mod sign;
 pub mod signer;
 pub mod testkit;
+pub mod update;
 pub mod wire;

@@ -32,8 +32,12 @@ use crate::wire::{Message, SignedProposalMsg};
 /// What the application decides: what to propose and whether a proposal is valid.
 pub trait Application {
     /// Build this round's proposal on top of `base_param_hash` (DESIGN.md, "A round", step 3).
+    ///
+    /// `None` means "not ready" (e.g. too few updates yet): the node remembers the request and
+    /// asks again when the host calls [`Node::retry_propose`]; if the round's propose timeout
+    /// fires first, consensus moves to the next round as for a silent proposer.
     fn propose(&mut self, height: Height, round: Round, base_param_hash: [u8; 32])
-    -> RoundProposal;
+    -> Option<RoundProposal>;
 
     /// Recompute and judge a proposal that already passed the ledger's structural checks
     /// (step 4); `false` makes this validator prevote nil.
@@ -167,6 +171,8 @@ struct Host {
     finalized: Option<(CommitCertificate<TabswarmContext>, Vec<Evidence>)>,
     evidence_pool: BTreeMap<Address, Evidence>,
     value_request: Option<(Height, Round)>,
+    /// A value request the application could not answer yet.
+    deferred_request: Option<(Height, Round)>,
     stats: Stats,
 }
 
@@ -242,6 +248,7 @@ impl<A: Application> Node<A> {
                 finalized: None,
                 evidence_pool: BTreeMap::new(),
                 value_request: None,
+                deferred_request: None,
                 stats: Stats::default(),
             },
             ledger,
@@ -262,6 +269,16 @@ impl<A: Application> Node<A> {
     /// The committed chain.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// The application, to feed it what the host learns (updates, payloads).
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.app
     }
 
     /// Refusal counters.
@@ -466,6 +483,21 @@ impl<A: Application> Node<A> {
         self.settle()
     }
 
+    /// Whether this node is the proposer of the current round and still owes its proposal.
+    pub fn awaiting_proposal(&self) -> bool {
+        self.host.deferred_request == Some((self.state.height(), self.state.round()))
+    }
+
+    /// Asks the application again for a proposal it deferred, if this round still wants one.
+    pub fn retry_propose(&mut self) -> Result<Vec<Output>, NodeError> {
+        if let Some(request) = self.host.deferred_request.take() {
+            if request == (self.state.height(), self.state.round()) {
+                self.host.value_request = Some(request);
+            }
+        }
+        self.settle()
+    }
+
     /// Answers value requests, commits a finalized height and starts the next, until quiet.
     fn settle(&mut self) -> Result<Vec<Output>, NodeError> {
         loop {
@@ -493,7 +525,10 @@ impl<A: Application> Node<A> {
         if height != self.state.height() {
             return;
         }
-        let proposal = self.app.propose(height, round, self.ledger.param_hash());
+        let Some(proposal) = self.app.propose(height, round, self.ledger.param_hash()) else {
+            self.host.deferred_request = Some((height, round));
+            return;
+        };
         let mut evidence: Vec<Evidence> = self
             .host
             .evidence_pool

@@ -14,6 +14,8 @@ pub enum Domain {
     Vote,
     /// A proposer's signed round proposal.
     Proposal,
+    /// A trainer's update announcement.
+    Update,
 }
 
 impl Domain {
@@ -22,6 +24,7 @@ impl Domain {
         match self {
             Domain::Vote => b"tabswarm/consensus/vote/v1\0",
             Domain::Proposal => b"tabswarm/consensus/proposal/v1\0",
+            Domain::Update => b"tabswarm/update/v1\0",
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn genesis_json(validators: &[(Address, u64)]) -> String {
         initial_param_hash: hex(&[0; 32]),
         aggregation_rule: AggregationRule::Mean,
         timeouts_ms: fast_timeouts(),
+        training: Default::default(),
         validators: validators
             .iter()
             .map(|(a, stake)| ValidatorEntry {
@@ -64,6 +65,7 @@ pub fn genesis(stakes: &[u64]) -> Genesis {
             initial_param_hash: String::new(),
             aggregation_rule: AggregationRule::Mean,
             timeouts_ms: TimeoutsMs::default(),
+            training: Default::default(),
             validators: Vec::new(),
         }),
     )
@@ -101,7 +103,7 @@ impl HonestApp {
 }
 
 impl Application for HonestApp {
-    fn propose(&mut self, height: Height, round: Round, base: [u8; 32]) -> RoundProposal {
+    fn propose(&mut self, height: Height, round: Round, base: [u8; 32]) -> Option<RoundProposal> {
         let updates: Vec<IncludedUpdate> = (0..self.updates_per_round)
             .map(|i| {
                 let mut id = [0u8; 32];
@@ -117,12 +119,12 @@ impl Application for HonestApp {
             result[0] ^= 0xff;
             result[1] = round.as_u32().unwrap_or(0) as u8;
         }
-        RoundProposal {
+        Some(RoundProposal {
             base_param_hash: base,
             updates,
             aggregation_rule: AggregationRule::Mean,
             result_param_hash: result,
-        }
+        })
     }
 
     fn validate(&mut self, _height: Height, p: &RoundProposal) -> bool {

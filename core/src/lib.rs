@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod chunks;
 pub mod conformance;
 pub mod data;
 pub mod flat;
