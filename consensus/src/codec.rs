@@ -35,6 +35,9 @@ pub enum DecodeError {
     /// The body decoded but is not canonical (e.g. unsorted ids).
     #[error("not canonical: {0}")]
     NotCanonical(&'static str),
+    /// The bytes hold a valid value of another kind than the caller asked for.
+    #[error("wrong kind: {0}")]
+    WrongKind(&'static str),
 }
 
 /// Why a value could not be encoded.
@@ -52,6 +55,10 @@ pub enum EncodeError {
     /// postcard failed (only for types serde cannot represent).
     #[error("serialisation failed: {0}")]
     Serde(String),
+    /// This kind of value has no byte form (e.g. a Malachite input it never writes to its
+    /// write-ahead log); names the kind.
+    #[error("{0} is not a persisted kind")]
+    NotPersisted(&'static str),
 }
 
 /// The canonical body bytes of `value`, without the version byte (what gets hashed and signed).

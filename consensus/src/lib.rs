@@ -6,7 +6,8 @@
 //! sans-IO core; this crate is what surrounds it: identities and signed envelopes, the
 //! canonical wire encoding, the genesis and stake table, the Malachite [`context`], the one
 //! effect handler every host shares ([`node`]), the crash-safe [`signer`] state, equivocation
-//! [`evidence`] and slashing, and the [`ledger`].
+//! [`evidence`] and slashing, the [`ledger`], and the byte form of persisted records
+//! ([`wal`]).
 //!
 //! No I/O, no clock, no threads, no async runtime: time arrives as timer callbacks, bytes as
 //! arguments. It compiles to `wasm32-unknown-unknown`.
@@ -32,7 +33,9 @@
 //! // Broadcast after it leaves), then feed back what arrives.
 //! for output in node.start()? {
 //!     match output {
-//!         Output::Persist(record) => store.apply(&record), // durable before what follows
+//!         // Durable before what follows; on disk, keep `record.encode()?` and read it back
+//!         // with `Record::decode`.
+//!         Output::Persist(record) => store.apply(&record),
 //!         Output::Broadcast(msg) => { let _bytes = msg.encode()?; /* send to peers */ }
 //!         Output::ScheduleTimer(timeout, after) => { /* call node.on_timeout(timeout) later */ }
 //!         Output::CancelTimer(_) | Output::CancelAllTimers => {}
@@ -60,4 +63,5 @@ pub mod sign;
 pub mod signer;
 pub mod testkit;
 pub mod update;
+pub mod wal;
 pub mod wire;

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tabswarm_consensus::context::{TabswarmContext, ValueId};
 use tabswarm_consensus::genesis::Genesis;
 use tabswarm_consensus::identity::{Address, Keypair};
-use tabswarm_consensus::node::{Node, NodeError, Output, Persisted, Stats};
+use tabswarm_consensus::node::{Node, NodeError, Output, Persisted, Record, Stats};
 use tabswarm_consensus::testkit::{HonestApp, genesis, key};
 use tabswarm_consensus::wire::Message;
 
@@ -23,6 +23,9 @@ pub enum SimError {
     /// A node returned an error.
     #[error("node {0}: {1}")]
     Node(usize, NodeError),
+    /// A record a node asked to persist did not survive encoding to bytes and back.
+    #[error("node {0}: persisting a record: {1}")]
+    Store(usize, String),
 }
 
 /// What a run produced.
@@ -201,8 +204,7 @@ impl Sim {
             .transpose()
             .map_err(|e| SimError::Node(i, e))?
             .unwrap_or_default();
-        self.apply(i, out);
-        Ok(())
+        self.apply(i, out)
     }
 
     fn push(&mut self, at: u64, e: Event) {
@@ -230,18 +232,21 @@ impl Sim {
         slot.torn_pending = false;
     }
 
-    fn apply(&mut self, i: usize, outputs: Vec<Output>) {
+    fn apply(&mut self, i: usize, outputs: Vec<Output>) -> Result<(), SimError> {
         for o in outputs {
             if self.slots[i].node.is_none() {
                 // Crashed part-way through this batch: the rest never happened.
-                return;
+                return Ok(());
             }
             match o {
                 Output::Persist(r) => {
+                    // Through bytes, as a host writing to disk would: what a restarted node
+                    // gets back is what `Record::decode` reads, not the in-memory value.
+                    let bytes = r.encode().map_err(|e| SimError::Store(i, e.to_string()))?;
+                    let r =
+                        Record::decode(&bytes).map_err(|e| SimError::Store(i, e.to_string()))?;
                     self.slots[i].store.apply(&r);
-                    if self.slots[i].torn_pending
-                        && matches!(r, tabswarm_consensus::node::Record::Signer(_))
-                    {
+                    if self.slots[i].torn_pending && matches!(r, Record::Signer(_)) {
                         self.trace.update([4, i as u8]);
                         self.torn_crashes += 1;
                         self.crash(i);
@@ -289,6 +294,7 @@ impl Sim {
                 _ => {}
             }
         }
+        Ok(())
     }
 
     fn broadcast(&mut self, i: usize, m: Message) {
@@ -382,7 +388,7 @@ impl Sim {
                     }
                     h.push(m);
                 }
-                self.apply(to, out);
+                self.apply(to, out)?;
             }
             Event::Timer {
                 node,
@@ -400,7 +406,7 @@ impl Sim {
                 };
                 self.trace.update([1, node as u8]);
                 let out = n.on_timeout(timeout).map_err(|e| SimError::Node(node, e))?;
-                self.apply(node, out);
+                self.apply(node, out)?;
             }
             Event::Wake { node, epoch } => {
                 let slot = &mut self.slots[node];
@@ -411,7 +417,7 @@ impl Sim {
                     return Ok(());
                 };
                 let out = n.resume().map_err(|e| SimError::Node(node, e))?;
-                self.apply(node, out);
+                self.apply(node, out)?;
             }
             Event::Crash(i, torn) => {
                 self.trace.update([2, i as u8]);
