@@ -1,9 +1,12 @@
 //! Validator identities: ed25519 keys, the address derived from them, and signatures.
 
 use core::fmt;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// A validator's address: its ed25519 public key bytes.
 ///
@@ -71,11 +74,101 @@ impl Signature {
     ///
     /// Uses strict verification, so malleated signatures and small-order keys are refused.
     pub fn verify(&self, address: &Address, message: &[u8]) -> bool {
+        let cached = ACTIVE_CACHE.with(|c| {
+            c.borrow_mut()
+                .as_mut()
+                .map(|cache| cache.verify(self, address, message))
+        });
+        cached.unwrap_or_else(|| self.verify_uncached(address, message))
+    }
+
+    fn verify_uncached(&self, address: &Address, message: &[u8]) -> bool {
         let Some(key) = address.public_key() else {
             return false;
         };
         let sig = ed25519_dalek::Signature::from_bytes(&self.to_bytes());
         key.verify_strict(message, &sig).is_ok() && key.verify(message, &sig).is_ok()
+    }
+}
+
+thread_local! {
+    /// The cache [`VerifyCache::scope`] installed on this thread, if any.
+    static ACTIVE_CACHE: RefCell<Option<VerifyCache>> = const { RefCell::new(None) };
+}
+
+/// A bounded memo of signature checks, for a simulator that runs many nodes on one thread.
+///
+/// Verification is a pure function of (public key, signed bytes, signature), so a node that
+/// gets its answer from this memo computes exactly what it would compute alone; the memo
+/// only saves the 100th validator from re-checking the vote 99 others already checked. Every
+/// distinct (key, message, signature) is still verified with ed25519 once. Entries are keyed
+/// by SHA-256 of all three (a collision would need a SHA-256 collision).
+///
+/// Bounded: two generations of at most `capacity` entries each; when the newer one fills,
+/// the older one is dropped. A real node never installs one: it has no one to share with.
+#[derive(Debug, Default)]
+pub struct VerifyCache {
+    current: HashMap<[u8; 32], bool>,
+    previous: HashMap<[u8; 32], bool>,
+    capacity: usize,
+    hits: u64,
+    checks: u64,
+}
+
+impl VerifyCache {
+    /// An empty cache keeping up to `2 * capacity` results.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Runs `f` with this cache serving every [`Signature::verify`] on this thread.
+    pub fn scope<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a>(&'a mut VerifyCache);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                if let Some(c) = ACTIVE_CACHE.with(|c| c.borrow_mut().take()) {
+                    *self.0 = c;
+                }
+            }
+        }
+        let cache = std::mem::take(self);
+        let previous = ACTIVE_CACHE.with(|c| c.borrow_mut().replace(cache));
+        debug_assert!(previous.is_none(), "verify cache scopes do not nest");
+        let _restore = Restore(self);
+        f()
+    }
+
+    /// Answers served from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// ed25519 verifications actually performed.
+    pub fn checks(&self) -> u64 {
+        self.checks
+    }
+
+    fn verify(&mut self, sig: &Signature, address: &Address, message: &[u8]) -> bool {
+        let mut h = Sha256::new();
+        h.update(b"tabswarm/verify-cache/v1\0");
+        h.update(address.0);
+        h.update(sig.to_bytes());
+        h.update(message);
+        let k: [u8; 32] = h.finalize().into();
+        if let Some(&ok) = self.current.get(&k).or_else(|| self.previous.get(&k)) {
+            self.hits += 1;
+            return ok;
+        }
+        self.checks += 1;
+        let ok = sig.verify_uncached(address, message);
+        if self.current.len() >= self.capacity {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(k, ok);
+        ok
     }
 }
 
@@ -130,5 +223,34 @@ mod tests {
         let mut bytes = sig.to_bytes();
         bytes[10] ^= 1;
         assert!(!Signature::from_bytes(&bytes).verify(&a.address(), b"hello"));
+    }
+
+    #[test]
+    fn cache_gives_the_same_answers_and_checks_each_distinct_input_once() {
+        let a = Keypair::from_seed([1; 32]);
+        let sig = a.sign_raw(b"hello");
+        let mut bytes = sig.to_bytes();
+        bytes[3] ^= 1;
+        let bad = Signature::from_bytes(&bytes);
+        let mut cache = VerifyCache::new(2);
+        let answers = cache.scope(|| {
+            (0..3)
+                .map(|_| {
+                    (
+                        sig.verify(&a.address(), b"hello"),
+                        bad.verify(&a.address(), b"hello"),
+                        sig.verify(&a.address(), b"hellp"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        assert!(answers.iter().all(|x| *x == (true, false, false)));
+        // Capacity 2 per generation: the third distinct input rotates generations, and the
+        // first is then still found in the older one.
+        assert_eq!(cache.checks(), 3);
+        assert_eq!(cache.hits(), 6);
+        // Outside the scope nothing is cached.
+        assert!(sig.verify(&a.address(), b"hello"));
+        assert_eq!(cache.hits(), 6);
     }
 }

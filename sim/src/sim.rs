@@ -8,7 +8,7 @@ use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 use tabswarm_consensus::context::{TabswarmContext, ValueId};
 use tabswarm_consensus::genesis::Genesis;
-use tabswarm_consensus::identity::{Address, Keypair};
+use tabswarm_consensus::identity::{Address, Keypair, VerifyCache};
 use tabswarm_consensus::node::{Node, NodeError, Output, Persisted, Record, Stats};
 use tabswarm_consensus::testkit::{HonestApp, genesis, key};
 use tabswarm_consensus::wire::Message;
@@ -57,6 +57,10 @@ pub struct Report {
     pub commit_times: Vec<u64>,
     /// Crashes that hit between a persisted signer record and the vote leaving.
     pub torn_crashes: u64,
+    /// ed25519 verifications performed (each distinct key, message and signature once).
+    pub signature_checks: u64,
+    /// Verifications answered by the shared cache instead (see [`VerifyCache`]).
+    pub signature_cache_hits: u64,
 }
 
 enum Event {
@@ -110,7 +114,13 @@ pub struct Sim {
     sent: u64,
     sent_bytes: u64,
     torn_crashes: u64,
+    /// Shared by all simulated nodes; installed only while the sim runs their code.
+    verify_cache: VerifyCache,
 }
+
+/// Results kept per cache generation: a few heights of 100 validators' votes plus the
+/// announcements of 10,000 light peers.
+const VERIFY_CACHE_CAPACITY: usize = 1 << 16;
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -167,6 +177,7 @@ impl Sim {
             sent: 0,
             sent_bytes: 0,
             torn_crashes: 0,
+            verify_cache: VerifyCache::new(VERIFY_CACHE_CAPACITY),
         };
         for c in sim.config.crashes.clone() {
             sim.push(c.at_ms, Event::Crash(c.node, c.torn));
@@ -174,9 +185,7 @@ impl Sim {
                 sim.push(r.max(c.at_ms + 1), Event::Restart(c.node));
             }
         }
-        for i in 0..n {
-            sim.boot(i)?;
-        }
+        sim.with_cache(|sim| (0..n).try_for_each(|i| sim.boot(i)))?;
         Ok(sim)
     }
 
@@ -353,8 +362,21 @@ impl Sim {
         }
     }
 
+    /// Runs `f` with the shared verification cache serving every node's signature checks.
+    fn with_cache<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let mut cache = std::mem::take(&mut self.verify_cache);
+        let r = cache.scope(|| f(self));
+        self.verify_cache = cache;
+        r
+    }
+
     /// Runs every event up to `until_ms` of virtual time.
     pub fn run_until(&mut self, until_ms: u64) -> Result<Report, SimError> {
+        self.with_cache(|sim| sim.run_events(until_ms))?;
+        Ok(self.report())
+    }
+
+    fn run_events(&mut self, until_ms: u64) -> Result<(), SimError> {
         while let Some(entry) = self.queue.first_entry() {
             let (at, _) = *entry.key();
             if at > until_ms {
@@ -366,7 +388,7 @@ impl Sim {
             self.step(event)?;
         }
         self.now = self.now.max(until_ms);
-        Ok(self.report())
+        Ok(())
     }
 
     fn step(&mut self, event: Event) -> Result<(), SimError> {
@@ -496,6 +518,8 @@ impl Sim {
             slashed,
             commit_times: self.commit_times.clone(),
             torn_crashes: self.torn_crashes,
+            signature_checks: self.verify_cache.checks(),
+            signature_cache_hits: self.verify_cache.hits(),
         }
     }
 
