@@ -25,6 +25,16 @@ pub(crate) enum Command {
     Train(TrainArgs),
     /// Prepare and inspect datasets.
     Data(DataArgs),
+    /// Create this node's identity (its key is both its libp2p peer id and validator key).
+    Init(crate::net_cli::InitArgs),
+    /// Write a genesis file: run parameters and the validators' stake.
+    Genesis(crate::net_cli::GenesisArgs),
+    /// Join a run: train, validate and serve, until Ctrl-C.
+    Run(Box<crate::net_cli::RunArgs>),
+    /// Ask a running node how it is doing (height, peers, loss, credit).
+    Status(crate::net_cli::StatusArgs),
+    /// Write the newest committed model as SafeTensors (node stopped, or via --rpc).
+    Export(crate::net_cli::ExportArgs),
 }
 
 /// Where the packed MNIST dataset is unless said otherwise.

@@ -12,9 +12,12 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Our own info lines; libp2p and webrtc only when something is wrong.
+const DEFAULT_FILTER: &str = "info,libp2p_gossipsub=error,libp2p_swarm=warn,libp2p_kad=warn,libp2p_webrtc=warn,webrtc=error,webrtc_ice=error,webrtc_mdns=error";
+
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays for results.
 pub(crate) fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

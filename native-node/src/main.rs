@@ -1,7 +1,7 @@
 //! `tabswarm-node`: the server peer of a tabswarm run.
 //!
-//! Today it trains a model on one machine (`train`) and packs datasets (`data`); the
-//! networked roles (trainer, validator, storage) build on these.
+//! `init`, `genesis` and `run` join a network of peers that train together and commit each
+//! round by stake votes; `status` and `export` inspect a node; `train` and `data` work alone.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,16 @@ use clap::Parser;
 
 mod cli;
 mod data_cmd;
+mod fetch;
 mod logging;
+mod metrics;
+mod net;
+mod net_cli;
+mod net_cmd;
+mod round;
+mod runner;
+mod shutdown;
+mod store;
 mod train_cmd;
 
 // glibc returns large freed buffers to the OS and maps them again on the next step,
@@ -23,6 +32,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Train(args) => train_cmd::run(args),
         cli::Command::Data(args) => data_cmd::run(args),
+        cli::Command::Init(args) => net_cmd::init(args),
+        cli::Command::Genesis(args) => net_cmd::genesis(args),
+        cli::Command::Run(args) => net_cmd::run(*args),
+        cli::Command::Status(args) => net_cmd::status(args),
+        cli::Command::Export(args) => net_cmd::export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,295 @@
+//! `init`, `genesis`, `run`, `status` and `export`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use prometheus_client::registry::Registry;
+use tabswarm_consensus::genesis::{
+    AggregationRule, Genesis, GenesisFile, LocalOptimizer, ModelArch, TimeoutsMs, TrainingRules,
+    ValidatorEntry, hex,
+};
+use tabswarm_consensus::identity::Keypair;
+use tabswarm_core::chunks::bytes_to_f32s;
+use tabswarm_core::flat;
+use tracing::info;
+
+use crate::metrics::{Metrics, Status};
+use crate::net::behaviour::{Limits, build_swarm};
+use crate::net_cli::{ExportArgs, GenesisArgs, InitArgs, Role, RunArgs, StatusArgs};
+use crate::round::{DataPlan, initial_params, train_config};
+use crate::runner::{Roles, Runner, Setup};
+use crate::store::Store;
+
+const STORE_FILE: &str = "node.redb";
+
+fn open_store(home: &Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    Store::open(&home.join(STORE_FILE))
+}
+
+fn identity(store: &Store, home: &Path) -> anyhow::Result<[u8; 32]> {
+    store.identity()?.with_context(|| {
+        format!(
+            "{} has no identity yet: run `tabswarm-node init --home {}` first",
+            home.display(),
+            home.display()
+        )
+    })
+}
+
+fn libp2p_key(seed: [u8; 32]) -> anyhow::Result<libp2p::identity::Keypair> {
+    libp2p::identity::Keypair::ed25519_from_bytes(seed).context("deriving the libp2p key")
+}
+
+pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.home)?;
+    let (seed, created) = match store.identity()? {
+        Some(seed) => (seed, false),
+        None => {
+            let mut seed = [0u8; 32];
+            rand::fill(&mut seed);
+            store.set_identity(&seed)?;
+            (seed, true)
+        }
+    };
+    let key = Keypair::from_seed(seed);
+    let peer_id = libp2p_key(seed)?.public().to_peer_id();
+    let public_key = hex(&key.address().0);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "public_key": public_key, "peer_id": peer_id.to_string(), "created": created })
+        );
+    } else {
+        if !created {
+            eprintln!("{} already has an identity; showing it", args.home.display());
+        }
+        println!("public key: {public_key}");
+        println!("peer id:    {peer_id}");
+        println!("stake it with: tabswarm-node genesis --validator {public_key}:100 ...");
+    }
+    Ok(())
+}
+
+pub(crate) fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
+    let mut validators = Vec::new();
+    for v in &args.validators {
+        let (key, stake) = v
+            .split_once(':')
+            .with_context(|| format!("--validator {v:?}: expected <public key hex>:<stake>"))?;
+        let stake: u64 = stake
+            .parse()
+            .with_context(|| format!("--validator {v:?}: stake must be a whole number"))?;
+        validators.push(ValidatorEntry {
+            public_key: key.to_owned(),
+            stake,
+        });
+    }
+    let training = TrainingRules {
+        model: if args.model == "cnn" { ModelArch::Cnn } else { ModelArch::Mlp },
+        seed: args.seed,
+        optimizer: if args.optimizer == "adam" { LocalOptimizer::Adam } else { LocalOptimizer::Sgd },
+        learning_rate: args.lr,
+        batch_size: args.batch,
+        local_steps: args.local_steps,
+        shards: args.shards,
+        min_updates: args.min_updates,
+        round_deadline_ms: args.round_deadline_ms,
+        checkpoint_every: args.checkpoint_every,
+    };
+    let params = initial_params(&training)?;
+    let file = GenesisFile {
+        version: 1,
+        name: args.name,
+        initial_param_hash: flat::param_hash(&params).to_hex(),
+        aggregation_rule: AggregationRule::Mean,
+        timeouts_ms: TimeoutsMs {
+            propose: args.propose_timeout_ms,
+            max: TimeoutsMs::default().max.max(args.propose_timeout_ms),
+            ..TimeoutsMs::default()
+        },
+        training,
+        validators,
+    };
+    // Validate before writing, so a bad file is never produced.
+    let genesis = Genesis::from_file(file).context("the genesis would be invalid")?;
+    std::fs::write(&args.out, genesis.to_json())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", args.out.display());
+    eprintln!(
+        "run id {} ({} validators, total stake {})",
+        hex(&genesis.run_id().0),
+        genesis.validators.len(),
+        genesis.total_stake()
+    );
+    Ok(())
+}
+
+fn load_genesis(store: &Store, path: Option<&Path>) -> anyhow::Result<(Genesis, String)> {
+    let stored = store.genesis()?;
+    let text = match (path, &stored) {
+        (Some(p), _) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading genesis {}", p.display()))?,
+        (None, Some(s)) => s.clone(),
+        (None, None) => bail!("no genesis: pass --genesis <file> on the first start"),
+    };
+    if text.len() > 4 * 1024 * 1024 {
+        bail!("genesis is larger than 4 MiB");
+    }
+    let genesis = Genesis::from_json(&text).context("genesis")?;
+    if let Some(s) = &stored {
+        let before = Genesis::from_json(s).context("stored genesis")?;
+        if before.run_id() != genesis.run_id() {
+            bail!("this home belongs to run {}; the given genesis is run {}: use a fresh --home for another run", hex(&before.run_id().0[..8]), hex(&genesis.run_id().0[..8]));
+        }
+    } else {
+        store.set_genesis(&text)?;
+    }
+    let params = initial_params(&genesis.training)?;
+    if flat::param_hash(&params).0 != genesis.initial_param_hash {
+        bail!("the genesis initial_param_hash does not match its model and seed (was it made by a different tabswarm version?)");
+    }
+    Ok((genesis, text))
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
+    let options = args.resolve()?;
+    let store = open_store(&options.home)?;
+    let seed = identity(&store, &options.home)?;
+    let (genesis, _) = load_genesis(&store, options.genesis.as_deref())?;
+    let key = Keypair::from_seed(seed);
+    let staked = genesis.validators.iter().any(|(a, _)| *a == key.address());
+    let roles = match &options.roles {
+        None => Roles { train: true, validate: staked },
+        Some(list) => {
+            let validate = list.contains(&Role::Validator);
+            if validate && !staked {
+                bail!("role validator needs stake: this node's key {} is not in the genesis", hex(&key.address().0));
+            }
+            Roles { train: list.contains(&Role::Trainer), validate }
+        }
+    };
+    let dataset = crate::data_cmd::load(&options.data)?;
+    let plan = Arc::new(DataPlan::new(&dataset, &genesis.training)?);
+    let _ = train_config(&genesis.training);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let certificate = tabswarm_net::load_or_create_certificate(&options.home.join("webrtc.pem"))?;
+        let mut swarm = build_swarm(
+            libp2p_key(seed)?,
+            certificate,
+            Limits {
+                max_connections: options.max_connections,
+                max_memory_fraction: options.max_memory_fraction,
+            },
+        )
+        .await?;
+        if !options.relay_only {
+            for addr in options.listen.multiaddrs() {
+                swarm
+                    .listen_on(addr.clone())
+                    .with_context(|| format!("listening on {addr}"))?;
+            }
+        }
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let status = Arc::new(Mutex::new(Status {
+            peer_id: swarm.local_peer_id().to_string(),
+            address: hex(&key.address().0),
+            run_id: hex(&genesis.run_id().0),
+            roles: [(roles.train, "trainer"), (roles.validate, "validator")]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, r)| (*r).to_owned())
+                .collect(),
+            ..Status::default()
+        }));
+        let bound = crate::metrics::serve(options.metrics, registry, status.clone()).await?;
+        info!(
+            peer_id = %swarm.local_peer_id(),
+            run = %hex(&genesis.run_id().0[..8]),
+            metrics = %format!("http://{bound}/metrics"),
+            status = %format!("http://{bound}/status"),
+            trainer = roles.train,
+            validator = roles.validate,
+            "node starting"
+        );
+        let runner = Runner::new(Setup {
+            swarm,
+            store,
+            genesis,
+            key,
+            plan,
+            roles,
+            bootstrap: options.bootstrap,
+            relay_only: options.relay_only,
+            metrics,
+            status,
+            stop_at_height: options.stop_at_height,
+        })?;
+        runner.run(crate::shutdown::signal()).await
+    })
+}
+
+/// A one-shot HTTP/1.0 GET to our own status server (loopback, no TLS, tiny answers).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+        .with_context(|| format!("no node answers on {addr} (is it running? is --rpc its --metrics address?)"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.take(4 * 1024 * 1024).read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("node answered: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_owned())
+}
+
+pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let body = http_get(args.rpc, "/status")?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let s: Status = serde_json::from_str(&body).context("status answer is not the expected JSON")?;
+    println!("peer id     {}", s.peer_id);
+    println!("roles       {}", s.roles.join(", "));
+    println!("height      {}{}", s.height, if s.syncing { " (catching up)" } else { "" });
+    println!("round       {}", s.round);
+    println!("head        {}", &s.head_hash[..16.min(s.head_hash.len())]);
+    println!("params      {}", &s.param_hash[..16.min(s.param_hash.len())]);
+    println!("peers       {}", s.peers);
+    match (s.test_loss, s.test_accuracy) {
+        (Some(l), Some(a)) => println!("test        loss {l:.4}, accuracy {:.2}%", a * 100.0),
+        _ => println!("test        -"),
+    }
+    println!("credit      {} included updates", s.credit);
+    Ok(())
+}
+
+pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let path = args.home.join(STORE_FILE);
+    if !path.exists() {
+        bail!("{} has no node state", args.home.display());
+    }
+    let store = Store::open(&path).context("stop the node first (the store is held while it runs)")?;
+    let (genesis, _) = load_genesis(&store, None)?;
+    let (height, bytes) = store
+        .latest_checkpoint()?
+        .context("no checkpoint yet: the node stores one every `checkpoint_every` heights")?;
+    let params = bytes_to_f32s(&bytes).context("stored checkpoint is damaged")?;
+    let trainer = tabswarm_core::train::Trainer::with_params(&train_config(&genesis.training), &params)?;
+    std::fs::write(&args.out, trainer.model().to_safetensors()?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", args.out.display());
+    eprintln!("model at height {height}, parameter hash {}", flat::param_hash(&params).to_hex());
+    Ok(())
+}
