@@ -33,8 +33,10 @@ pub(crate) enum Command {
     Run(Box<crate::net_cli::RunArgs>),
     /// Ask a running node how it is doing (height, peers, loss, credit).
     Status(crate::net_cli::StatusArgs),
-    /// Write the newest committed model as SafeTensors (node stopped, or via --rpc).
+    /// Write the newest checkpointed model as SafeTensors (node stopped).
     Export(crate::net_cli::ExportArgs),
+    /// Verify a (stopped) node's stored ledger from genesis and summarise it.
+    Ledger(crate::net_cli::LedgerArgs),
 }
 
 /// Where the packed MNIST dataset is unless said otherwise.

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => net_cmd::run(*args),
         cli::Command::Status(args) => net_cmd::status(args),
         cli::Command::Export(args) => net_cmd::export(args),
+        cli::Command::Ledger(args) => net_cmd::ledger(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -93,6 +93,12 @@ pub(crate) struct Status {
     pub(crate) last_round_updates: usize,
     pub(crate) credit: u64,
     pub(crate) listen: Vec<String>,
+    /// Peers with a direct connection.
+    pub(crate) direct_peers: Vec<String>,
+    /// Peers reached only through a relay circuit.
+    pub(crate) relayed_peers: Vec<String>,
+    /// Peers whose gossip score went negative (they sent messages our validation refused).
+    pub(crate) penalised_peers: Vec<(String, f64)>,
     pub(crate) syncing: bool,
     pub(crate) signer: SignerStatus,
     pub(crate) rejected: Rejected,

@@ -234,10 +234,27 @@ fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The node's metrics/status address.
-    #[arg(long, env = "TABSWARM_METRICS", default_value = DEFAULT_RPC)]
-    pub(crate) rpc: SocketAddr,
+    /// The node's metrics/status address [default: the one the node at --home wrote, else
+    /// 127.0.0.1:9464].
+    #[arg(long)]
+    pub(crate) rpc: Option<SocketAddr>,
+    /// The node's home (its `rpc.addr` file names the address).
+    #[arg(long, env = "TABSWARM_HOME", default_value = DEFAULT_HOME)]
+    pub(crate) home: PathBuf,
     /// Print the raw JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LedgerArgs {
+    /// Directory of the (stopped) node's state.
+    #[arg(long, env = "TABSWARM_HOME", default_value = DEFAULT_HOME)]
+    pub(crate) home: PathBuf,
+    /// Also report the block at this height.
+    #[arg(long)]
+    pub(crate) height: Option<u64>,
+    /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
 }

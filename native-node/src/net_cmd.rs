@@ -17,12 +17,14 @@ use tracing::info;
 
 use crate::metrics::{Metrics, Status};
 use crate::net::behaviour::{Limits, build_swarm};
-use crate::net_cli::{ExportArgs, GenesisArgs, InitArgs, Role, RunArgs, StatusArgs};
+use crate::net_cli::{DEFAULT_RPC, ExportArgs, GenesisArgs, InitArgs, LedgerArgs, Role, RunArgs, StatusArgs};
 use crate::round::{DataPlan, initial_params, train_config};
 use crate::runner::{Roles, Runner, Setup};
 use crate::store::Store;
 
 const STORE_FILE: &str = "node.redb";
+/// Where a running node writes its metrics/status address (the port may be chosen at start).
+const RPC_FILE: &str = "rpc.addr";
 
 fn open_store(home: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
@@ -187,6 +189,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_connections: options.max_connections,
                 max_memory_fraction: options.max_memory_fraction,
             },
+            &crate::net::topics::Topics::new(&genesis.run_id()),
         )
         .await?;
         if !options.relay_only {
@@ -210,6 +213,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             ..Status::default()
         }));
         let bound = crate::metrics::serve(options.metrics, registry, status.clone()).await?;
+        std::fs::write(options.home.join(RPC_FILE), bound.to_string())
+            .context("writing rpc.addr in the home")?;
         info!(
             peer_id = %swarm.local_peer_id(),
             run = %hex(&genesis.run_id().0[..8]),
@@ -254,7 +259,14 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
 }
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let body = http_get(args.rpc, "/status")?;
+    let rpc = match args.rpc {
+        Some(addr) => addr,
+        None => match std::fs::read_to_string(args.home.join(RPC_FILE)) {
+            Ok(text) => text.trim().parse().with_context(|| format!("{} is damaged", args.home.join(RPC_FILE).display()))?,
+            Err(_) => DEFAULT_RPC.parse().expect("valid default"),
+        },
+    };
+    let body = http_get(rpc, "/status")?;
     if args.json {
         println!("{body}");
         return Ok(());
@@ -291,5 +303,55 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("{}", args.out.display());
     eprintln!("model at height {height}, parameter hash {}", flat::param_hash(&params).to_hex());
+    Ok(())
+}
+
+pub(crate) fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
+    let path = args.home.join(STORE_FILE);
+    if !path.exists() {
+        bail!("{} has no node state", args.home.display());
+    }
+    let store = Store::open(&path).context("stop the node first (the store is held while it runs)")?;
+    let (genesis, _) = load_genesis(&store, None)?;
+    let persisted = store.load()?;
+    let ledger = tabswarm_consensus::ledger::Ledger::verify_chain(genesis.clone(), &persisted.blocks)
+        .context("the stored chain does not verify")?;
+    let total = genesis.total_stake() as f64;
+    let stake_of = |a: &tabswarm_consensus::identity::Address| {
+        genesis.validators.iter().find(|(v, _)| v == a).map_or(0, |(_, s)| *s)
+    };
+    let min_signed = persisted
+        .blocks
+        .iter()
+        .map(|b| b.certificate.signatures.iter().map(|(a, _)| stake_of(a)).sum::<u64>() as f64 / total)
+        .fold(f64::INFINITY, f64::min);
+    let evidence: usize = persisted.blocks.iter().map(|b| b.value.evidence.len()).sum();
+    let at = args.height.and_then(|h| persisted.blocks.get((h as usize).wrapping_sub(1)));
+    let signer = &persisted.signer;
+    let summary = serde_json::json!({
+        "run_id": hex(&genesis.run_id().0),
+        "height": ledger.height().0,
+        "head_hash": hex(&ledger.tip_hash()),
+        "param_hash": hex(&ledger.param_hash()),
+        "min_signed_stake_fraction": if persisted.blocks.is_empty() { serde_json::Value::Null } else { min_signed.into() },
+        "evidence": evidence,
+        "updates_included": persisted.blocks.iter().map(|b| b.value.proposal.updates.len()).sum::<usize>(),
+        "at": at.map(|b| serde_json::json!({
+            "height": b.height.0,
+            "hash": hex(&b.hash()),
+            "param_hash": hex(&b.value.proposal.result_param_hash),
+            "updates": b.value.proposal.updates.len(),
+        })),
+        "signer": signer.last.map(|(h, r, step)| serde_json::json!({
+            "height": h.0, "round": r.as_i64(), "step": format!("{step:?}"),
+        })),
+        "checkpoint_height": store.latest_checkpoint()?.map(|(h, _)| h),
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!("chain verified from genesis: {} blocks, every certificate signed by > 2/3 of stake", ledger.height().0);
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
     Ok(())
 }

@@ -112,6 +112,7 @@ pub(crate) struct Runner {
     train_rx: mpsc::Receiver<TrainDone>,
     training_for: Option<u64>,
     relays: HashSet<PeerId>,
+    connections: HashMap<libp2p::swarm::ConnectionId, (PeerId, bool)>,
     reserved: HashSet<PeerId>,
     relay_only: bool,
     bootstrap: Vec<Multiaddr>,
@@ -183,6 +184,7 @@ impl Runner {
             train_rx,
             training_for: None,
             relays: HashSet::new(),
+            connections: HashMap::new(),
             reserved: HashSet::new(),
             relay_only,
             bootstrap,
@@ -282,7 +284,12 @@ impl Runner {
                         self.refresh_signer_status();
                     }
                 }
-                Output::Broadcast(msg) => self.publish(&msg),
+                Output::Broadcast(msg) => {
+                    if matches!(msg, Message::Proposal(_)) {
+                        self.clock.proposal_seen.get_or_insert_with(Instant::now);
+                    }
+                    self.publish(&msg);
+                }
                 Output::ScheduleTimer(t, after) => {
                     self.timers.insert(t, Instant::now() + after);
                 }
@@ -745,10 +752,14 @@ impl Runner {
                 if endpoint.is_dialer() && !via_circuit {
                     let _ = self.store.remember_peer(&peer_id.to_string(), &addr.to_string());
                 }
+                self.connections.insert(connection_id, (peer_id, via_circuit));
                 debug!(%peer_id, %addr, "connected");
                 if matches!(self.phase, Phase::Syncing { .. }) {
                     self.send_request(peer_id, Request::Status);
                 }
+            }
+            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                self.connections.remove(&connection_id);
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 let full = tabswarm_net::with_peer(address, *self.swarm.local_peer_id());
@@ -1083,9 +1094,29 @@ impl Runner {
         let app_stats = app.stats();
         let param_hash = hex(&app.param_hash());
         let credit = self.ledger.credits().get(&self.key.address().0).copied().unwrap_or(0);
+        let mut direct: Vec<String> = Vec::new();
+        let mut relayed: Vec<String> = Vec::new();
+        for (peer, via_circuit) in self.connections.values() {
+            let list = if *via_circuit { &mut relayed } else { &mut direct };
+            list.push(peer.to_string());
+        }
+        direct.sort();
+        direct.dedup();
+        relayed.sort();
+        relayed.dedup();
+        relayed.retain(|p| !direct.contains(p));
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let penalised: Vec<(String, f64)> = self
+            .swarm
+            .connected_peers()
+            .filter_map(|p| gossip.peer_score(p).filter(|s| *s < 0.0).map(|s| (p.to_string(), s)))
+            .collect();
         let Ok(mut s) = self.status.lock() else {
             return;
         };
+        s.direct_peers = direct;
+        s.relayed_peers = relayed;
+        s.penalised_peers = penalised;
         s.height = self.ledger.height().0;
         s.round = round;
         s.head_hash = hex(&self.ledger.tip_hash());

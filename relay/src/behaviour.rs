@@ -25,6 +25,8 @@ impl Behaviour {
         let peer_id = key.public().to_peer_id();
         let mut kad_config = kad::Config::new(protocol::KAD);
         kad_config.set_query_timeout(Duration::from_secs(30));
+        // The bootstrap peer is where others start; it has no one to bootstrap from itself.
+        kad_config.set_periodic_bootstrap_interval(None);
         let mut kad = kad::Behaviour::with_config(
             peer_id,
             kad::store::MemoryStore::new(peer_id),

@@ -7,6 +7,7 @@
 mod behaviour;
 mod cli;
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -94,8 +95,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         swarm.add_external_address(address.clone());
                     }
                     let full: Multiaddr = with_peer(address, peer_id);
-                    // stdout carries only addresses, one per line, for scripts and tests.
-                    println!("{full}");
+                    // stdout carries only addresses, one per line, for scripts and tests; a
+                    // reader that went away must not take the relay down with it.
+                    let _ = writeln!(std::io::stdout(), "{full}");
                     info!(address = %full, "listening");
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => log_relay_event(e),

@@ -13,6 +13,7 @@ use libp2p::{
 use tabswarm_net::protocol;
 
 use super::proto::{FETCH_PROTOCOL, Request, Response};
+use super::topics::Topics;
 
 /// Largest gossip message: a block with a full certificate and evidence (consensus's own
 /// per-kind limits are checked again on receipt).
@@ -38,11 +39,33 @@ pub(crate) struct Limits {
     pub(crate) max_memory_fraction: f64,
 }
 
+/// Peer scoring: a message our validation rejects costs its sender heavily (P4), so a peer
+/// that keeps sending forged or malformed messages is grafted out and then ignored.
+fn score_params(topics: &Topics) -> gossipsub::PeerScoreParams {
+    let mut params = gossipsub::PeerScoreParams::default();
+    for topic in topics.all() {
+        let topic_params = gossipsub::TopicScoreParams {
+            topic_weight: 1.0,
+            invalid_message_deliveries_weight: -100.0,
+            invalid_message_deliveries_decay: 0.9,
+            // Delivery-rate terms off: rounds are bursty and small networks would punish
+            // honest peers for being quiet between rounds.
+            first_message_deliveries_weight: 0.0,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            ..gossipsub::TopicScoreParams::default()
+        };
+        params.topics.insert(topic.hash(), topic_params);
+    }
+    params
+}
+
 impl Behaviour {
     fn new(
         key: &Keypair,
         relay: relay::client::Behaviour,
         limits: Limits,
+        topics: &Topics,
     ) -> anyhow::Result<Self> {
         let peer_id = key.public().to_peer_id();
         let gossip_config = gossipsub::ConfigBuilder::default()
@@ -59,16 +82,13 @@ impl Behaviour {
             .mesh_outbound_min(1)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-        let mut gossipsub = gossipsub::Behaviour::new(
+        let mut gossipsub: gossipsub::Behaviour = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossip_config,
         )
         .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
         gossipsub
-            .with_peer_score(
-                gossipsub::PeerScoreParams::default(),
-                gossipsub::PeerScoreThresholds::default(),
-            )
+            .with_peer_score(score_params(topics), gossipsub::PeerScoreThresholds::default())
             .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
 
         let mut kad_config = kad::Config::new(protocol::KAD);
@@ -113,6 +133,7 @@ pub(crate) async fn build_swarm(
     key: Keypair,
     certificate: libp2p_webrtc::tokio::Certificate,
     limits: Limits,
+    topics: &Topics,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -129,7 +150,7 @@ pub(crate) async fn build_swarm(
         .with_websocket(noise::Config::new, yamux::Config::default)
         .await?
         .with_relay_client(noise::Config::new, yamux::Config::default)?
-        .with_behaviour(|key, relay| Behaviour::new(key, relay, limits).map_err(Into::into))
+        .with_behaviour(|key, relay| Behaviour::new(key, relay, limits, topics).map_err(Into::into))
         .context("building the node's protocols")?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
