@@ -534,7 +534,12 @@ impl Runner {
         let ours = self.ledger.height().0;
         // Ask everyone connected where they are.
         if best.is_none_or(|(_, h)| h <= ours) {
-            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+            let peers: Vec<PeerId> = self
+                .swarm
+                .connected_peers()
+                .filter(|p| !self.relays.contains(p))
+                .copied()
+                .collect();
             for peer in peers {
                 self.send_request(peer, Request::Status);
             }
@@ -740,7 +745,7 @@ impl Runner {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
-                let via_circuit = addr.iter().any(|p| p == Protocol::P2pCircuit);
+                let via_circuit = is_relayed(&endpoint);
                 let is_bootstrap = self.bootstrap.iter().any(|b| {
                     b.iter().any(|p| p == Protocol::P2p(peer_id))
                 });
@@ -1136,6 +1141,16 @@ impl Runner {
             s.signer.refused_to_sign = st.refused_to_sign;
         }
     }
+}
+
+/// Whether a connection runs through a relay circuit. An inbound relayed connection's remote
+/// address is only `/p2p/<peer>`; the circuit shows in the local (listen) address.
+fn is_relayed(endpoint: &libp2p::core::ConnectedPoint) -> bool {
+    let addr = match endpoint {
+        libp2p::core::ConnectedPoint::Dialer { address, .. } => address,
+        libp2p::core::ConnectedPoint::Listener { local_addr, .. } => local_addr,
+    };
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
 /// The height a consensus message is about.
