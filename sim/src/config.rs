@@ -52,6 +52,53 @@ pub struct Config {
     pub behaviours: Vec<Behaviour>,
     /// Updates each honest proposal includes.
     pub updates_per_round: u8,
+    /// Non-voting light peers next to the validators (`None`: none).
+    pub light: Option<LightPeers>,
+}
+
+/// Light (non-voting) peers: each announces one signed update per height to the height's
+/// likely proposers and follows the chain through a gossip mesh (see the simulator's
+/// `light` module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LightPeers {
+    /// Light peers online at any time.
+    pub count: usize,
+    /// Target mesh degree D of the commit-notice topic (gossipsub's `mesh_n`).
+    pub mesh_degree: usize,
+    /// Validators each announcement is sent to: the proposers of rounds 0, 1, ... of the
+    /// next height (so the proposer and its fallbacks hear every update).
+    pub attach: usize,
+    /// Per height, this many thousandths of the online light peers leave and as many
+    /// offline ones join (rejoining with empty state).
+    pub churn_per_mille: u32,
+    /// Base one-way latency of every light link, ms (plus 0..=20 per link, 0..=10 jitter).
+    pub latency_ms: u64,
+}
+
+impl LightPeers {
+    /// `count` light peers: D = 8, announcements to 2 validators, 1% churn per height, 100 ms
+    /// one way (about 200 ms RTT).
+    pub fn new(count: usize) -> Self {
+        Self {
+            count,
+            mesh_degree: 8,
+            attach: 2,
+            churn_per_mille: 10,
+            latency_ms: 90,
+        }
+    }
+
+    /// With this churn per height, in thousandths.
+    pub fn with_churn_per_mille(mut self, churn: u32) -> Self {
+        self.churn_per_mille = churn;
+        self
+    }
+
+    /// With this mesh degree.
+    pub fn with_mesh_degree(mut self, d: usize) -> Self {
+        self.mesh_degree = d;
+        self
+    }
 }
 
 impl Config {
@@ -69,6 +116,7 @@ impl Config {
             crashes: Vec::new(),
             behaviours: Vec::new(),
             updates_per_round: 4,
+            light: None,
         }
     }
 

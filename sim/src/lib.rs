@@ -7,6 +7,15 @@
 //! forged signatures). The same [`Config`] (seed included) always gives the same
 //! [`Report::trace_hash`].
 //!
+//! Optionally ([`Config::light`], [`LightPeers`]) thousands of non-voting light peers run next
+//! to the validators: each signs one update announcement per height for the height's
+//! proposers and follows the chain through a gossipsub-like mesh of commit notices, with
+//! churn; [`Report::light`] measures bytes per peer per height ([`LightReport`]).
+//!
+//! Many nodes share one thread, so the simulator memoises signature checks across them
+//! (`tabswarm_consensus::identity::VerifyCache`; a pure function, so every node computes what
+//! it would alone, and each distinct signed message is still verified once).
+//!
 //! ## Usage
 //!
 //! ```
@@ -26,5 +35,5 @@ mod config;
 mod sim;
 
 pub use byzantine::Behaviour;
-pub use config::{Config, Crash, Partition};
-pub use sim::{Report, Sim, SimError};
+pub use config::{Config, Crash, LightPeers, Partition};
+pub use sim::{LightReport, Report, Sim, SimError};

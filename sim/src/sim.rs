@@ -1,5 +1,7 @@
 //! The event loop: a priority queue of deliveries, timers and faults on a virtual clock.
 
+mod light;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use malachitebft_core_types::{NilOrVal, Timeout, VoteType};
@@ -15,6 +17,8 @@ use tabswarm_consensus::wire::Message;
 
 use crate::byzantine::{self, Behaviour};
 use crate::config::Config;
+pub use light::LightReport;
+use light::{Light, LightMsg};
 
 /// Why a simulation stopped.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,10 @@ pub struct Report {
     pub signature_checks: u64,
     /// Verifications answered by the shared cache instead (see [`VerifyCache`]).
     pub signature_cache_hits: u64,
+    /// Consensus bytes (sent + received) of each validator.
+    pub consensus_bytes: Vec<u64>,
+    /// The light layer's measurements, if light peers ran.
+    pub light: Option<LightReport>,
 }
 
 enum Event {
@@ -80,6 +88,12 @@ enum Event {
     },
     Crash(usize, bool),
     Restart(usize),
+    Light {
+        to: u32,
+        from: u32,
+        msg: std::rc::Rc<LightMsg>,
+        size: u32,
+    },
 }
 
 struct Slot {
@@ -116,6 +130,8 @@ pub struct Sim {
     torn_crashes: u64,
     /// Shared by all simulated nodes; installed only while the sim runs their code.
     verify_cache: VerifyCache,
+    consensus_bytes: Vec<u64>,
+    light: Option<Box<Light>>,
 }
 
 /// Results kept per cache generation: a few heights of 100 validators' votes plus the
@@ -178,7 +194,13 @@ impl Sim {
             sent_bytes: 0,
             torn_crashes: 0,
             verify_cache: VerifyCache::new(VERIFY_CACHE_CAPACITY),
+            consensus_bytes: vec![0; n],
+            light: None,
         };
+        if let Some(cfg) = sim.config.light.clone() {
+            sim.light = Some(Box::new(Light::new(cfg, &sim.genesis, n, sim.config.seed)));
+            sim.flush_light();
+        }
         for c in sim.config.crashes.clone() {
             sim.push(c.at_ms, Event::Crash(c.node, c.torn));
             if let Some(r) = c.restart_ms {
@@ -206,6 +228,9 @@ impl Sim {
         )
         .map_err(|e| SimError::Node(i, e))?;
         self.slots[i].node = Some(node);
+        if let Some(l) = self.light.as_mut() {
+            l.set_validator_up(i, true);
+        }
         let out = self.slots[i]
             .node
             .as_mut()
@@ -233,7 +258,22 @@ impl Sim {
         })
     }
 
+    /// Schedules what the light layer sent.
+    fn flush_light(&mut self) {
+        let out = self
+            .light
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.out))
+            .unwrap_or_default();
+        for (at, e) in out {
+            self.push(at, e);
+        }
+    }
+
     fn crash(&mut self, i: usize) {
+        if let Some(l) = self.light.as_mut() {
+            l.set_validator_up(i, false);
+        }
         let slot = &mut self.slots[i];
         slot.node = None;
         slot.epoch += 1;
@@ -293,7 +333,14 @@ impl Sim {
                         None => {
                             self.decided.insert(h, hash);
                             self.commit_times.push(self.now);
+                            if let Some(l) = self.light.as_mut() {
+                                l.on_new_height(self.now, h);
+                            }
                         }
+                    }
+                    if let Some(l) = self.light.as_mut() {
+                        l.publish(self.now, i, &b);
+                        self.flush_light();
                     }
                 }
                 Output::CallAgain => {
@@ -345,6 +392,7 @@ impl Sim {
             for j in to.into_iter().filter(|&j| j != i) {
                 self.sent += 1;
                 self.sent_bytes += bytes.len() as u64;
+                self.consensus_bytes[i] += bytes.len() as u64;
                 let lossy = self.config.loss_until_ms.is_none_or(|t| self.now < t);
                 let lost = roll(&mut self.rng, 1000) < u64::from(self.config.loss_per_mille);
                 if self.partitioned(i, j) || (lossy && lost) {
@@ -398,6 +446,7 @@ impl Sim {
                     return Ok(());
                 };
                 self.delivered += 1;
+                self.consensus_bytes[to] += bytes.len() as u64;
                 self.trace.update([0, to as u8]);
                 self.trace.update(Sha256::digest(bytes.as_slice()));
                 let out = node.on_bytes(&bytes).map_err(|e| SimError::Node(to, e))?;
@@ -440,6 +489,17 @@ impl Sim {
                 };
                 let out = n.resume().map_err(|e| SimError::Node(node, e))?;
                 self.apply(node, out)?;
+            }
+            Event::Light {
+                to,
+                from,
+                msg,
+                size,
+            } => {
+                if let Some(l) = self.light.as_mut() {
+                    l.deliver(self.now, to, from, &msg, size);
+                    self.flush_light();
+                }
             }
             Event::Crash(i, torn) => {
                 self.trace.update([2, i as u8]);
@@ -520,6 +580,8 @@ impl Sim {
             torn_crashes: self.torn_crashes,
             signature_checks: self.verify_cache.checks(),
             signature_cache_hits: self.verify_cache.hits(),
+            consensus_bytes: self.consensus_bytes.clone(),
+            light: self.light.as_ref().map(|l| l.report(&self.consensus_bytes)),
         }
     }
 
