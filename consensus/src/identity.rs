@@ -4,7 +4,7 @@ use core::fmt;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -74,20 +74,34 @@ impl Signature {
     ///
     /// Uses strict verification, so malleated signatures and small-order keys are refused.
     pub fn verify(&self, address: &Address, message: &[u8]) -> bool {
-        let cached = ACTIVE_CACHE.with(|c| {
-            c.borrow_mut()
-                .as_mut()
-                .map(|cache| cache.verify(self, address, message))
-        });
-        cached.unwrap_or_else(|| self.verify_uncached(address, message))
+        self.memoised(&address.0, message, || {
+            address
+                .public_key()
+                .is_some_and(|key| self.check(&key, message))
+        })
     }
 
-    fn verify_uncached(&self, address: &Address, message: &[u8]) -> bool {
-        let Some(key) = address.public_key() else {
-            return false;
-        };
+    /// As [`Self::verify`], for a caller that already holds the decompressed key (e.g. from
+    /// the validator set): saves decompressing the address's curve point again.
+    pub fn verify_with_key(&self, key: &VerifyingKey, message: &[u8]) -> bool {
+        self.memoised(key.as_bytes(), message, || self.check(key, message))
+    }
+
+    fn check(&self, key: &VerifyingKey, message: &[u8]) -> bool {
         let sig = ed25519_dalek::Signature::from_bytes(&self.to_bytes());
-        key.verify_strict(message, &sig).is_ok() && key.verify(message, &sig).is_ok()
+        // `verify_strict` (ed25519-dalek 2.2) parses the signature as `verify` does, refuses
+        // small-order R and A, then makes the same cofactorless check `[s]B - [k]A == R`
+        // `verify` makes; so a plain `verify` after it (which this used to do) can never
+        // fail and only doubled the cost.
+        key.verify_strict(message, &sig).is_ok()
+    }
+
+    /// Runs `check` unless the cache [`VerifyCache::scope`] installed already knows the answer.
+    fn memoised(&self, key: &[u8; 32], message: &[u8], check: impl FnOnce() -> bool) -> bool {
+        ACTIVE_CACHE.with(|c| match c.borrow_mut().as_mut() {
+            Some(cache) => cache.get_or_check(self, key, message, check),
+            None => check(),
+        })
     }
 }
 
@@ -151,10 +165,16 @@ impl VerifyCache {
         self.checks
     }
 
-    fn verify(&mut self, sig: &Signature, address: &Address, message: &[u8]) -> bool {
+    fn get_or_check(
+        &mut self,
+        sig: &Signature,
+        key: &[u8; 32],
+        message: &[u8],
+        check: impl FnOnce() -> bool,
+    ) -> bool {
         let mut h = Sha256::new();
         h.update(b"tabswarm/verify-cache/v1\0");
-        h.update(address.0);
+        h.update(key);
         h.update(sig.to_bytes());
         h.update(message);
         let k: [u8; 32] = h.finalize().into();
@@ -163,7 +183,7 @@ impl VerifyCache {
             return ok;
         }
         self.checks += 1;
-        let ok = sig.verify_uncached(address, message);
+        let ok = check();
         if self.current.len() >= self.capacity {
             self.previous = std::mem::take(&mut self.current);
         }
@@ -223,6 +243,8 @@ mod tests {
         let mut bytes = sig.to_bytes();
         bytes[10] ^= 1;
         assert!(!Signature::from_bytes(&bytes).verify(&a.address(), b"hello"));
+        assert!(sig.verify_with_key(&a.public_key(), b"hello"));
+        assert!(!sig.verify_with_key(&b.public_key(), b"hello"));
     }
 
     #[test]

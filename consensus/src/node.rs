@@ -19,12 +19,12 @@ use malachitebft_core_types::{
 };
 
 use crate::context::{
-    self, Height, MAX_EVIDENCE, RoundProposal, SignedProposal, SignedVote, TabswarmContext,
-    ValidatorSet, Value, ValueId,
+    self, Height, MAX_EVIDENCE, ProposalHeader, RoundProposal, SignedProposal, SignedVote,
+    TabswarmContext, ValidatorSet, Value, ValueId,
 };
 use crate::evidence::{Evidence, SignedHeader, SignedVoteMsg};
 use crate::genesis::Genesis;
-use crate::identity::{Address, Keypair};
+use crate::identity::{Address, Keypair, Signature};
 use crate::ledger::{self, Block, CertError, CommitCert, Ledger};
 use crate::signer::SignerState;
 use crate::wire::{Message, SignedProposalMsg};
@@ -173,6 +173,9 @@ struct Host {
     value_request: Option<(Height, Round)>,
     /// A value request the application could not answer yet.
     deferred_request: Option<(Height, Round)>,
+    /// The proposal `on_proposal` just verified, so Malachite's check of it right after
+    /// does not run ed25519 a second time.
+    verified_proposal: Option<(ProposalHeader, Signature)>,
     stats: Stats,
 }
 
@@ -249,6 +252,7 @@ impl<A: Application> Node<A> {
                 evidence_pool: BTreeMap::new(),
                 value_request: None,
                 deferred_request: None,
+                verified_proposal: None,
                 stats: Stats::default(),
             },
             ledger,
@@ -444,6 +448,7 @@ impl<A: Application> Node<A> {
             self.host.stats.bad_signatures += 1;
             return;
         }
+        self.host.verified_proposal = Some((p.proposal.header(), p.signature));
         let value = p.proposal.value.clone();
         let id = value.id();
         self.host.values.insert(id, value.clone());
@@ -733,18 +738,23 @@ impl Host {
                 r.resume_with(self.ctx.sign_proposal(&self.key, proposal))
             }
             E::VerifySignature(msg, key, r) => {
+                // `key` comes decompressed from the validator set: no need to rebuild it from
+                // the address for every vote.
                 let ok = match &msg.message {
                     malachitebft_core_consensus::ConsensusMsg::Vote(v) => {
                         Address::of(&key) == v.validator
-                            && self
-                                .ctx
-                                .verify_vote(&SignedMessage::new(v.clone(), msg.signature))
+                            && self.ctx.verify_vote_with_key(
+                                &key,
+                                &SignedMessage::new(v.clone(), msg.signature),
+                            )
                     }
                     malachitebft_core_consensus::ConsensusMsg::Proposal(p) => {
                         Address::of(&key) == p.proposer
-                            && self
-                                .ctx
-                                .verify_proposal(&SignedMessage::new(p.clone(), msg.signature))
+                            && (self.verified_proposal.take() == Some((p.header(), msg.signature))
+                                || self.ctx.verify_proposal_with_key(
+                                    &key,
+                                    &SignedMessage::new(p.clone(), msg.signature),
+                                ))
                     }
                 };
                 if !ok {

@@ -68,6 +68,27 @@ impl TabswarmContext {
         vote.signature.verify(&vote.message.validator, &bytes)
     }
 
+    /// As [`Self::verify_vote`], with the signer's key already decompressed (it must be the
+    /// key of `vote`'s validator; the caller checks that).
+    pub fn verify_vote_with_key(
+        &self,
+        key: &ed25519_dalek::VerifyingKey,
+        vote: &SignedVote,
+    ) -> bool {
+        let bytes = signing_bytes(Domain::Vote, &self.run, &codec::canonical(&vote.message));
+        vote.signature.verify_with_key(key, &bytes)
+    }
+
+    /// As [`Self::verify_proposal`], with the proposer's key already decompressed.
+    pub fn verify_proposal_with_key(
+        &self,
+        key: &ed25519_dalek::VerifyingKey,
+        proposal: &SignedProposal,
+    ) -> bool {
+        let bytes = self.proposal_signing_bytes(&proposal.message.header());
+        proposal.signature.verify_with_key(key, &bytes)
+    }
+
     /// Whether `proposal` is signed by its proposer for this run.
     pub fn verify_proposal(&self, proposal: &SignedProposal) -> bool {
         let bytes = self.proposal_signing_bytes(&proposal.message.header());
