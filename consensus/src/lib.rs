@@ -63,5 +63,6 @@ pub mod sign;
 pub mod signer;
 pub mod testkit;
 pub mod update;
+mod verified;
 pub mod wal;
 pub mod wire;

@@ -27,6 +27,7 @@ use crate::genesis::Genesis;
 use crate::identity::{Address, Keypair, Signature};
 use crate::ledger::{self, Block, CertError, CommitCert, Ledger};
 use crate::signer::SignerState;
+use crate::verified::VerifiedVotes;
 use crate::wire::{Message, SignedProposalMsg};
 
 /// What the application decides: what to propose and whether a proposal is valid.
@@ -176,6 +177,8 @@ struct Host {
     /// The proposal `on_proposal` just verified, so Malachite's check of it right after
     /// does not run ed25519 a second time.
     verified_proposal: Option<(ProposalHeader, Signature)>,
+    /// Votes verified (or signed) at this height: each is checked with ed25519 once.
+    verified: VerifiedVotes,
     stats: Stats,
 }
 
@@ -253,6 +256,7 @@ impl<A: Application> Node<A> {
                 value_request: None,
                 deferred_request: None,
                 verified_proposal: None,
+                verified: VerifiedVotes::default(),
                 stats: Stats::default(),
             },
             ledger,
@@ -415,7 +419,12 @@ impl<A: Application> Node<A> {
             }
             return Ok(());
         }
-        if self.ledger.append(b.clone()).is_err() {
+        let (ctx, verified) = (self.host.ctx, &mut self.host.verified);
+        if self
+            .ledger
+            .append_with(b.clone(), |v| verified.verify(&ctx, None, v))
+            .is_err()
+        {
             self.host.stats.bad_blocks += 1;
             return Ok(());
         }
@@ -572,13 +581,18 @@ impl<A: Application> Node<A> {
             value,
             certificate: CommitCert::from(&cert),
         };
-        self.ledger.append(block.clone())?;
+        // Malachite verified each of these precommits on arrival and the certificate in
+        // `decide`: the memo answers, so no signature is checked a third time.
+        let (ctx, verified) = (self.host.ctx, &mut self.host.verified);
+        self.ledger
+            .append_with(block.clone(), |v| verified.verify(&ctx, None, v))?;
         self.after_commit(block, evidence)
     }
 
     /// Persists and announces a block already appended to the ledger, then starts the next
     /// height.
     fn after_commit(&mut self, block: Block, evidence: Vec<Evidence>) -> Result<(), NodeError> {
+        self.host.verified.clear();
         for e in &block.value.evidence {
             self.host.evidence_pool.remove(&e.offender());
         }
@@ -725,7 +739,9 @@ impl Host {
                 if !again {
                     self.persist(Record::Signer(self.signer.clone()));
                 }
-                r.resume_with(self.ctx.sign_vote(&self.key, vote))
+                let signed = self.ctx.sign_vote(&self.key, vote);
+                self.verified.remember(&signed);
+                r.resume_with(signed)
             }
             E::SignProposal(proposal, r) => {
                 let again = self
@@ -743,8 +759,9 @@ impl Host {
                 let ok = match &msg.message {
                     malachitebft_core_consensus::ConsensusMsg::Vote(v) => {
                         Address::of(&key) == v.validator
-                            && self.ctx.verify_vote_with_key(
-                                &key,
+                            && self.verified.verify(
+                                &self.ctx,
+                                Some(&key),
                                 &SignedMessage::new(v.clone(), msg.signature),
                             )
                     }
@@ -762,16 +779,30 @@ impl Host {
                 }
                 r.resume_with(ok)
             }
-            E::VerifyCommitCertificate(cert, set, _, r) => {
-                r.resume_with(verify_cert(&self.ctx, &CommitCert::from(&cert), &set))
-            }
+            E::VerifyCommitCertificate(cert, set, _, r) => r.resume_with(verify_cert(
+                &self.ctx,
+                &mut self.verified,
+                &CommitCert::from(&cert),
+                &set,
+            )),
             E::VerifyExtendedCommitCertificate(cert, set, _, _, r) => {
                 let cert = cert.trim_vote_extensions();
-                r.resume_with(verify_cert(&self.ctx, &CommitCert::from(&cert), &set))
+                r.resume_with(verify_cert(
+                    &self.ctx,
+                    &mut self.verified,
+                    &CommitCert::from(&cert),
+                    &set,
+                ))
             }
             E::VerifyPolkaCertificate(cert, set, t, r) => {
                 let votes: Vec<SignedVote> = cert.votes(&self.ctx).collect();
-                r.resume_with(verify_votes(&self.ctx, &votes, &set, t.quorum))
+                r.resume_with(verify_votes(
+                    &self.ctx,
+                    &mut self.verified,
+                    &votes,
+                    &set,
+                    t.quorum,
+                ))
             }
             E::VerifyRoundCertificate(cert, set, t, r) => {
                 // A skip certificate needs only more than 1/3 of stake (f+1).
@@ -780,7 +811,13 @@ impl Host {
                     RoundCertificateType::Precommit => t.quorum,
                 };
                 let votes: Vec<SignedVote> = cert.votes(&self.ctx).collect();
-                r.resume_with(verify_votes(&self.ctx, &votes, &set, threshold))
+                r.resume_with(verify_votes(
+                    &self.ctx,
+                    &mut self.verified,
+                    &votes,
+                    &set,
+                    threshold,
+                ))
             }
             E::WalAppend(_, input, r) => {
                 if !self.replaying {
@@ -825,24 +862,27 @@ impl Host {
 #[allow(clippy::result_large_err)]
 fn verify_cert(
     ctx: &TabswarmContext,
+    verified: &mut VerifiedVotes,
     cert: &CommitCert,
     set: &ValidatorSet,
 ) -> Result<(), CertificateError<TabswarmContext>> {
-    cert.verify(ctx, set).map_err(|e| match e {
-        CertError::UnknownSigner(a) => CertificateError::UnknownValidator(a),
-        CertError::DuplicateSigner(a) => CertificateError::DuplicateVote(a),
-        CertError::BadSignature(a) => CertificateError::UnknownValidator(a),
-        CertError::NoQuorum { signed, total } => CertificateError::NotEnoughVotingPower {
-            signed,
-            total,
-            expected: total * 2 / 3 + 1,
-        },
-    })
+    cert.verify_with(set, |v| verified.verify(ctx, None, v))
+        .map_err(|e| match e {
+            CertError::UnknownSigner(a) => CertificateError::UnknownValidator(a),
+            CertError::DuplicateSigner(a) => CertificateError::DuplicateVote(a),
+            CertError::BadSignature(a) => CertificateError::UnknownValidator(a),
+            CertError::NoQuorum { signed, total } => CertificateError::NotEnoughVotingPower {
+                signed,
+                total,
+                expected: total * 2 / 3 + 1,
+            },
+        })
 }
 
 #[allow(clippy::result_large_err)]
 fn verify_votes(
     ctx: &TabswarmContext,
+    verified: &mut VerifiedVotes,
     votes: &[SignedVote],
     set: &ValidatorSet,
     threshold: ThresholdParam,
@@ -857,7 +897,7 @@ fn verify_votes(
         if !seen.insert(v.message.validator) {
             return Err(CertificateError::DuplicateVote(v.message.validator));
         }
-        if !ctx.verify_vote(v) {
+        if !verified.verify(ctx, None, v) {
             return Err(CertificateError::VerificationError(None));
         }
         signed += power;

@@ -66,6 +66,16 @@ impl ValidatorSet {
         }
     }
 
+    /// The same validators and stakes with another proposer seed (no key is decompressed
+    /// again).
+    pub fn with_seed(&self, seed: [u8; 32]) -> Self {
+        Self {
+            validators: self.validators.clone(),
+            total: self.total,
+            seed,
+        }
+    }
+
     /// The validators, sorted by address.
     pub fn validators(&self) -> &[Validator] {
         &self.validators
