@@ -168,7 +168,10 @@ impl Default for TrainingRules {
 impl TrainingRules {
     fn check(&self) -> Result<(), GenesisError> {
         let bad = |what: &'static str| Err(GenesisError::Training(what));
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
+        if !(self.learning_rate.is_finite()
+            && self.learning_rate > 0.0
+            && self.learning_rate <= 10.0)
+        {
             return bad("learning_rate must be in (0, 10]");
         }
         if !(1..=4096).contains(&self.batch_size) {
@@ -428,6 +431,7 @@ mod tests {
             initial_param_hash: hex(&[7; 32]),
             aggregation_rule: AggregationRule::Mean,
             timeouts_ms: TimeoutsMs::default(),
+            training: TrainingRules::default(),
             validators: stakes
                 .iter()
                 .enumerate()
@@ -456,6 +460,72 @@ mod tests {
             Genesis::from_file(other).expect("valid").run_id(),
             g.run_id()
         );
+    }
+
+    #[test]
+    fn training_rules_are_checked_and_change_the_run() {
+        let base = Genesis::from_file(file(&[1])).expect("valid");
+        let mut f = file(&[1]);
+        f.training.local_steps = 7;
+        let other = Genesis::from_file(f).expect("valid");
+        assert_ne!(
+            base.run_id(),
+            other.run_id(),
+            "training rules are part of the run"
+        );
+        for (change, needle) in [
+            (
+                TrainingRules {
+                    learning_rate: 0.0,
+                    ..TrainingRules::default()
+                },
+                "learning_rate",
+            ),
+            (
+                TrainingRules {
+                    learning_rate: f64::NAN,
+                    ..TrainingRules::default()
+                },
+                "learning_rate",
+            ),
+            (
+                TrainingRules {
+                    batch_size: 0,
+                    ..TrainingRules::default()
+                },
+                "batch_size",
+            ),
+            (
+                TrainingRules {
+                    shards: 0,
+                    ..TrainingRules::default()
+                },
+                "shards",
+            ),
+            (
+                TrainingRules {
+                    min_updates: 0,
+                    ..TrainingRules::default()
+                },
+                "min_updates",
+            ),
+            (
+                TrainingRules {
+                    checkpoint_every: 0,
+                    ..TrainingRules::default()
+                },
+                "checkpoint_every",
+            ),
+        ] {
+            let mut f = file(&[1]);
+            f.training = change;
+            let err = Genesis::from_file(f).expect_err("invalid").to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        let err = Genesis::from_json(&base.to_json().replace("\"local_steps\"", "\"local_stepz\""))
+            .expect_err("unknown field")
+            .to_string();
+        assert!(err.contains("local_stepz"), "{err}");
     }
 
     #[test]

@@ -37,8 +37,12 @@ pub trait Application {
     /// `None` means "not ready" (e.g. too few updates yet): the node remembers the request and
     /// asks again when the host calls [`Node::retry_propose`]; if the round's propose timeout
     /// fires first, consensus moves to the next round as for a silent proposer.
-    fn propose(&mut self, height: Height, round: Round, base_param_hash: [u8; 32])
-    -> Option<RoundProposal>;
+    fn propose(
+        &mut self,
+        height: Height,
+        round: Round,
+        base_param_hash: [u8; 32],
+    ) -> Option<RoundProposal>;
 
     /// Recompute and judge a proposal that already passed the ledger's structural checks
     /// (step 4); `false` makes this validator prevote nil.

@@ -197,17 +197,8 @@ impl Fetcher {
             if a.missing().next().is_none() {
                 let d = self.downloads.remove(&address).expect("present");
                 let purpose = d.purpose;
-                let bytes = d
-                    .assembly
-                    .and_then(|a| a.finish().ok())
-                    .unwrap_or_default();
-                return (
-                    Vec::new(),
-                    Some(Done {
-                        purpose,
-                        bytes,
-                    }),
-                );
+                let bytes = d.assembly.and_then(|a| a.finish().ok()).unwrap_or_default();
+                return (Vec::new(), Some(Done { purpose, bytes }));
             }
         }
         (Self::pump(address, d), None)

@@ -17,7 +17,8 @@ const DEFAULT_FILTER: &str = "info,malachitebft_core_consensus=warn,malachitebft
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays for results.
 pub(crate) fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -58,20 +58,68 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("tabswarm");
         r.register("height", "Committed ledger height", m.height.clone());
-        r.register("round", "Consensus round within the height being decided", m.round.clone());
+        r.register(
+            "round",
+            "Consensus round within the height being decided",
+            m.round.clone(),
+        );
         r.register("commits", "Blocks committed since start", m.commits.clone());
         r.register("peers", "Connected peers", m.peers.clone());
-        r.register("app_bytes_received", "Gossip and fetch payload bytes received", m.bytes_in.clone());
-        r.register("app_bytes_sent", "Gossip and fetch payload bytes sent", m.bytes_out.clone());
-        r.register("test_loss", "Test loss of the committed model", m.loss.clone());
-        r.register("test_accuracy", "Test accuracy of the committed model", m.accuracy.clone());
-        r.register("round_duration_seconds", "Wall time between commits", m.round_seconds.clone());
-        r.register("last_round_train_seconds", "Local training time in the last round", m.train_seconds.clone());
-        r.register("last_round_network_seconds", "Time waiting for updates and payloads in the last round", m.network_seconds.clone());
-        r.register("last_round_consensus_seconds", "Time from proposal to commit in the last round", m.consensus_seconds.clone());
-        r.register("updates_published", "Updates this node trained and announced", m.updates_published.clone());
-        r.register("messages_rejected", "Gossip messages refused by validation", m.messages_rejected.clone());
-        r.register("credit", "This node's credit in the ledger (included updates)", m.credit.clone());
+        r.register(
+            "app_bytes_received",
+            "Gossip and fetch payload bytes received",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "app_bytes_sent",
+            "Gossip and fetch payload bytes sent",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "test_loss",
+            "Test loss of the committed model",
+            m.loss.clone(),
+        );
+        r.register(
+            "test_accuracy",
+            "Test accuracy of the committed model",
+            m.accuracy.clone(),
+        );
+        r.register(
+            "round_duration_seconds",
+            "Wall time between commits",
+            m.round_seconds.clone(),
+        );
+        r.register(
+            "last_round_train_seconds",
+            "Local training time in the last round",
+            m.train_seconds.clone(),
+        );
+        r.register(
+            "last_round_network_seconds",
+            "Time waiting for updates and payloads in the last round",
+            m.network_seconds.clone(),
+        );
+        r.register(
+            "last_round_consensus_seconds",
+            "Time from proposal to commit in the last round",
+            m.consensus_seconds.clone(),
+        );
+        r.register(
+            "updates_published",
+            "Updates this node trained and announced",
+            m.updates_published.clone(),
+        );
+        r.register(
+            "messages_rejected",
+            "Gossip messages refused by validation",
+            m.messages_rejected.clone(),
+        );
+        r.register(
+            "credit",
+            "This node's credit in the ledger (included updates)",
+            m.credit.clone(),
+        );
         m
     }
 }
@@ -137,9 +185,9 @@ pub(crate) async fn serve(
     registry: Registry,
     status: Arc<Mutex<Status>>,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the metrics address {addr} (choose another with --metrics)"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the metrics address {addr} (choose another with --metrics)")
+    })?;
     let bound = listener.local_addr()?;
     let shared = Arc::new(Shared { registry, status });
     let app = Router::new()
@@ -169,10 +217,6 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse
 }
 
 async fn status_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let status = shared
-        .status
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
+    let status = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
     axum::Json(status)
 }

@@ -175,7 +175,11 @@ impl RunArgs {
             Some(path) => read_config(path)?,
             None => ConfigFile::default(),
         };
-        let roles_raw = if self.roles.is_empty() { file.roles } else { self.roles };
+        let roles_raw = if self.roles.is_empty() {
+            file.roles
+        } else {
+            self.roles
+        };
         let roles = if roles_raw.is_empty() {
             None
         } else {
@@ -190,7 +194,10 @@ impl RunArgs {
                     .collect::<anyhow::Result<Vec<_>>>()?,
             )
         };
-        let max_memory_percent = self.max_memory_percent.or(file.max_memory_percent).unwrap_or(90.0);
+        let max_memory_percent = self
+            .max_memory_percent
+            .or(file.max_memory_percent)
+            .unwrap_or(90.0);
         if !(1.0..=100.0).contains(&max_memory_percent) {
             bail!("--max-memory-percent {max_memory_percent} is out of range: use 1..=100");
         }
@@ -199,10 +206,20 @@ impl RunArgs {
             bail!("--max-connections must be at least 1");
         }
         Ok(RunOptions {
-            home: self.home.or(file.home).unwrap_or_else(|| DEFAULT_HOME.into()),
+            home: self
+                .home
+                .or(file.home)
+                .unwrap_or_else(|| DEFAULT_HOME.into()),
             genesis: self.genesis.or(file.genesis),
-            data: self.data.or(file.data).unwrap_or_else(|| DEFAULT_DATA.into()),
-            bootstrap: if self.bootstrap.is_empty() { file.bootstrap } else { self.bootstrap },
+            data: self
+                .data
+                .or(file.data)
+                .unwrap_or_else(|| DEFAULT_DATA.into()),
+            bootstrap: if self.bootstrap.is_empty() {
+                file.bootstrap
+            } else {
+                self.bootstrap
+            },
             listen: tabswarm_net::Listen {
                 ip: self.ip.or(file.ip).unwrap_or(IpAddr::from([0, 0, 0, 0])),
                 tcp_port: self.tcp_port.or(file.tcp_port).unwrap_or(0),
@@ -224,12 +241,22 @@ impl RunArgs {
 }
 
 fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading config {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("reading config {}", path.display()))?;
     if meta.len() > 1024 * 1024 {
-        bail!("config {} is larger than 1 MiB; is it the right file?", path.display());
+        bail!(
+            "config {} is larger than 1 MiB; is it the right file?",
+            path.display()
+        );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config {} is not valid (keys are run's flags in snake_case)", path.display()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| {
+        format!(
+            "config {} is not valid (keys are run's flags in snake_case)",
+            path.display()
+        )
+    })
 }
 
 #[derive(Debug, Args)]
@@ -278,7 +305,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tabswarm-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("node.toml");
-        std::fs::write(&path, "tcp_port = 4100\nquic_port = 4101\nroles = [\"trainer\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "tcp_port = 4100\nquic_port = 4101\nroles = [\"trainer\"]\n",
+        )
+        .unwrap();
         let args = RunArgs {
             config: Some(path.clone()),
             tcp_port: Some(5000),
@@ -290,9 +321,19 @@ mod tests {
         assert_eq!(o.listen.ws_port, 0);
         assert_eq!(o.roles, Some(vec![Role::Trainer]));
         std::fs::write(&path, "tcp_prot = 1\n").unwrap();
-        let err = RunArgs { config: Some(path), ..RunArgs::default() }.resolve().unwrap_err();
+        let err = RunArgs {
+            config: Some(path),
+            ..RunArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(format!("{err:#}").contains("tcp_prot"), "{err:#}");
-        let err = RunArgs { roles: vec!["miner".into()], ..RunArgs::default() }.resolve().unwrap_err();
+        let err = RunArgs {
+            roles: vec!["miner".into()],
+            ..RunArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("unknown role"), "{err}");
     }
 }

@@ -17,7 +17,9 @@ use tracing::info;
 
 use crate::metrics::{Metrics, Status};
 use crate::net::behaviour::{Limits, build_swarm};
-use crate::net_cli::{DEFAULT_RPC, ExportArgs, GenesisArgs, InitArgs, LedgerArgs, Role, RunArgs, StatusArgs};
+use crate::net_cli::{
+    DEFAULT_RPC, ExportArgs, GenesisArgs, InitArgs, LedgerArgs, Role, RunArgs, StatusArgs,
+};
 use crate::round::{DataPlan, initial_params, train_config};
 use crate::runner::{Roles, Runner, Setup};
 use crate::store::Store;
@@ -66,7 +68,10 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         );
     } else {
         if !created {
-            eprintln!("{} already has an identity; showing it", args.home.display());
+            eprintln!(
+                "{} already has an identity; showing it",
+                args.home.display()
+            );
         }
         println!("public key: {public_key}");
         println!("peer id:    {peer_id}");
@@ -90,9 +95,17 @@ pub(crate) fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         });
     }
     let training = TrainingRules {
-        model: if args.model == "cnn" { ModelArch::Cnn } else { ModelArch::Mlp },
+        model: if args.model == "cnn" {
+            ModelArch::Cnn
+        } else {
+            ModelArch::Mlp
+        },
         seed: args.seed,
-        optimizer: if args.optimizer == "adam" { LocalOptimizer::Adam } else { LocalOptimizer::Sgd },
+        optimizer: if args.optimizer == "adam" {
+            LocalOptimizer::Adam
+        } else {
+            LocalOptimizer::Sgd
+        },
         learning_rate: args.lr,
         batch_size: args.batch,
         local_steps: args.local_steps,
@@ -144,14 +157,20 @@ fn load_genesis(store: &Store, path: Option<&Path>) -> anyhow::Result<(Genesis, 
     if let Some(s) = &stored {
         let before = Genesis::from_json(s).context("stored genesis")?;
         if before.run_id() != genesis.run_id() {
-            bail!("this home belongs to run {}; the given genesis is run {}: use a fresh --home for another run", hex(&before.run_id().0[..8]), hex(&genesis.run_id().0[..8]));
+            bail!(
+                "this home belongs to run {}; the given genesis is run {}: use a fresh --home for another run",
+                hex(&before.run_id().0[..8]),
+                hex(&genesis.run_id().0[..8])
+            );
         }
     } else {
         store.set_genesis(&text)?;
     }
     let params = initial_params(&genesis.training)?;
     if flat::param_hash(&params).0 != genesis.initial_param_hash {
-        bail!("the genesis initial_param_hash does not match its model and seed (was it made by a different tabswarm version?)");
+        bail!(
+            "the genesis initial_param_hash does not match its model and seed (was it made by a different tabswarm version?)"
+        );
     }
     Ok((genesis, text))
 }
@@ -164,13 +183,22 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let key = Keypair::from_seed(seed);
     let staked = genesis.validators.iter().any(|(a, _)| *a == key.address());
     let roles = match &options.roles {
-        None => Roles { train: true, validate: staked },
+        None => Roles {
+            train: true,
+            validate: staked,
+        },
         Some(list) => {
             let validate = list.contains(&Role::Validator);
             if validate && !staked {
-                bail!("role validator needs stake: this node's key {} is not in the genesis", hex(&key.address().0));
+                bail!(
+                    "role validator needs stake: this node's key {} is not in the genesis",
+                    hex(&key.address().0)
+                );
             }
-            Roles { train: list.contains(&Role::Trainer), validate }
+            Roles {
+                train: list.contains(&Role::Trainer),
+                validate,
+            }
         }
     };
     let dataset = crate::data_cmd::load(&options.data)?;
@@ -181,7 +209,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let certificate = tabswarm_net::load_or_create_certificate(&options.home.join("webrtc.pem"))?;
+        let certificate =
+            tabswarm_net::load_or_create_certificate(&options.home.join("webrtc.pem"))?;
         let mut swarm = build_swarm(
             libp2p_key(seed)?,
             certificate,
@@ -244,7 +273,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 /// A one-shot HTTP/1.0 GET to our own status server (loopback, no TLS, tiny answers).
 fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
-        .with_context(|| format!("no node answers on {addr} (is it running? is --rpc its --metrics address?)"))?;
+        .with_context(|| {
+            format!("no node answers on {addr} (is it running? is --rpc its --metrics address?)")
+        })?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
@@ -262,7 +293,10 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
     let rpc = match args.rpc {
         Some(addr) => addr,
         None => match std::fs::read_to_string(args.home.join(RPC_FILE)) {
-            Ok(text) => text.trim().parse().with_context(|| format!("{} is damaged", args.home.join(RPC_FILE).display()))?,
+            Ok(text) => text
+                .trim()
+                .parse()
+                .with_context(|| format!("{} is damaged", args.home.join(RPC_FILE).display()))?,
             Err(_) => DEFAULT_RPC.parse().expect("valid default"),
         },
     };
@@ -271,13 +305,21 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("{body}");
         return Ok(());
     }
-    let s: Status = serde_json::from_str(&body).context("status answer is not the expected JSON")?;
+    let s: Status =
+        serde_json::from_str(&body).context("status answer is not the expected JSON")?;
     println!("peer id     {}", s.peer_id);
     println!("roles       {}", s.roles.join(", "));
-    println!("height      {}{}", s.height, if s.syncing { " (catching up)" } else { "" });
+    println!(
+        "height      {}{}",
+        s.height,
+        if s.syncing { " (catching up)" } else { "" }
+    );
     println!("round       {}", s.round);
     println!("head        {}", &s.head_hash[..16.min(s.head_hash.len())]);
-    println!("params      {}", &s.param_hash[..16.min(s.param_hash.len())]);
+    println!(
+        "params      {}",
+        &s.param_hash[..16.min(s.param_hash.len())]
+    );
     println!("peers       {}", s.peers);
     match (s.test_loss, s.test_accuracy) {
         (Some(l), Some(a)) => println!("test        loss {l:.4}, accuracy {:.2}%", a * 100.0),
@@ -292,17 +334,22 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
     if !path.exists() {
         bail!("{} has no node state", args.home.display());
     }
-    let store = Store::open(&path).context("stop the node first (the store is held while it runs)")?;
+    let store =
+        Store::open(&path).context("stop the node first (the store is held while it runs)")?;
     let (genesis, _) = load_genesis(&store, None)?;
     let (height, bytes) = store
         .latest_checkpoint()?
         .context("no checkpoint yet: the node stores one every `checkpoint_every` heights")?;
     let params = bytes_to_f32s(&bytes).context("stored checkpoint is damaged")?;
-    let trainer = tabswarm_core::train::Trainer::with_params(&train_config(&genesis.training), &params)?;
+    let trainer =
+        tabswarm_core::train::Trainer::with_params(&train_config(&genesis.training), &params)?;
     std::fs::write(&args.out, trainer.model().to_safetensors()?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("{}", args.out.display());
-    eprintln!("model at height {height}, parameter hash {}", flat::param_hash(&params).to_hex());
+    eprintln!(
+        "model at height {height}, parameter hash {}",
+        flat::param_hash(&params).to_hex()
+    );
     Ok(())
 }
 
@@ -311,22 +358,41 @@ pub(crate) fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     if !path.exists() {
         bail!("{} has no node state", args.home.display());
     }
-    let store = Store::open(&path).context("stop the node first (the store is held while it runs)")?;
+    let store =
+        Store::open(&path).context("stop the node first (the store is held while it runs)")?;
     let (genesis, _) = load_genesis(&store, None)?;
     let persisted = store.load()?;
-    let ledger = tabswarm_consensus::ledger::Ledger::verify_chain(genesis.clone(), &persisted.blocks)
-        .context("the stored chain does not verify")?;
+    let ledger =
+        tabswarm_consensus::ledger::Ledger::verify_chain(genesis.clone(), &persisted.blocks)
+            .context("the stored chain does not verify")?;
     let total = genesis.total_stake() as f64;
     let stake_of = |a: &tabswarm_consensus::identity::Address| {
-        genesis.validators.iter().find(|(v, _)| v == a).map_or(0, |(_, s)| *s)
+        genesis
+            .validators
+            .iter()
+            .find(|(v, _)| v == a)
+            .map_or(0, |(_, s)| *s)
     };
     let min_signed = persisted
         .blocks
         .iter()
-        .map(|b| b.certificate.signatures.iter().map(|(a, _)| stake_of(a)).sum::<u64>() as f64 / total)
+        .map(|b| {
+            b.certificate
+                .signatures
+                .iter()
+                .map(|(a, _)| stake_of(a))
+                .sum::<u64>() as f64
+                / total
+        })
         .fold(f64::INFINITY, f64::min);
-    let evidence: usize = persisted.blocks.iter().map(|b| b.value.evidence.len()).sum();
-    let at = args.height.and_then(|h| persisted.blocks.get((h as usize).wrapping_sub(1)));
+    let evidence: usize = persisted
+        .blocks
+        .iter()
+        .map(|b| b.value.evidence.len())
+        .sum();
+    let at = args
+        .height
+        .and_then(|h| persisted.blocks.get((h as usize).wrapping_sub(1)));
     let signer = &persisted.signer;
     let summary = serde_json::json!({
         "run_id": hex(&genesis.run_id().0),
@@ -350,7 +416,10 @@ pub(crate) fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{summary}");
     } else {
-        println!("chain verified from genesis: {} blocks, every certificate signed by > 2/3 of stake", ledger.height().0);
+        println!(
+            "chain verified from genesis: {} blocks, every certificate signed by > 2/3 of stake",
+            ledger.height().0
+        );
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(())

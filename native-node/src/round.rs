@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use malachitebft_core_types::Round;
 use sha2::{Digest, Sha256};
 use tabswarm_consensus::context::{Height, IncludedUpdate, MAX_UPDATES, RoundProposal};
 use tabswarm_consensus::genesis::{Genesis, LocalOptimizer, ModelArch, RunId, TrainingRules};
@@ -16,13 +17,12 @@ use tabswarm_consensus::identity::Address;
 use tabswarm_consensus::ledger::Block;
 use tabswarm_consensus::node::Application;
 use tabswarm_consensus::update::SignedUpdate;
+use tabswarm_core::Backend;
 use tabswarm_core::data::{Batches, Dataset, Split};
 use tabswarm_core::flat;
 use tabswarm_core::model::ModelKind;
 use tabswarm_core::rng::SeededRng;
 use tabswarm_core::train::{Config, Evaluation, LocalUpdate, Optimizer, Trainer};
-use malachitebft_core_types::Round;
-use tabswarm_core::Backend;
 use tracing::{debug, warn};
 
 /// Examples held out of the training shards to score updates on.
@@ -74,8 +74,8 @@ impl DataPlan {
         h.update(height.to_le_bytes());
         h.update(trainer.0);
         let d: [u8; 32] = h.finalize().into();
-        (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) % self.shards.len() as u64)
-            as usize
+        (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+            % self.shards.len() as u64) as usize
     }
 }
 
@@ -380,7 +380,11 @@ impl RoundApp {
             height: block.height.0,
             updates: n,
             samples,
-            mean_train_loss: if n == 0 { f32::NAN } else { (loss / n as f64) as f32 },
+            mean_train_loss: if n == 0 {
+                f32::NAN
+            } else {
+                (loss / n as f64) as f32
+            },
             test: self.evaluate_test(),
         };
         true
@@ -436,7 +440,10 @@ impl Application for RoundApp {
                 self.stats.updates_refused += 1;
             }
         }
-        let expected = self.active_trainers.len().max(self.rules.min_updates as usize);
+        let expected = self
+            .active_trainers
+            .len()
+            .max(self.rules.min_updates as usize);
         let enough = updates.len() >= self.rules.min_updates as usize;
         if !enough || (updates.len() < expected && !self.deadline_passed()) {
             return None;
@@ -476,7 +483,8 @@ impl RoundApp {
                 debug!(id = %short(&u.id), "proposal names an update we do not have");
                 return false;
             };
-            if entry.update.header.trainer.0 != u.trainer || entry.update.header.height != height.0 {
+            if entry.update.header.trainer.0 != u.trainer || entry.update.header.height != height.0
+            {
                 return false;
             }
             if !self.score(&u.id) {

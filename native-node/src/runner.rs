@@ -157,7 +157,12 @@ impl Runner {
                 _ => (crate::round::initial_params(&genesis.training)?, true),
             }
         };
-        let app = RoundApp::new(&genesis, plan, if params_missing { 0 } else { height }, params)?;
+        let app = RoundApp::new(
+            &genesis,
+            plan,
+            if params_missing { 0 } else { height },
+            params,
+        )?;
         let (train_tx, train_rx) = mpsc::channel(2);
         let topics = Topics::new(&genesis.run_id());
         let mut runner = Self {
@@ -223,7 +228,10 @@ impl Runner {
         self.params_address = address;
     }
 
-    pub(crate) async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub(crate) async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         for topic in self.topics.all() {
             self.swarm
                 .behaviour_mut()
@@ -348,7 +356,10 @@ impl Runner {
             ..RoundClock::default()
         };
         if !applied {
-            warn!(height, "committed block without its payloads here; fetching the parameters from a peer");
+            warn!(
+                height,
+                "committed block without its payloads here; fetching the parameters from a peer"
+            );
             self.request_checkpoint_anywhere();
             return Ok(());
         }
@@ -390,7 +401,8 @@ impl Runner {
             Purpose::Update(_) => true,
             Purpose::Checkpoint(h) => *h > keep_height,
         });
-        self.held.retain(|(_, m)| message_height(m).is_some_and(|h| h > height));
+        self.held
+            .retain(|(_, m)| message_height(m).is_some_and(|h| h > height));
         self.start_training();
         Ok(())
     }
@@ -431,7 +443,10 @@ impl Runner {
             }
         };
         if done.height != self.app().height() + 1 || update.base.0 != self.app().param_hash() {
-            debug!(height = done.height, "training finished for a height already decided; dropped");
+            debug!(
+                height = done.height,
+                "training finished for a height already decided; dropped"
+            );
             self.start_training();
             return Ok(());
         }
@@ -496,7 +511,9 @@ impl Runner {
     }
 
     fn on_tick(&mut self) -> anyhow::Result<()> {
-        self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
+        self.metrics
+            .peers
+            .set(self.swarm.connected_peers().count() as i64);
         if self.last_discovery.elapsed() > Duration::from_secs(5) {
             self.last_discovery = Instant::now();
             self.discover();
@@ -527,7 +544,12 @@ impl Runner {
     // ---- catch-up ----
 
     fn sync_step(&mut self) -> anyhow::Result<()> {
-        let Phase::Syncing { since, best, params_missing } = &self.phase else {
+        let Phase::Syncing {
+            since,
+            best,
+            params_missing,
+        } = &self.phase
+        else {
             return Ok(());
         };
         let (since, best, params_missing) = (*since, *best, *params_missing);
@@ -546,7 +568,13 @@ impl Runner {
         }
         if let Some((peer, h)) = best {
             if h > ours && self.pending_blocks.is_empty() {
-                let id = self.send_request(peer, Request::Blocks { from: ours + 1, max: MAX_BLOCKS_PER_RESPONSE });
+                let id = self.send_request(
+                    peer,
+                    Request::Blocks {
+                        from: ours + 1,
+                        max: MAX_BLOCKS_PER_RESPONSE,
+                    },
+                );
                 self.pending_blocks.insert(id, peer);
                 return Ok(());
             }
@@ -559,7 +587,10 @@ impl Runner {
                     self.send_request(peer, Request::Checkpoint);
                 }
             } else if since.elapsed() > SYNC_GRACE && since.elapsed().as_secs() % 10 == 0 {
-                info!(height = ours, "waiting for a peer that holds the parameters at this height");
+                info!(
+                    height = ours,
+                    "waiting for a peer that holds the parameters at this height"
+                );
             }
             return Ok(());
         }
@@ -576,7 +607,11 @@ impl Runner {
         let outputs = node.start()?;
         info!(
             height = self.ledger.height().0,
-            validator = self.genesis.validators.iter().any(|(a, _)| *a == self.key.address()),
+            validator = self
+                .genesis
+                .validators
+                .iter()
+                .any(|(a, _)| *a == self.key.address()),
             "in sync; taking part"
         );
         self.phase = Phase::Running(Box::new(node));
@@ -622,7 +657,9 @@ impl Runner {
     fn on_checkpoint_offer(&mut self, peer: PeerId, height: u64, address: [u8; 32]) {
         let ours = self.ledger.height().0;
         if height == ours && self.params_stale() {
-            let sends = self.fetcher.want(address, Purpose::Checkpoint(height), peer);
+            let sends = self
+                .fetcher
+                .want(address, Purpose::Checkpoint(height), peer);
             self.send_all(sends);
         } else if height > ours {
             if let Phase::Syncing { best, .. } = &mut self.phase {
@@ -630,7 +667,13 @@ impl Runner {
                     *best = Some((peer, height));
                 }
             } else if self.pending_blocks.is_empty() {
-                let id = self.send_request(peer, Request::Blocks { from: ours + 1, max: MAX_BLOCKS_PER_RESPONSE });
+                let id = self.send_request(
+                    peer,
+                    Request::Blocks {
+                        from: ours + 1,
+                        max: MAX_BLOCKS_PER_RESPONSE,
+                    },
+                );
                 self.pending_blocks.insert(id, peer);
             }
         }
@@ -653,7 +696,10 @@ impl Runner {
             debug!(height, "checkpoint does not match our ledger; ignored");
             return Ok(());
         }
-        info!(height, "parameters restored from a peer's checkpoint (hash checked against the ledger)");
+        info!(
+            height,
+            "parameters restored from a peer's checkpoint (hash checked against the ledger)"
+        );
         self.store.put_checkpoint(height, &bytes)?;
         self.app_mut().adopt_checkpoint(height, Arc::new(params));
         if let Phase::Syncing { params_missing, .. } = &mut self.phase {
@@ -709,8 +755,14 @@ impl Runner {
                     .iter()
                     .any(|p| p.as_ref() == "/libp2p/circuit/relay/0.2.0/hop");
                 for addr in &info.listen_addrs {
-                    if !self.relay_only || addr.iter().any(|p| p == Protocol::P2pCircuit) || is_relay {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    if !self.relay_only
+                        || addr.iter().any(|p| p == Protocol::P2pCircuit)
+                        || is_relay
+                    {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
                     }
                 }
                 if is_relay {
@@ -719,7 +771,9 @@ impl Runner {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
-                peer, addresses, ..
+                peer,
+                addresses,
+                ..
             })) => {
                 if peer != *self.swarm.local_peer_id()
                     && !self.swarm.is_connected(&peer)
@@ -746,18 +800,22 @@ impl Runner {
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 let via_circuit = is_relayed(&endpoint);
-                let is_bootstrap = self.bootstrap.iter().any(|b| {
-                    b.iter().any(|p| p == Protocol::P2p(peer_id))
-                });
+                let is_bootstrap = self
+                    .bootstrap
+                    .iter()
+                    .any(|b| b.iter().any(|p| p == Protocol::P2p(peer_id)));
                 if self.relay_only && !via_circuit && !is_bootstrap {
                     debug!(%peer_id, %addr, "closing a direct connection (relay-only mode)");
                     self.swarm.close_connection(connection_id);
                     return Ok(());
                 }
                 if endpoint.is_dialer() && !via_circuit {
-                    let _ = self.store.remember_peer(&peer_id.to_string(), &addr.to_string());
+                    let _ = self
+                        .store
+                        .remember_peer(&peer_id.to_string(), &addr.to_string());
                 }
-                self.connections.insert(connection_id, (peer_id, via_circuit));
+                self.connections
+                    .insert(connection_id, (peer_id, via_circuit));
                 debug!(%peer_id, %addr, "connected");
                 if matches!(self.phase, Phase::Syncing { .. }) {
                     self.send_request(peer_id, Request::Status);
@@ -789,7 +847,10 @@ impl Runner {
             .or_else(|| {
                 relay_addrs
                     .iter()
-                    .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))) && !a.iter().any(|p| matches!(p, Protocol::Ws(_))))
+                    .find(|a| {
+                        a.iter().any(|p| matches!(p, Protocol::Tcp(_)))
+                            && !a.iter().any(|p| matches!(p, Protocol::Ws(_)))
+                    })
                     .map(|a| tabswarm_net::with_peer(a.clone(), relay))
             });
         if let Some(addr) = dialed {
@@ -804,11 +865,18 @@ impl Runner {
         }
     }
 
-    fn on_gossip(&mut self, source: PeerId, message: gossipsub::Message) -> anyhow::Result<MessageAcceptance> {
+    fn on_gossip(
+        &mut self,
+        source: PeerId,
+        message: gossipsub::Message,
+    ) -> anyhow::Result<MessageAcceptance> {
         let Some(kind) = self.topics.kind(&message.topic) else {
             return Ok(MessageAcceptance::Reject);
         };
-        let mut status = self.status.lock().map_err(|_| anyhow::anyhow!("status lock poisoned"))?;
+        let mut status = self
+            .status
+            .lock()
+            .map_err(|_| anyhow::anyhow!("status lock poisoned"))?;
         let rejected = &mut status.rejected;
         match kind {
             TopicKind::Updates => {
@@ -849,7 +917,13 @@ impl Runner {
                 }
                 if height > ours + 1 && self.pending_blocks.is_empty() {
                     // Peers are ahead: catch up by blocks.
-                    let id = self.send_request(source, Request::Blocks { from: ours + 1, max: MAX_BLOCKS_PER_RESPONSE });
+                    let id = self.send_request(
+                        source,
+                        Request::Blocks {
+                            from: ours + 1,
+                            max: MAX_BLOCKS_PER_RESPONSE,
+                        },
+                    );
                     self.pending_blocks.insert(id, source);
                 }
                 if let Message::Proposal(p) = &msg {
@@ -873,7 +947,12 @@ impl Runner {
         Ok(())
     }
 
-    fn on_update(&mut self, update: SignedUpdate, publisher: PeerId, via: PeerId) -> MessageAcceptance {
+    fn on_update(
+        &mut self,
+        update: SignedUpdate,
+        publisher: PeerId,
+        via: PeerId,
+    ) -> MessageAcceptance {
         let ours = self.app().height();
         if update.header.height <= ours || update.header.height > ours + 2 {
             if let Ok(mut s) = self.status.lock() {
@@ -883,9 +962,15 @@ impl Runner {
         }
         let id = update.id();
         if self.app_mut().announce(update) {
-            let mut sends = self.fetcher.want(update.header.payload_hash, Purpose::Update(id), publisher);
+            let mut sends =
+                self.fetcher
+                    .want(update.header.payload_hash, Purpose::Update(id), publisher);
             if via != publisher {
-                sends.extend(self.fetcher.want(update.header.payload_hash, Purpose::Update(id), via));
+                sends.extend(self.fetcher.want(
+                    update.header.payload_hash,
+                    Purpose::Update(id),
+                    via,
+                ));
             }
             self.send_all(sends);
         }
@@ -893,7 +978,11 @@ impl Runner {
     }
 
     /// Whether every update a proposal names is here; starts fetching what is not.
-    fn payloads_ready(&mut self, updates: &[tabswarm_consensus::context::IncludedUpdate], from: PeerId) -> bool {
+    fn payloads_ready(
+        &mut self,
+        updates: &[tabswarm_consensus::context::IncludedUpdate],
+        from: PeerId,
+    ) -> bool {
         let mut ready = true;
         for u in updates {
             if self.app().has_payload(&u.id) {
@@ -902,7 +991,9 @@ impl Runner {
             ready = false;
             match self.app().update(&u.id).copied() {
                 Some(update) => {
-                    let sends = self.fetcher.want(update.header.payload_hash, Purpose::Update(u.id), from);
+                    let sends =
+                        self.fetcher
+                            .want(update.header.payload_hash, Purpose::Update(u.id), from);
                     self.send_all(sends);
                 }
                 None => {
@@ -942,17 +1033,30 @@ impl Runner {
         Ok(())
     }
 
-    fn on_fetch_event(&mut self, event: request_response::Event<Request, Response>) -> anyhow::Result<()> {
+    fn on_fetch_event(
+        &mut self,
+        event: request_response::Event<Request, Response>,
+    ) -> anyhow::Result<()> {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
                     self.answer(request, channel);
                 }
-                request_response::Message::Response { request_id, response } => {
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
                     self.on_response(peer, request_id, response)?;
                 }
             },
-            request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
+            request_response::Event::OutboundFailure {
+                request_id,
+                peer,
+                error,
+                ..
+            } => {
                 debug!(%peer, %error, "request failed");
                 self.pending_blocks.remove(&request_id);
                 let sends = self.fetcher.on_failure(request_id);
@@ -965,10 +1069,11 @@ impl Runner {
 
     fn answer(&mut self, request: Request, channel: ResponseChannel<Response>) {
         let response = match request {
-            Request::Manifest { address } => self
-                .blobs
-                .get(&address)
-                .map_or(Response::NotFound, |b| Response::Manifest(b.manifest.clone())),
+            Request::Manifest { address } => {
+                self.blobs.get(&address).map_or(Response::NotFound, |b| {
+                    Response::Manifest(b.manifest.clone())
+                })
+            }
             Request::Chunk { address, index } => self
                 .blobs
                 .get(&address)
@@ -1009,10 +1114,19 @@ impl Runner {
         if let Response::Chunk(b) = &response {
             self.metrics.bytes_out.inc_by(b.len() as u64);
         }
-        let _ = self.swarm.behaviour_mut().fetch.send_response(channel, response);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .fetch
+            .send_response(channel, response);
     }
 
-    fn on_response(&mut self, peer: PeerId, id: OutboundRequestId, response: Response) -> anyhow::Result<()> {
+    fn on_response(
+        &mut self,
+        peer: PeerId,
+        id: OutboundRequestId,
+        response: Response,
+    ) -> anyhow::Result<()> {
         match response {
             Response::Manifest(m) => {
                 let sends = self.fetcher.on_manifest(id, m);
@@ -1040,7 +1154,9 @@ impl Runner {
                 self.pending_blocks.remove(&id);
                 self.on_blocks(peer, blocks)?;
             }
-            Response::Checkpoint { height, address } => self.on_checkpoint_offer(peer, height, address),
+            Response::Checkpoint { height, address } => {
+                self.on_checkpoint_offer(peer, height, address)
+            }
             Response::Update(bytes) => {
                 if let Ok(update) = SignedUpdate::decode(&bytes) {
                     if update.verify(&self.genesis.run_id()) {
@@ -1098,11 +1214,20 @@ impl Runner {
         let report = app.last_report();
         let app_stats = app.stats();
         let param_hash = hex(&app.param_hash());
-        let credit = self.ledger.credits().get(&self.key.address().0).copied().unwrap_or(0);
+        let credit = self
+            .ledger
+            .credits()
+            .get(&self.key.address().0)
+            .copied()
+            .unwrap_or(0);
         let mut direct: Vec<String> = Vec::new();
         let mut relayed: Vec<String> = Vec::new();
         for (peer, via_circuit) in self.connections.values() {
-            let list = if *via_circuit { &mut relayed } else { &mut direct };
+            let list = if *via_circuit {
+                &mut relayed
+            } else {
+                &mut direct
+            };
             list.push(peer.to_string());
         }
         direct.sort();
@@ -1114,7 +1239,12 @@ impl Runner {
         let penalised: Vec<(String, f64)> = self
             .swarm
             .connected_peers()
-            .filter_map(|p| gossip.peer_score(p).filter(|s| *s < 0.0).map(|s| (p.to_string(), s)))
+            .filter_map(|p| {
+                gossip
+                    .peer_score(p)
+                    .filter(|s| *s < 0.0)
+                    .map(|s| (p.to_string(), s))
+            })
             .collect();
         let Ok(mut s) = self.status.lock() else {
             return;

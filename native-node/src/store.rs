@@ -198,9 +198,7 @@ impl Store {
     pub(crate) fn latest_checkpoint(&self) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CHECKPOINTS)?;
-        Ok(table
-            .last()?
-            .map(|(k, v)| (k.value(), v.value().to_vec())))
+        Ok(table.last()?.map(|(k, v)| (k.value(), v.value().to_vec())))
     }
 
     /// Remembers where a peer was reachable.

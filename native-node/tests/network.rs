@@ -22,12 +22,27 @@ fn heights(net: &Net, nodes: &[usize]) -> Vec<u64> {
 fn assert_same_block(net: &Net, nodes: &[usize], height: u64) -> Vec<Value> {
     let ledgers: Vec<Value> = nodes.iter().map(|&i| net.ledger(i, height)).collect();
     for (i, l) in nodes.iter().zip(&ledgers) {
-        assert!(l["height"].as_u64().unwrap() >= height, "node {i} is behind: {l}");
-        assert_eq!(l["at"]["hash"], ledgers[0]["at"]["hash"], "node {i} has another block {height}");
-        assert_eq!(l["at"]["param_hash"], ledgers[0]["at"]["param_hash"], "node {i}: other parameters");
-        assert_eq!(l["evidence"], 0, "node {i}: equivocation evidence (a double signature)");
+        assert!(
+            l["height"].as_u64().unwrap() >= height,
+            "node {i} is behind: {l}"
+        );
+        assert_eq!(
+            l["at"]["hash"], ledgers[0]["at"]["hash"],
+            "node {i} has another block {height}"
+        );
+        assert_eq!(
+            l["at"]["param_hash"], ledgers[0]["at"]["param_hash"],
+            "node {i}: other parameters"
+        );
+        assert_eq!(
+            l["evidence"], 0,
+            "node {i}: equivocation evidence (a double signature)"
+        );
         let signed = l["min_signed_stake_fraction"].as_f64().unwrap();
-        assert!(signed > 2.0 / 3.0, "node {i}: a certificate with only {signed} of stake");
+        assert!(
+            signed > 2.0 / 3.0,
+            "node {i}: a certificate with only {signed} of stake"
+        );
     }
     ledgers
 }
@@ -52,10 +67,17 @@ fn three_validators_and_a_trainer_agree_and_learn() {
     }
     let trainer = net.status(3).unwrap();
     assert_eq!(trainer["roles"], serde_json::json!(["trainer"]));
-    assert!(trainer["credit"].as_u64().unwrap() > 0, "the trainer-only node's updates were never included: {trainer}");
+    assert!(
+        trainer["credit"].as_u64().unwrap() > 0,
+        "the trainer-only node's updates were never included: {trainer}"
+    );
     net.stop_all();
     let ledgers = assert_same_block(&net, &all, 12);
-    assert!(ledgers[3]["signer"].is_null(), "a trainer-only node never signs: {}", ledgers[3]);
+    assert!(
+        ledgers[3]["signer"].is_null(),
+        "a trainer-only node never signs: {}",
+        ledgers[3]
+    );
     assert!(ledgers[0]["updates_included"].as_u64().unwrap() >= 12);
 }
 
@@ -67,26 +89,44 @@ fn a_killed_validator_misses_nothing_and_never_double_signs() {
     for i in 0..4 {
         net.start(i, &[]);
     }
-    net.wait_until("height 5", Duration::from_secs(120), |n| heights(n, &[0, 1, 2, 3]).iter().all(|h| *h >= 5));
+    net.wait_until("height 5", Duration::from_secs(120), |n| {
+        heights(n, &[0, 1, 2, 3]).iter().all(|h| *h >= 5)
+    });
     let before = net.status(3).unwrap();
     net.kill9(3);
     let h0 = heights(&net, &[0, 1, 2]).into_iter().max().unwrap();
-    net.wait_until("commits without the killed validator", Duration::from_secs(120), |n| {
-        heights(n, &[0, 1, 2]).iter().all(|h| *h >= h0 + 4)
-    });
+    net.wait_until(
+        "commits without the killed validator",
+        Duration::from_secs(120),
+        |n| heights(n, &[0, 1, 2]).iter().all(|h| *h >= h0 + 4),
+    );
     net.start(3, &[]);
-    net.wait_until("the restarted validator caught up", Duration::from_secs(120), |n| {
-        let others = heights(n, &[0, 1, 2]).into_iter().min().unwrap();
-        n.status(3).is_some_and(|s| {
-            s["syncing"] == false && s["height"].as_u64().unwrap() + 1 >= others && s["height"].as_u64().unwrap() > h0 + 4
-        })
-    });
+    net.wait_until(
+        "the restarted validator caught up",
+        Duration::from_secs(120),
+        |n| {
+            let others = heights(n, &[0, 1, 2]).into_iter().min().unwrap();
+            n.status(3).is_some_and(|s| {
+                s["syncing"] == false
+                    && s["height"].as_u64().unwrap() + 1 >= others
+                    && s["height"].as_u64().unwrap() > h0 + 4
+            })
+        },
+    );
     let caught_up = net.height(3);
-    net.wait_until("the restarted validator votes again", Duration::from_secs(60), |n| {
-        n.status(3).is_some_and(|s| s["signer"]["height"].as_u64().unwrap_or(0) > caught_up)
-    });
+    net.wait_until(
+        "the restarted validator votes again",
+        Duration::from_secs(60),
+        |n| {
+            n.status(3)
+                .is_some_and(|s| s["signer"]["height"].as_u64().unwrap_or(0) > caught_up)
+        },
+    );
     let after = net.status(3).unwrap();
-    assert!(after["height"].as_u64() >= before["height"].as_u64(), "committed blocks lost: {before} then {after}");
+    assert!(
+        after["height"].as_u64() >= before["height"].as_u64(),
+        "committed blocks lost: {before} then {after}"
+    );
     assert_eq!(after["signer"]["refused_to_sign"], 0);
     let end = heights(&net, &[0, 1, 2, 3]).into_iter().min().unwrap();
     net.stop_all();
@@ -100,18 +140,30 @@ fn a_late_joiner_syncs_blocks_and_a_checkpoint_then_takes_part() {
     for i in 0..3 {
         net.start(i, &[]);
     }
-    net.wait_until("height 12", Duration::from_secs(120), |n| heights(n, &[0, 1, 2]).iter().all(|h| *h >= 12));
-    net.start(3, &["--roles", "trainer"]);
-    net.wait_until("the late joiner caught up and contributed", Duration::from_secs(120), |n| {
-        let others = heights(n, &[0, 1, 2]).into_iter().min().unwrap();
-        n.status(3).is_some_and(|s| {
-            s["syncing"] == false && s["height"].as_u64().unwrap() + 1 >= others && s["credit"].as_u64().unwrap() > 0
-        })
+    net.wait_until("height 12", Duration::from_secs(120), |n| {
+        heights(n, &[0, 1, 2]).iter().all(|h| *h >= 12)
     });
+    net.start(3, &["--roles", "trainer"]);
+    net.wait_until(
+        "the late joiner caught up and contributed",
+        Duration::from_secs(120),
+        |n| {
+            let others = heights(n, &[0, 1, 2]).into_iter().min().unwrap();
+            n.status(3).is_some_and(|s| {
+                s["syncing"] == false
+                    && s["height"].as_u64().unwrap() + 1 >= others
+                    && s["credit"].as_u64().unwrap() > 0
+            })
+        },
+    );
     let end = heights(&net, &[0, 1, 2, 3]).into_iter().min().unwrap();
     net.stop_all();
     let ledgers = assert_same_block(&net, &[0, 1, 2, 3], end);
-    assert!(ledgers[3]["checkpoint_height"].as_u64().is_some(), "{}", ledgers[3]);
+    assert!(
+        ledgers[3]["checkpoint_height"].as_u64().is_some(),
+        "{}",
+        ledgers[3]
+    );
 }
 
 #[test]
@@ -120,15 +172,42 @@ fn two_nodes_that_reach_each_other_only_through_the_relay_still_commit() {
     let mut net = Net::new("relayonly", 2, 2, FAST);
     net.start(0, &["--relay-only"]);
     net.start(1, &["--relay-only"]);
-    net.wait_until("height 5 through the relay", Duration::from_secs(180), |n| heights(n, &[0, 1]).iter().all(|h| *h >= 5));
+    net.wait_until(
+        "height 5 through the relay",
+        Duration::from_secs(180),
+        |n| heights(n, &[0, 1]).iter().all(|h| *h >= 5),
+    );
     for i in 0..2 {
         let s = net.status(i).unwrap();
         let other = &net.nodes[1 - i].peer_id;
-        let relayed: Vec<&str> = s["relayed_peers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        let direct: Vec<&str> = s["direct_peers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert!(relayed.contains(&other.as_str()), "node {i} does not reach {other} through the relay: {s}");
-        assert!(!direct.contains(&other.as_str()), "node {i} has a direct connection: {s}");
-        assert!(s["listen"].as_array().unwrap().iter().all(|a| a.as_str().unwrap().contains("p2p-circuit")), "{s}");
+        let relayed: Vec<&str> = s["relayed_peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let direct: Vec<&str> = s["direct_peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            relayed.contains(&other.as_str()),
+            "node {i} does not reach {other} through the relay: {s}"
+        );
+        assert!(
+            !direct.contains(&other.as_str()),
+            "node {i} has a direct connection: {s}"
+        );
+        assert!(
+            s["listen"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a.as_str().unwrap().contains("p2p-circuit")),
+            "{s}"
+        );
     }
     let end = heights(&net, &[0, 1]).into_iter().min().unwrap();
     net.stop_all();

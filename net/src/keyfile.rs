@@ -41,7 +41,8 @@ pub fn load_or_create_certificate(path: &Path) -> anyhow::Result<Certificate> {
             )
         });
     }
-    let cert = Certificate::generate(&mut rand010::rng()).context("generating a webrtc certificate")?;
+    let cert =
+        Certificate::generate(&mut rand010::rng()).context("generating a webrtc certificate")?;
     write_private(path, cert.serialize_pem().as_bytes())?;
     Ok(cert)
 }

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use libp2p::PeerId;
+use libp2p::multiaddr::Protocol;
 
 /// The listen plan shared by relay and node.
 #[derive(Clone, Debug)]

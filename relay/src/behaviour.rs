@@ -27,21 +27,17 @@ impl Behaviour {
         kad_config.set_query_timeout(Duration::from_secs(30));
         // The bootstrap peer is where others start; it has no one to bootstrap from itself.
         kad_config.set_periodic_bootstrap_interval(None);
-        let mut kad = kad::Behaviour::with_config(
-            peer_id,
-            kad::store::MemoryStore::new(peer_id),
-            kad_config,
-        );
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // A bootstrap peer answers queries even before anyone confirms it is reachable.
         kad.set_mode(Some(kad::Mode::Server));
         Self {
             limits: connection_limits::Behaviour::new(limits),
             relay: relay::Behaviour::new(peer_id, relay_config),
-            identify: identify::Behaviour::new(identify::Config::new(
-                protocol::IDENTIFY.into(),
-                key.public(),
-            )
-            .with_agent_version(format!("tabswarm-relay/{}", env!("CARGO_PKG_VERSION")))),
+            identify: identify::Behaviour::new(
+                identify::Config::new(protocol::IDENTIFY.into(), key.public())
+                    .with_agent_version(format!("tabswarm-relay/{}", env!("CARGO_PKG_VERSION"))),
+            ),
             ping: ping::Behaviour::default(),
             kad,
         }

@@ -42,7 +42,11 @@ pub(crate) struct Cli {
     pub(crate) webrtc_port: u16,
 
     /// Public address to announce (repeatable); without it every listen address is announced.
-    #[arg(long = "external-address", env = "TABSWARM_RELAY_EXTERNAL_ADDRESS", value_delimiter = ',')]
+    #[arg(
+        long = "external-address",
+        env = "TABSWARM_RELAY_EXTERNAL_ADDRESS",
+        value_delimiter = ','
+    )]
     pub(crate) external_address: Vec<Multiaddr>,
 
     /// Most reservations held at once (each is a peer reachable through this relay).

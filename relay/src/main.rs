@@ -65,7 +65,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_websocket(noise::Config::new, yamux::Config::default)
         .await?
         .with_behaviour(|key| Behaviour::new(key, relay_config, limits))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(cli.idle_timeout_secs)))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(cli.idle_timeout_secs))
+        })
         .build();
 
     for addr in cli.listen().multiaddrs() {
@@ -123,11 +125,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn log_relay_event(event: libp2p::relay::Event) {
     use libp2p::relay::Event as E;
     match event {
-        E::ReservationReqAccepted { src_peer_id, .. } => info!(peer = %src_peer_id, "reservation accepted"),
-        E::ReservationReqDenied { src_peer_id, .. } => warn!(peer = %src_peer_id, "reservation denied (limits)"),
-        E::CircuitReqAccepted { src_peer_id, dst_peer_id } => info!(src = %src_peer_id, dst = %dst_peer_id, "circuit opened"),
-        E::CircuitReqDenied { src_peer_id, dst_peer_id, .. } => warn!(src = %src_peer_id, dst = %dst_peer_id, "circuit denied (limits or no reservation)"),
-        E::CircuitClosed { src_peer_id, dst_peer_id, error } => debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "circuit closed"),
+        E::ReservationReqAccepted { src_peer_id, .. } => {
+            info!(peer = %src_peer_id, "reservation accepted")
+        }
+        E::ReservationReqDenied { src_peer_id, .. } => {
+            warn!(peer = %src_peer_id, "reservation denied (limits)")
+        }
+        E::CircuitReqAccepted {
+            src_peer_id,
+            dst_peer_id,
+        } => info!(src = %src_peer_id, dst = %dst_peer_id, "circuit opened"),
+        E::CircuitReqDenied {
+            src_peer_id,
+            dst_peer_id,
+            ..
+        } => {
+            warn!(src = %src_peer_id, dst = %dst_peer_id, "circuit denied (limits or no reservation)")
+        }
+        E::CircuitClosed {
+            src_peer_id,
+            dst_peer_id,
+            error,
+        } => debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "circuit closed"),
         other => debug!(?other, "relay"),
     }
 }
@@ -137,13 +156,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -88,16 +88,16 @@ impl Behaviour {
         )
         .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
         gossipsub
-            .with_peer_score(score_params(topics), gossipsub::PeerScoreThresholds::default())
+            .with_peer_score(
+                score_params(topics),
+                gossipsub::PeerScoreThresholds::default(),
+            )
             .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
 
         let mut kad_config = kad::Config::new(protocol::KAD);
         kad_config.set_query_timeout(Duration::from_secs(30));
-        let kad = kad::Behaviour::with_config(
-            peer_id,
-            kad::store::MemoryStore::new(peer_id),
-            kad_config,
-        );
+        let kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         let fetch = request_response::cbor::Behaviour::new(
             [(FETCH_PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()

@@ -34,9 +34,14 @@ pub(crate) enum Response {
     /// Encoded consensus block messages.
     Blocks(Vec<ByteBuf>),
     /// Height and blob address of the parameters committed at that height.
-    Checkpoint { height: u64, address: [u8; 32] },
+    Checkpoint {
+        height: u64,
+        address: [u8; 32],
+    },
     /// Encoded signed update.
     Update(ByteBuf),
-    Status { height: u64 },
+    Status {
+        height: u64,
+    },
     NotFound,
 }

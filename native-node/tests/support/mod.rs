@@ -32,7 +32,11 @@ pub fn data_path() -> PathBuf {
     let path = std::env::var_os("TABSWARM_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/mnist.tsd"));
-    assert!(path.exists(), "{} is missing: run `cargo xtask data`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask data`",
+        path.display()
+    );
     path
 }
 
@@ -71,7 +75,14 @@ impl Net {
         let mut relay = Command::new(relay_bin())
             .args(["--home", dir.join("relay").to_str().unwrap()])
             .args(["--ip", "127.0.0.1", "--tcp-port", "0", "--quic-port", "0"])
-            .args(["--ws-port", "0", "--webrtc-port", "0", "--per-ip-per-minute", "0"])
+            .args([
+                "--ws-port",
+                "0",
+                "--webrtc-port",
+                "0",
+                "--per-ip-per-minute",
+                "0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -80,7 +91,11 @@ impl Net {
         let mut procs = Vec::new();
         for i in 0..nodes {
             let home = dir.join(format!("node{i}"));
-            let out = run_ok(Command::new(node_bin()).args(["init", "--json", "--home"]).arg(&home));
+            let out = run_ok(
+                Command::new(node_bin())
+                    .args(["init", "--json", "--home"])
+                    .arg(&home),
+            );
             let v: Value = serde_json::from_str(&out).unwrap();
             procs.push(NodeProc {
                 home,
@@ -129,7 +144,14 @@ impl Net {
             .arg(&self.genesis)
             .arg("--data")
             .arg(data_path())
-            .args(["--bootstrap", &relay, "--ip", "127.0.0.1", "--metrics", "127.0.0.1:0"])
+            .args([
+                "--bootstrap",
+                &relay,
+                "--ip",
+                "127.0.0.1",
+                "--metrics",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -164,7 +186,9 @@ impl Net {
     }
 
     pub fn height(&self, i: usize) -> u64 {
-        self.status(i).and_then(|s| s["height"].as_u64()).unwrap_or(0)
+        self.status(i)
+            .and_then(|s| s["height"].as_u64())
+            .unwrap_or(0)
     }
 
     /// Polls `cond` every 250 ms until it holds; panics with `what` and the node logs after
@@ -177,7 +201,10 @@ impl Net {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            self.logs()
+        );
     }
 
     /// The last lines of every node's log, for failure reports.
@@ -208,7 +235,9 @@ impl Net {
         let Some(mut c) = self.nodes[i].child.take() else {
             return true;
         };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(15) {
             if let Some(status) = c.try_wait().unwrap() {
@@ -223,7 +252,11 @@ impl Net {
 
     pub fn stop_all(&mut self) {
         for i in 0..self.nodes.len() {
-            assert!(self.stop(i), "node {i} did not stop cleanly on SIGTERM\n{}", self.logs());
+            assert!(
+                self.stop(i),
+                "node {i} did not stop cleanly on SIGTERM\n{}",
+                self.logs()
+            );
         }
     }
 
@@ -231,7 +264,13 @@ impl Net {
     pub fn ledger(&self, i: usize, height: u64) -> Value {
         let out = run_ok(
             Command::new(node_bin())
-                .args(["ledger", "--json", "--height", &height.to_string(), "--home"])
+                .args([
+                    "ledger",
+                    "--json",
+                    "--height",
+                    &height.to_string(),
+                    "--home",
+                ])
                 .arg(&self.nodes[i].home),
         );
         serde_json::from_str(&out).unwrap()
@@ -263,7 +302,10 @@ fn read_lines(stdout: std::process::ChildStdout, n: usize, timeout: Duration) ->
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -275,7 +317,10 @@ fn read_lines(stdout: std::process::ChildStdout, n: usize, timeout: Duration) ->
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(l) => lines.push(l),
-            Err(_) => panic!("relay printed {} of {n} addresses in {timeout:?}", lines.len()),
+            Err(_) => panic!(
+                "relay printed {} of {n} addresses in {timeout:?}",
+                lines.len()
+            ),
         }
     }
     lines
