@@ -132,7 +132,11 @@ impl Assembly {
 
     /// Indices still missing.
     pub fn missing(&self) -> impl Iterator<Item = usize> + '_ {
-        self.have.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i)
+        self.have
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !**h)
+            .map(|(i, _)| i)
     }
 
     /// Adds chunk `index` if its hash matches.
@@ -149,7 +153,11 @@ impl Assembly {
 
     /// The blob, once every chunk is in.
     pub fn finish(self) -> Result<Vec<u8>, Self> {
-        if self.missing == 0 { Ok(self.bytes) } else { Err(self) }
+        if self.missing == 0 {
+            Ok(self.bytes)
+        } else {
+            Err(self)
+        }
     }
 }
 
@@ -178,7 +186,9 @@ mod tests {
 
     #[test]
     fn blob_round_trips_in_any_order_and_refuses_bad_chunks() {
-        let blob: Vec<u8> = (0..(3 * CHUNK_SIZE + 17)).map(|i| (i % 251) as u8).collect();
+        let blob: Vec<u8> = (0..(3 * CHUNK_SIZE + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let m = Manifest::of(&blob);
         assert_eq!(m.chunks.len(), 4);
         let address = m.hash();
@@ -201,8 +211,14 @@ mod tests {
         assert_eq!(other.check(&m.hash()), Err(ChunkError::WrongManifest));
         let mut inconsistent = m.clone();
         inconsistent.chunks.push([0; 32]);
-        assert!(matches!(inconsistent.check(&inconsistent.hash()), Err(ChunkError::BadManifest { .. })));
-        let huge = Manifest { len: MAX_BLOB + 1, chunks: vec![] };
+        assert!(matches!(
+            inconsistent.check(&inconsistent.hash()),
+            Err(ChunkError::BadManifest { .. })
+        ));
+        let huge = Manifest {
+            len: MAX_BLOB + 1,
+            chunks: vec![],
+        };
         assert!(huge.check(&huge.hash()).is_err());
         assert_eq!(m.range(1), Err(ChunkError::NoSuchChunk(1)));
     }

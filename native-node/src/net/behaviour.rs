@@ -39,14 +39,16 @@ pub(crate) struct Limits {
     pub(crate) max_memory_fraction: f64,
 }
 
-/// Peer scoring: a message our validation rejects costs its sender heavily (P4), so a peer
-/// that keeps sending forged or malformed messages is grafted out and then ignored.
+/// Peer scoring: each message our validation rejects costs its sender (P4 grows with the
+/// square of the count per topic), so a peer that keeps sending forged or malformed messages
+/// drops below the graylist threshold (-80) after about four in one topic and is then ignored;
+/// a single glitch decays away.
 fn score_params(topics: &Topics) -> gossipsub::PeerScoreParams {
     let mut params = gossipsub::PeerScoreParams::default();
     for topic in topics.all() {
         let topic_params = gossipsub::TopicScoreParams {
             topic_weight: 1.0,
-            invalid_message_deliveries_weight: -100.0,
+            invalid_message_deliveries_weight: -5.0,
             invalid_message_deliveries_decay: 0.9,
             // Delivery-rate terms off: rounds are bursty and small networks would punish
             // honest peers for being quiet between rounds.
