@@ -508,10 +508,10 @@ impl<A: Application> Node<A> {
 
     /// Asks the application again for a proposal it deferred, if this round still wants one.
     pub fn retry_propose(&mut self) -> Result<Vec<Output>, NodeError> {
-        if let Some(request) = self.host.deferred_request.take() {
-            if request == (self.state.height(), self.state.round()) {
-                self.host.value_request = Some(request);
-            }
+        if let Some(request) = self.host.deferred_request.take()
+            && request == (self.state.height(), self.state.round())
+        {
+            self.host.value_request = Some(request);
         }
         self.settle()
     }

@@ -168,7 +168,7 @@ pub fn f32s_to_bytes(values: &[f32]) -> Vec<u8> {
 
 /// Inverse of [`f32s_to_bytes`]; `None` if the length is not a multiple of 4.
 pub fn bytes_to_f32s(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(

@@ -148,6 +148,9 @@ pub(crate) struct Status {
     /// Peers whose gossip score went negative (they sent messages our validation refused).
     pub(crate) penalised_peers: Vec<(String, f64)>,
     pub(crate) syncing: bool,
+    /// Gossip and fetch payload bytes received and sent since start.
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
     pub(crate) signer: SignerStatus,
     pub(crate) rejected: Rejected,
 }

@@ -269,11 +269,11 @@ impl Runner {
                 _ = timer => self.fire_timers()?,
                 _ = tick.tick() => {
                     self.on_tick()?;
-                    if let Some(stop) = self.stop_at_height {
-                        if self.ledger.height().0 >= stop {
-                            info!(height = stop, "reached --stop-at-height");
-                            return Ok(());
-                        }
+                    if let Some(stop) = self.stop_at_height
+                        && self.ledger.height().0 >= stop
+                    {
+                        info!(height = stop, "reached --stop-at-height");
+                        return Ok(());
                     }
                 }
             }
@@ -338,18 +338,20 @@ impl Runner {
         let round_time = self.last_commit.elapsed();
         self.last_commit = Instant::now();
         self.metrics.round_seconds.observe(round_time.as_secs_f64());
+        // Where this height's wall time went: our own training, waiting for updates and
+        // payloads (network), and proposal-to-commit (consensus).
+        let (mut train, mut network, mut consensus) = (0.0, 0.0, 0.0);
         if let Some(started) = self.clock.started {
             let total = started.elapsed().as_secs_f64();
-            let consensus = self
+            consensus = self
                 .clock
                 .proposal_seen
                 .map_or(0.0, |t| t.elapsed().as_secs_f64());
-            let train = self.clock.trained.as_secs_f64();
+            train = self.clock.trained.as_secs_f64();
+            network = (total - consensus - train).max(0.0);
             self.metrics.train_seconds.set(train);
             self.metrics.consensus_seconds.set(consensus);
-            self.metrics
-                .network_seconds
-                .set((total - consensus - train).max(0.0));
+            self.metrics.network_seconds.set(network);
         }
         self.clock = RoundClock {
             started: Some(Instant::now()),
@@ -383,6 +385,9 @@ impl Runner {
             test_loss = format_args!("{loss:.4}"),
             test_accuracy = format_args!("{:.2}%", acc * 100.0),
             round_ms = round_time.as_millis() as u64,
+            train_ms = (train * 1e3) as u64,
+            network_ms = (network * 1e3) as u64,
+            consensus_ms = (consensus * 1e3) as u64,
             "committed"
         );
         Ok(())
@@ -392,7 +397,7 @@ impl Runner {
     fn after_params_changed(&mut self, height: u64) -> anyhow::Result<()> {
         self.publish_params_blob();
         let every = self.genesis.training.checkpoint_every;
-        if height % every == 0 {
+        if height.is_multiple_of(every) {
             let bytes = f32s_to_bytes(self.app().params());
             self.store.put_checkpoint(height, &bytes)?;
         }
@@ -566,18 +571,19 @@ impl Runner {
                 self.send_request(peer, Request::Status);
             }
         }
-        if let Some((peer, h)) = best {
-            if h > ours && self.pending_blocks.is_empty() {
-                let id = self.send_request(
-                    peer,
-                    Request::Blocks {
-                        from: ours + 1,
-                        max: MAX_BLOCKS_PER_RESPONSE,
-                    },
-                );
-                self.pending_blocks.insert(id, peer);
-                return Ok(());
-            }
+        if let Some((peer, h)) = best
+            && h > ours
+            && self.pending_blocks.is_empty()
+        {
+            let id = self.send_request(
+                peer,
+                Request::Blocks {
+                    from: ours + 1,
+                    max: MAX_BLOCKS_PER_RESPONSE,
+                },
+            );
+            self.pending_blocks.insert(id, peer);
+            return Ok(());
         }
         let ahead = best.is_some_and(|(_, h)| h > ours);
         if params_missing || self.app().height() != ours {
@@ -774,24 +780,7 @@ impl Runner {
                 peer,
                 addresses,
                 ..
-            })) => {
-                if peer != *self.swarm.local_peer_id()
-                    && !self.swarm.is_connected(&peer)
-                    && self.swarm.connected_peers().count() < TARGET_PEERS
-                {
-                    let addrs: Vec<Multiaddr> = addresses
-                        .iter()
-                        .filter(|a| !self.relay_only || a.iter().any(|p| p == Protocol::P2pCircuit))
-                        .cloned()
-                        .collect();
-                    if !addrs.is_empty() {
-                        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                            .addresses(addrs)
-                            .build();
-                        let _ = self.swarm.dial(opts);
-                    }
-                }
-            }
+            })) => self.dial_discovered(peer, addresses.iter()),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 endpoint,
@@ -832,6 +821,30 @@ impl Runner {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Connects to a peer kad found, while we have fewer than we want.
+    fn dial_discovered<'a>(
+        &mut self,
+        peer: PeerId,
+        addresses: impl Iterator<Item = &'a Multiaddr>,
+    ) {
+        if peer == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&peer)
+            || self.swarm.connected_peers().count() >= TARGET_PEERS
+        {
+            return;
+        }
+        let addrs: Vec<Multiaddr> = addresses
+            .filter(|a| !self.relay_only || a.iter().any(|p| p == Protocol::P2pCircuit))
+            .cloned()
+            .collect();
+        if !addrs.is_empty() {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
     }
 
     /// Listens through a relay, so peers that cannot reach us directly still can.
@@ -1158,17 +1171,17 @@ impl Runner {
                 self.on_checkpoint_offer(peer, height, address)
             }
             Response::Update(bytes) => {
-                if let Ok(update) = SignedUpdate::decode(&bytes) {
-                    if update.verify(&self.genesis.run_id()) {
-                        self.on_update(update, peer, peer);
-                    }
+                if let Ok(update) = SignedUpdate::decode(&bytes)
+                    && update.verify(&self.genesis.run_id())
+                {
+                    self.on_update(update, peer, peer);
                 }
             }
             Response::Status { height } => {
-                if let Phase::Syncing { best, .. } = &mut self.phase {
-                    if best.is_none_or(|(_, h)| h < height) {
-                        *best = Some((peer, height));
-                    }
+                if let Phase::Syncing { best, .. } = &mut self.phase
+                    && best.is_none_or(|(_, h)| h < height)
+                {
+                    *best = Some((peer, height));
                 }
             }
             Response::NotFound => {
@@ -1189,12 +1202,10 @@ impl Runner {
             Phase::Running(node) => node.signer_state().clone(),
             Phase::Syncing { .. } => return,
         };
-        if let Ok(mut s) = self.status.lock() {
-            if let Some((h, r, step)) = signer.last {
-                s.signer.height = h.0;
-                s.signer.round = r.as_i64();
-                s.signer.step = format!("{step:?}");
-            }
+        if let (Ok(mut s), Some((h, r, step))) = (self.status.lock(), signer.last) {
+            s.signer.height = h.0;
+            s.signer.round = r.as_i64();
+            s.signer.step = format!("{step:?}");
         }
     }
 
@@ -1263,6 +1274,8 @@ impl Runner {
         s.credit = credit;
         s.listen = listen;
         s.syncing = matches!(self.phase, Phase::Syncing { .. });
+        s.bytes_received = self.metrics.bytes_in.get();
+        s.bytes_sent = self.metrics.bytes_out.get();
         s.rejected.proposals_refused = app_stats.proposals_refused;
         s.rejected.updates_refused = app_stats.updates_refused;
         if let Some(st) = node_stats {

@@ -45,7 +45,9 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
     for i in 0..3 {
         net.start(i, &[]);
     }
-    net.wait_until("height 3", Duration::from_secs(120), |n| (0..3).all(|i| n.height(i) >= 3));
+    net.wait_until("height 3", Duration::from_secs(120), |n| {
+        (0..3).all(|i| n.height(i) >= 3)
+    });
     let status = net.status(0).unwrap();
     let target: Multiaddr = status["listen"]
         .as_array()
@@ -68,15 +70,22 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
     rt.block_on(async {
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(attacker_key)
             .with_tokio()
-            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .unwrap()
             .with_behaviour(|key| {
                 let config = gossipsub::ConfigBuilder::default()
                     .max_transmit_size(1 << 20)
                     .build()
                     .unwrap();
-                gossipsub::Behaviour::<gossipsub::IdentityTransform, gossipsub::AllowAllSubscriptionFilter>::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
-                    .unwrap()
+                gossipsub::Behaviour::<
+                    gossipsub::IdentityTransform,
+                    gossipsub::AllowAllSubscriptionFilter,
+                >::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+                .unwrap()
             })
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -90,11 +99,14 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
         let mut seen = 0;
         while seen < 2 {
             let left = deadline.saturating_duration_since(Instant::now());
-            let event = tokio::time::timeout(left, swarm.select_next_some()).await.expect("node subscribed in time");
-            if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { peer_id, topic }) = event {
-                if peer_id == target_peer && (topic == updates.hash() || topic == votes.hash()) {
-                    seen += 1;
-                }
+            let event = tokio::time::timeout(left, swarm.select_next_some())
+                .await
+                .expect("node subscribed in time");
+            if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { peer_id, topic }) = event
+                && peer_id == target_peer
+                && (topic == updates.hash() || topic == votes.hash())
+            {
+                seen += 1;
             }
         }
         let me = Keypair::from_seed([42; 32]);
@@ -114,13 +126,32 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
             // Oversized for its kind (an announcement is at most 512 bytes).
             (&updates, vec![1u8; 100_000]),
             // Forged: claims the victim trained it, signed by someone else.
-            (&updates, SignedUpdate::sign(header(victim, height_before + 1), &me, &run).encode().unwrap()),
+            (
+                &updates,
+                SignedUpdate::sign(header(victim, height_before + 1), &me, &run)
+                    .encode()
+                    .unwrap(),
+            ),
             // Cross-run replay: properly signed, but for another run.
-            (&updates, SignedUpdate::sign(header(me.address(), height_before + 1), &me, &RunId([9; 32])).encode().unwrap()),
+            (
+                &updates,
+                SignedUpdate::sign(
+                    header(me.address(), height_before + 1),
+                    &me,
+                    &RunId([9; 32]),
+                )
+                .encode()
+                .unwrap(),
+            ),
             // Forged consensus vote in the victim's name.
             (&votes, forged_vote.encode().unwrap()),
             // Replay from the past: authentic, but for a height long decided.
-            (&updates, SignedUpdate::sign(header(me.address(), 1), &me, &run).encode().unwrap()),
+            (
+                &updates,
+                SignedUpdate::sign(header(me.address(), 1), &me, &run)
+                    .encode()
+                    .unwrap(),
+            ),
         ];
         for (t, data) in messages {
             swarm.behaviour_mut().publish(t.clone(), data).unwrap();
@@ -129,14 +160,13 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
         let end = Instant::now() + Duration::from_secs(30);
         let mut last = serde_json::Value::Null;
         while Instant::now() < end {
-            let _ = tokio::time::timeout(Duration::from_millis(250), swarm.select_next_some()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(250), swarm.select_next_some()).await;
             let Some(s) = net.status(0) else { continue };
             let r = &s["rejected"];
-            let penalised = s["penalised_peers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p[0].as_str() == Some(&attacker.to_string()) && p[1].as_f64().unwrap() < 0.0);
+            let penalised = s["penalised_peers"].as_array().unwrap().iter().any(|p| {
+                p[0].as_str() == Some(&attacker.to_string()) && p[1].as_f64().unwrap() < 0.0
+            });
             let done = r["malformed"].as_u64().unwrap() >= 2
                 && r["bad_signature"].as_u64().unwrap() >= 3
                 && r["wrong_run_or_stale"].as_u64().unwrap() >= 1

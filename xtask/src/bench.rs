@@ -10,7 +10,76 @@ use crate::install::{self, CHROMIUM};
 use crate::sh::{self, Profile, Steps};
 use crate::wasm;
 
-pub(crate) fn run(steps: u32) -> anyhow::Result<()> {
+/// Which benchmarks `cargo xtask bench` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Only {
+    /// Training step, native and in Chromium.
+    Train,
+    /// Consensus in process and in the simulator.
+    Consensus,
+    /// Real processes on loopback.
+    Network,
+}
+
+pub(crate) fn run(
+    steps: u32,
+    only: Option<Only>,
+    rounds: u64,
+    catch_up_blocks: u64,
+) -> anyhow::Result<()> {
+    if only == Some(Only::Network) {
+        return network(rounds, catch_up_blocks);
+    }
+    if only == Some(Only::Consensus) {
+        let mut s = Steps::new();
+        consensus(&mut s)?;
+        s.summary();
+        return Ok(());
+    }
+    train_and_consensus(steps, only.is_none())?;
+    if only.is_none() {
+        network(rounds, catch_up_blocks)?;
+    }
+    Ok(())
+}
+
+fn network(rounds: u64, catch_up_blocks: u64) -> anyhow::Result<()> {
+    let mut s = Steps::new();
+    let data = s.step("data", || install::ensure_data(Profile::Release))?;
+    s.step("build tabswarm-node and tabswarm-relay (release)", || {
+        install::build_bins(Profile::Release)
+    })?;
+    let out = results_dir().join("network.json");
+    s.step("network benchmark (relay + nodes on loopback)", || {
+        crate::bench_network::run(&data, &out, rounds, catch_up_blocks)
+    })?;
+    s.summary();
+    eprintln!("\nwritten to {}", out.display());
+    Ok(())
+}
+
+fn consensus(s: &mut Steps) -> anyhow::Result<()> {
+    let consensus_path = results_dir().join("consensus.json");
+    s.step("consensus benchmark (release)", || {
+        sh::run(
+            "cargo bench consensus",
+            sh::cargo(&[
+                "bench",
+                "--package",
+                "tabswarm-consensus",
+                "--bench",
+                "consensus",
+                "--",
+                "--out",
+            ])
+            .arg(&consensus_path),
+        )
+    })?;
+    eprintln!("written to {}", consensus_path.display());
+    Ok(())
+}
+
+fn train_and_consensus(steps: u32, with_consensus: bool) -> anyhow::Result<()> {
     let mut s = Steps::new();
     s.step("install what is missing", || {
         install::ensure_wasm_target()?;
@@ -54,22 +123,9 @@ pub(crate) fn run(steps: u32) -> anyhow::Result<()> {
         )?;
         serde_json::from_str(text.trim()).context("parsing the browser benchmark's output")
     })?;
-    let consensus_path = results_dir().join("consensus.json");
-    s.step("consensus benchmark (release)", || {
-        sh::run(
-            "cargo bench consensus",
-            sh::cargo(&[
-                "bench",
-                "--package",
-                "tabswarm-consensus",
-                "--bench",
-                "consensus",
-                "--",
-                "--out",
-            ])
-            .arg(&consensus_path),
-        )
-    })?;
+    if with_consensus {
+        consensus(&mut s)?;
+    }
     let report = merge(&native, &browser)?;
     let path = sh::root()
         .join("bench")
@@ -79,12 +135,20 @@ pub(crate) fn run(steps: u32) -> anyhow::Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     s.summary();
     eprintln!("\n{}", serde_json::to_string_pretty(&report["summary"])?);
-    eprintln!(
-        "\nwritten to {} and {}",
-        path.display(),
-        consensus_path.display()
-    );
+    eprintln!("\nwritten to {}", path.display());
     Ok(())
+}
+
+/// The CPU's model name, as the kernel reports it.
+pub(crate) fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// `bench/results/`, created if missing.
@@ -149,14 +213,7 @@ fn merge(native: &Value, browser: &Value) -> anyhow::Result<Value> {
     };
     let rustc =
         sh::output("rustc --version", Command::new("rustc").arg("--version")).unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = cpu_model();
     Ok(json!({
         "command": "cargo xtask bench",
         "machine": {

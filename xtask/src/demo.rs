@@ -1,43 +1,120 @@
-//! `cargo xtask demo`: the main job, as far as it exists today: real MNIST digits, a
-//! model trained on this machine with live progress, an accuracy figure and an exported
-//! SafeTensors file.
+//! `cargo xtask demo`: the main job: a relay and four nodes (three staked validators, one
+//! trainer) on this machine, training the MLP on MNIST shards round after round, every round
+//! committed by stake votes. Prints per-round progress and the addresses a browser would use;
+//! Ctrl-C stops everything cleanly and keeps each node's state for inspection.
 
-use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
 
 use crate::install;
+use crate::localnet::{LocalNet, Spec};
 use crate::sh::{self, Profile, Steps};
 
-pub(crate) fn run(epochs: u32) -> anyhow::Result<()> {
+pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
     let mut s = Steps::new();
     let data = s.step("data (data/mnist.tsd)", || {
         install::ensure_data(Profile::Release)
     })?;
-    let out = sh::root().join("out").join("mnist-mlp.safetensors");
-    s.step(
-        "train the MLP on this machine (tabswarm-node train)",
+    s.step("build tabswarm-node and tabswarm-relay (release)", || {
+        install::build_bins(Profile::Release)
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        // Ctrl-C reaches the nodes too (same process group); we only wait for them.
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let dir = sh::root().join("out").join("demo");
+    let mut net = s.step(
+        "start a relay, 3 validators and 1 trainer on 127.0.0.1",
         || {
-            let node = sh::native_bin(Profile::Release, "tabswarm-node");
-            sh::run(
-                "tabswarm-node train",
-                Command::new(node)
-                    .args([
-                        "train",
-                        "--model",
-                        "mlp",
-                        "--epochs",
-                        &epochs.to_string(),
-                        "--data",
-                    ])
-                    .arg(&data)
-                    .arg("--export")
-                    .arg(&out),
+            LocalNet::start(
+                &dir,
+                &sh::native_bin(Profile::Release, "tabswarm-node"),
+                &sh::native_bin(Profile::Release, "tabswarm-relay"),
+                &data,
+                &Spec {
+                    validators: 3,
+                    trainers: 1,
+                    genesis_args: vec!["--name".into(), "demo-mnist-mlp".into()],
+                    metrics_base: Some(9464),
+                    json_logs: false,
+                },
             )
         },
     )?;
     s.summary();
     eprintln!(
-        "\nThe trained model is {}; load it in Python with safetensors.torch.load_file.",
-        out.display()
+        "\nRelay (what a browser tab would dial; webrtc-direct first, websocket as fallback):"
+    );
+    for a in &net.relay_addrs {
+        eprintln!("  {a}");
+    }
+    eprintln!("Nodes (Prometheus /metrics and JSON /status):");
+    for i in 0..net.nodes.len() {
+        let role = if i < 3 {
+            "validator + trainer"
+        } else {
+            "trainer"
+        };
+        eprintln!("  node{i} ({role}): http://127.0.0.1:{}/status", 9464 + i);
+    }
+    eprintln!(
+        "Logs and state: {}   (Ctrl-C stops everything)\n",
+        dir.display()
+    );
+    eprintln!(
+        "{:>6}  {:>7}  {:>8}  {:>9}  {:>8}  {:>5}  {:>7}",
+        "height", "updates", "samples", "test loss", "accuracy", "peers", "credit"
+    );
+    let mut shown = 0;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(i) = net.dead_node() {
+            net.stop();
+            anyhow::bail!(
+                "node{i} stopped unexpectedly; see {}",
+                net.nodes[i].log.display()
+            );
+        }
+        let Some(status) = net.status(0) else {
+            continue;
+        };
+        let height = status["height"].as_u64().unwrap_or(0);
+        if height > shown {
+            shown = height;
+            let credits: Vec<String> = (0..net.nodes.len())
+                .map(|i| {
+                    net.status(i)
+                        .and_then(|s| s["credit"].as_u64())
+                        .unwrap_or(0)
+                        .to_string()
+                })
+                .collect();
+            eprintln!(
+                "{height:>6}  {:>7}  {:>8}  {:>9.4}  {:>7.2}%  {:>5}  {:>7}",
+                status["last_round_updates"].as_u64().unwrap_or(0),
+                status["last_round_updates"].as_u64().unwrap_or(0) * 1600,
+                status["test_loss"].as_f64().unwrap_or(f64::NAN),
+                status["test_accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                status["peers"].as_u64().unwrap_or(0),
+                credits.join("/"),
+            );
+        }
+        if rounds.is_some_and(|r| height >= r) {
+            break;
+        }
+    }
+    eprintln!("\nstopping the network...");
+    net.stop();
+    eprintln!(
+        "stopped cleanly. Inspect a node: {} ledger --home {}",
+        sh::native_bin(Profile::Release, "tabswarm-node").display(),
+        dir.join("node0").display()
     );
     Ok(())
 }

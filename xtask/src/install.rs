@@ -164,16 +164,29 @@ pub(crate) fn ensure_data(profile: Profile) -> anyhow::Result<PathBuf> {
 
 /// Builds `tabswarm-node` and returns its path.
 pub(crate) fn build_node(profile: Profile) -> anyhow::Result<PathBuf> {
+    build_bins(profile)?;
+    Ok(sh::native_bin(profile, "tabswarm-node"))
+}
+
+/// Builds both server binaries together (one feature resolution, so neither rebuilds the
+/// other's dependencies).
+pub(crate) fn build_bins(profile: Profile) -> anyhow::Result<()> {
     let mut args = vec![
         "build",
         "--package",
         "tabswarm-node",
         "--bin",
         "tabswarm-node",
+        "--package",
+        "tabswarm-relay",
+        "--bin",
+        "tabswarm-relay",
     ];
     if profile == Profile::Release {
         args.push("--release");
     }
-    sh::run("cargo build tabswarm-node", &mut sh::cargo(&args))?;
-    Ok(sh::native_bin(profile, "tabswarm-node"))
+    sh::run(
+        "cargo build tabswarm-node tabswarm-relay",
+        &mut sh::cargo(&args),
+    )
 }

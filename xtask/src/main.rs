@@ -1,8 +1,8 @@
 //! `cargo xtask`: the commands the README promises, each installing what it needs.
 //!
-//! - `demo`: prepare the MNIST data and train a model on this machine, with progress.
+//! - `demo`: a relay and four nodes on this machine training MNIST, committed by stake votes.
 //! - `test`: every check and test, cheapest first (what CI runs).
-//! - `bench`: training-step benchmarks, native and in headless Chromium, saved as JSON.
+//! - `bench`: training step (native, Chromium), consensus, and network benchmarks, as JSON.
 //! - `data`: only prepare `data/mnist.tsd`.
 //!
 //! Builds go to a persistent target directory outside the clone
@@ -14,8 +14,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_network;
 mod demo;
 mod install;
+mod localnet;
 mod sh;
 mod test;
 mod wasm;
@@ -32,19 +34,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Prepare the data and train a model on this machine, with live progress.
+    /// Start a local network (relay, 3 validators, 1 trainer) training MNIST; Ctrl-C stops it.
     Demo {
-        /// Passes over the training digits.
-        #[arg(long, default_value_t = 5)]
-        epochs: u32,
+        /// Stop by itself after this many committed rounds.
+        #[arg(long)]
+        rounds: Option<u64>,
     },
     /// Run every check and test: fmt, clippy, wasm32 builds, unit, integration and browser tests.
     Test,
-    /// Run the benchmarks and write bench/results/train_step.json.
+    /// Run the benchmarks; results go to bench/results/{train_step,consensus,network}.json.
     Bench {
         /// Timed steps per configuration (after warm-up).
         #[arg(long, default_value_t = 300)]
         steps: u32,
+        /// Run only one group.
+        #[arg(long, value_enum)]
+        only: Option<bench::Only>,
+        /// Network benchmark: rounds measured with 8 peers.
+        #[arg(long, default_value_t = 30)]
+        rounds: u64,
+        /// Network benchmark: blocks a fresh node catches up.
+        #[arg(long, default_value_t = 1000)]
+        catch_up_blocks: u64,
     },
     /// Only pack the MNIST digits into data/mnist.tsd.
     Data,
@@ -53,9 +64,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { epochs } => demo::run(epochs),
+        Command::Demo { rounds } => demo::run(rounds),
         Command::Test => test::run(),
-        Command::Bench { steps } => bench::run(steps),
+        Command::Bench {
+            steps,
+            only,
+            rounds,
+            catch_up_blocks,
+        } => bench::run(steps, only, rounds, catch_up_blocks),
         Command::Data => install::ensure_data(sh::Profile::Dev).map(|_| ()),
     };
     match result {

@@ -42,6 +42,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
         install::ensure_data(Profile::Dev)
     })?;
     s.step("unit and integration tests", || {
+        // The network tests start the relay binary, which no test target builds by itself.
+        install::build_bins(Profile::Dev)?;
         let mut cmd = if nextest_available() {
             sh::cargo(&["nextest", "run", "--workspace", "--no-fail-fast"])
         } else {

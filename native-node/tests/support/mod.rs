@@ -12,13 +12,13 @@ use serde_json::Value;
 
 /// Network tests share two cores: run them one at a time within a test binary (nextest runs
 /// them one at a time through the `network` test group, see .config/nextest.toml).
-pub static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
-pub fn node_bin() -> PathBuf {
+pub(crate) fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tabswarm-node"))
 }
 
-pub fn relay_bin() -> PathBuf {
+pub(crate) fn relay_bin() -> PathBuf {
     let path = node_bin().with_file_name("tabswarm-relay");
     assert!(
         path.exists(),
@@ -28,7 +28,7 @@ pub fn relay_bin() -> PathBuf {
     path
 }
 
-pub fn data_path() -> PathBuf {
+pub(crate) fn data_path() -> PathBuf {
     let path = std::env::var_os("TABSWARM_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/mnist.tsd"));
@@ -41,19 +41,19 @@ pub fn data_path() -> PathBuf {
 }
 
 /// One node's process and home.
-pub struct NodeProc {
-    pub home: PathBuf,
-    pub public_key: String,
-    pub peer_id: String,
+pub(crate) struct NodeProc {
+    pub(crate) home: PathBuf,
+    pub(crate) public_key: String,
+    pub(crate) peer_id: String,
     child: Option<Child>,
 }
 
-pub struct Net {
-    pub dir: PathBuf,
-    pub relay: Child,
-    pub relay_addrs: Vec<String>,
-    pub genesis: PathBuf,
-    pub nodes: Vec<NodeProc>,
+pub(crate) struct Net {
+    pub(crate) dir: PathBuf,
+    pub(crate) relay: Child,
+    pub(crate) relay_addrs: Vec<String>,
+    pub(crate) genesis: PathBuf,
+    pub(crate) nodes: Vec<NodeProc>,
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -68,7 +68,7 @@ fn run_ok(cmd: &mut Command) -> String {
 
 impl Net {
     /// A relay and `nodes` initialised homes; the first `validators` get 100 stake each.
-    pub fn new(name: &str, nodes: usize, validators: usize, genesis_args: &[&str]) -> Net {
+    pub(crate) fn new(name: &str, nodes: usize, validators: usize, genesis_args: &[&str]) -> Net {
         let dir = std::env::temp_dir().join(format!("tabswarm-net-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -122,7 +122,7 @@ impl Net {
     }
 
     /// The relay's plain TCP address.
-    pub fn relay_tcp(&self) -> String {
+    pub(crate) fn relay_tcp(&self) -> String {
         self.relay_addrs
             .iter()
             .find(|a| a.contains("/tcp/") && !a.contains("/ws"))
@@ -131,7 +131,7 @@ impl Net {
     }
 
     /// Starts node `i` (bootstrapping from the relay) with extra flags.
-    pub fn start(&mut self, i: usize, extra: &[&str]) {
+    pub(crate) fn start(&mut self, i: usize, extra: &[&str]) {
         let relay = self.relay_tcp();
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} already running");
@@ -161,7 +161,7 @@ impl Net {
         node.child = Some(child);
     }
 
-    pub fn is_running(&mut self, i: usize) -> bool {
+    pub(crate) fn is_running(&mut self, i: usize) -> bool {
         match &mut self.nodes[i].child {
             Some(c) => c.try_wait().unwrap().is_none(),
             None => false,
@@ -169,7 +169,7 @@ impl Net {
     }
 
     /// `/status` of node `i`, or `None` while it is not answering.
-    pub fn status(&self, i: usize) -> Option<Value> {
+    pub(crate) fn status(&self, i: usize) -> Option<Value> {
         let home = &self.nodes[i].home;
         if !home.join("rpc.addr").exists() {
             return None;
@@ -185,7 +185,7 @@ impl Net {
         serde_json::from_slice(&out.stdout).ok()
     }
 
-    pub fn height(&self, i: usize) -> u64 {
+    pub(crate) fn height(&self, i: usize) -> u64 {
         self.status(i)
             .and_then(|s| s["height"].as_u64())
             .unwrap_or(0)
@@ -193,7 +193,12 @@ impl Net {
 
     /// Polls `cond` every 250 ms until it holds; panics with `what` and the node logs after
     /// `timeout`.
-    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&Net) -> bool) {
+    pub(crate) fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&Net) -> bool,
+    ) {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if cond(self) {
@@ -208,7 +213,7 @@ impl Net {
     }
 
     /// The last lines of every node's log, for failure reports.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let text = std::fs::read_to_string(n.home.with_extension("log")).unwrap_or_default();
@@ -223,7 +228,7 @@ impl Net {
     }
 
     /// SIGKILL: the process gets no chance to clean up.
-    pub fn kill9(&mut self, i: usize) {
+    pub(crate) fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
@@ -231,7 +236,7 @@ impl Net {
     }
 
     /// SIGTERM, then wait (bounded) for a clean exit; returns whether it exited cleanly.
-    pub fn stop(&mut self, i: usize) -> bool {
+    pub(crate) fn stop(&mut self, i: usize) -> bool {
         let Some(mut c) = self.nodes[i].child.take() else {
             return true;
         };
@@ -250,7 +255,7 @@ impl Net {
         false
     }
 
-    pub fn stop_all(&mut self) {
+    pub(crate) fn stop_all(&mut self) {
         for i in 0..self.nodes.len() {
             assert!(
                 self.stop(i),
@@ -261,7 +266,7 @@ impl Net {
     }
 
     /// `tabswarm-node ledger --json` of a stopped node (verifies its chain from genesis).
-    pub fn ledger(&self, i: usize, height: u64) -> Value {
+    pub(crate) fn ledger(&self, i: usize, height: u64) -> Value {
         let out = run_ok(
             Command::new(node_bin())
                 .args([
@@ -276,7 +281,7 @@ impl Net {
         serde_json::from_str(&out).unwrap()
     }
 
-    pub fn home(&self, i: usize) -> &Path {
+    pub(crate) fn home(&self, i: usize) -> &Path {
         &self.nodes[i].home
     }
 }
@@ -327,7 +332,7 @@ fn read_lines(stdout: std::process::ChildStdout, n: usize, timeout: Duration) ->
 }
 
 /// Genesis flags that keep test rounds short.
-pub const FAST: &[&str] = &[
+pub(crate) const FAST: &[&str] = &[
     "--local-steps",
     "30",
     "--round-deadline-ms",
