@@ -104,8 +104,8 @@ pub(crate) struct RunArgs {
     /// UDP port for WebRTC-direct, for browsers [default: 0].
     #[arg(long, env = "TABSWARM_WEBRTC_PORT")]
     pub(crate) webrtc_port: Option<u16>,
-    /// Roles, comma-separated: trainer, validator [default: trainer, plus validator when the
-    /// genesis gives this node's key stake].
+    /// Roles, comma-separated: trainer, validator, storage (serves blocks, checkpoints and
+    /// payloads only) [default: trainer, plus validator when the genesis stakes this key].
     #[arg(long, env = "TABSWARM_ROLES", value_delimiter = ',')]
     pub(crate) roles: Vec<String>,
     /// Reach other nodes only through relay circuits (no listening, no direct connections).
@@ -167,6 +167,8 @@ pub(crate) struct RunOptions {
 pub(crate) enum Role {
     Trainer,
     Validator,
+    /// Keeps and serves blocks, checkpoints and payloads; trains nothing.
+    Storage,
 }
 
 impl RunArgs {
@@ -189,7 +191,8 @@ impl RunArgs {
                     .map(|r| match r.trim() {
                         "trainer" => Ok(Role::Trainer),
                         "validator" => Ok(Role::Validator),
-                        other => bail!("unknown role {other:?}: use trainer, validator or both (comma-separated)"),
+                        "storage" => Ok(Role::Storage),
+                        other => bail!("unknown role {other:?}: use trainer, validator, storage (comma-separated)"),
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?,
             )

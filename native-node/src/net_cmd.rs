@@ -186,6 +186,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Roles {
             train: true,
             validate: staked,
+            storage: false,
         },
         Some(list) => {
             let validate = list.contains(&Role::Validator);
@@ -198,6 +199,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             Roles {
                 train: list.contains(&Role::Trainer),
                 validate,
+                storage: list.contains(&Role::Storage),
             }
         }
     };
@@ -234,11 +236,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             peer_id: swarm.local_peer_id().to_string(),
             address: hex(&key.address().0),
             run_id: hex(&genesis.run_id().0),
-            roles: [(roles.train, "trainer"), (roles.validate, "validator")]
-                .iter()
-                .filter(|(on, _)| *on)
-                .map(|(_, r)| (*r).to_owned())
-                .collect(),
+            roles: [
+                (roles.train, "trainer"),
+                (roles.validate, "validator"),
+                (roles.storage, "storage"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, r)| (*r).to_owned())
+            .collect(),
             ..Status::default()
         }));
         let bound = crate::metrics::serve(options.metrics, registry, status.clone()).await?;

@@ -42,6 +42,8 @@ const PAYLOAD_WAIT: Duration = Duration::from_secs(4);
 const TICK: Duration = Duration::from_millis(100);
 /// How long a fresh node looks for peers ahead of it before starting alone.
 const SYNC_GRACE: Duration = Duration::from_secs(3);
+/// Proposals held back while their payloads download (more are judged at once).
+const MAX_HELD: usize = 64;
 /// Peers a node tries to stay connected to.
 const TARGET_PEERS: usize = 12;
 
@@ -50,6 +52,9 @@ const TARGET_PEERS: usize = 12;
 pub(crate) struct Roles {
     pub(crate) train: bool,
     pub(crate) validate: bool,
+    /// Asked for explicitly; every node serves what it holds, a storage-only one just does
+    /// nothing else.
+    pub(crate) storage: bool,
 }
 
 /// Everything the loop needs, prepared by `run`.
@@ -650,6 +655,10 @@ impl Runner {
                         return Ok(());
                     }
                     self.store.persist(&Record::Block(block))?;
+                    let h = self.ledger.height().0;
+                    if h.is_multiple_of(100) {
+                        info!(height = h, "catching up: blocks verified and stored");
+                    }
                 }
                 Phase::Running(node) => {
                     let outputs = node.on_message(Message::Block(block))?;
@@ -941,7 +950,9 @@ impl Runner {
                 }
                 if let Message::Proposal(p) = &msg {
                     self.clock.proposal_seen.get_or_insert_with(Instant::now);
-                    if !self.payloads_ready(&p.proposal.value.proposal.updates, source) {
+                    if !self.payloads_ready(&p.proposal.value.proposal.updates, source)
+                        && self.held.len() < MAX_HELD
+                    {
                         self.held.push((Instant::now(), msg));
                         return Ok(MessageAcceptance::Accept);
                     }

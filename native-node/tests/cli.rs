@@ -167,3 +167,87 @@ fn train_exports_a_pytorch_layout_safetensors_file() {
         "PyTorch-convention accuracy {ours} vs reported {reported}"
     );
 }
+
+#[test]
+fn network_commands_explain_what_is_missing() {
+    let dir = scratch("netcmds");
+    let home = dir.join("home");
+    let o = node(&["run", "--home", home.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("tabswarm-node init"), "{}", stderr(&o));
+
+    let o = node(&["init", "--json", "--home", home.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let key = id["public_key"].as_str().unwrap().to_owned();
+    // init is idempotent: the same identity again.
+    let again: serde_json::Value =
+        serde_json::from_slice(&node(&["init", "--json", "--home", home.to_str().unwrap()]).stdout)
+            .unwrap();
+    assert_eq!(again["public_key"], id["public_key"]);
+    assert_eq!(again["created"], false);
+
+    let o = node(&["run", "--home", home.to_str().unwrap()]);
+    assert!(stderr(&o).contains("--genesis"), "{}", stderr(&o));
+
+    for (bad, needle) in [
+        ("nocolon", "expected <public key hex>:<stake>"),
+        (&format!("{key}:lots")[..], "whole number"),
+        (&format!("{key}:0")[..], "stake must be positive"),
+        ("abcd:1", "64 hex characters"),
+    ] {
+        let o = node(&[
+            "genesis",
+            "--validator",
+            bad,
+            "--out",
+            dir.join("g.json").to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{bad} accepted");
+        assert!(stderr(&o).contains(needle), "{bad}: {}", stderr(&o));
+    }
+    let genesis = dir.join("genesis.json");
+    let o = node(&[
+        "genesis",
+        "--validator",
+        &format!("{key}:100"),
+        "--lr",
+        "0",
+        "--out",
+        genesis.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("learning rate"), "{}", stderr(&o));
+    let o = node(&[
+        "genesis",
+        "--validator",
+        &format!("{key}:100"),
+        "--out",
+        genesis.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = node(&[
+        "run",
+        "--home",
+        home.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--roles",
+        "miner",
+    ]);
+    assert!(stderr(&o).contains("unknown role"), "{}", stderr(&o));
+    let other = dir.join("other");
+    node(&["init", "--home", other.to_str().unwrap()]);
+    let o = node(&[
+        "run",
+        "--home",
+        other.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--roles",
+        "validator",
+    ]);
+    assert!(stderr(&o).contains("needs stake"), "{}", stderr(&o));
+    let o = node(&["status", "--rpc", "127.0.0.1:9"]);
+    assert!(stderr(&o).contains("no node answers"), "{}", stderr(&o));
+}

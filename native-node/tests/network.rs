@@ -79,6 +79,20 @@ fn three_validators_and_a_trainer_agree_and_learn() {
         ledgers[3]
     );
     assert!(ledgers[0]["updates_included"].as_u64().unwrap() >= 12);
+    // The committed model leaves as SafeTensors (the newest checkpoint: every 5 heights).
+    let out = net.dir.join("model.safetensors");
+    let o = std::process::Command::new(support::node_bin())
+        .args(["export", "--home"])
+        .arg(net.home(0))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    assert!(header.contains("fc1.weight") && header.contains("fc2.bias"), "{header}");
 }
 
 #[test]
