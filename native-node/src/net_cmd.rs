@@ -335,14 +335,20 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let path = args.home.join(STORE_FILE);
+/// The store and run of a node that is not running (redb allows one process at a time).
+fn open_stopped(home: &Path) -> anyhow::Result<(Store, Genesis)> {
+    let path = home.join(STORE_FILE);
     if !path.exists() {
-        bail!("{} has no node state", args.home.display());
+        bail!("{} has no node state", home.display());
     }
     let store =
         Store::open(&path).context("stop the node first (the store is held while it runs)")?;
     let (genesis, _) = load_genesis(&store, None)?;
+    Ok((store, genesis))
+}
+
+pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let (store, genesis) = open_stopped(&args.home)?;
     let (height, bytes) = store
         .latest_checkpoint()?
         .context("no checkpoint yet: the node stores one every `checkpoint_every` heights")?;
@@ -360,13 +366,7 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
-    let path = args.home.join(STORE_FILE);
-    if !path.exists() {
-        bail!("{} has no node state", args.home.display());
-    }
-    let store =
-        Store::open(&path).context("stop the node first (the store is held while it runs)")?;
-    let (genesis, _) = load_genesis(&store, None)?;
+    let (store, genesis) = open_stopped(&args.home)?;
     let persisted = store.load()?;
     let ledger =
         tabswarm_consensus::ledger::Ledger::verify_chain(genesis.clone(), &persisted.blocks)

@@ -580,14 +580,7 @@ impl Runner {
             && h > ours
             && self.pending_blocks.is_empty()
         {
-            let id = self.send_request(
-                peer,
-                Request::Blocks {
-                    from: ours + 1,
-                    max: MAX_BLOCKS_PER_RESPONSE,
-                },
-            );
-            self.pending_blocks.insert(id, peer);
+            self.request_blocks(peer);
             return Ok(());
         }
         let ahead = best.is_some_and(|(_, h)| h > ours);
@@ -630,6 +623,18 @@ impl Runner {
         self.carry_out(outputs)?;
         self.start_training();
         Ok(())
+    }
+
+    /// Asks `peer` for the blocks after our head.
+    fn request_blocks(&mut self, peer: PeerId) {
+        let id = self.send_request(
+            peer,
+            Request::Blocks {
+                from: self.ledger.height().0 + 1,
+                max: MAX_BLOCKS_PER_RESPONSE,
+            },
+        );
+        self.pending_blocks.insert(id, peer);
     }
 
     fn request_checkpoint_anywhere(&mut self) {
@@ -682,14 +687,7 @@ impl Runner {
                     *best = Some((peer, height));
                 }
             } else if self.pending_blocks.is_empty() {
-                let id = self.send_request(
-                    peer,
-                    Request::Blocks {
-                        from: ours + 1,
-                        max: MAX_BLOCKS_PER_RESPONSE,
-                    },
-                );
-                self.pending_blocks.insert(id, peer);
+                self.request_blocks(peer);
             }
         }
     }
@@ -939,14 +937,7 @@ impl Runner {
                 }
                 if height > ours + 1 && self.pending_blocks.is_empty() {
                     // Peers are ahead: catch up by blocks.
-                    let id = self.send_request(
-                        source,
-                        Request::Blocks {
-                            from: ours + 1,
-                            max: MAX_BLOCKS_PER_RESPONSE,
-                        },
-                    );
-                    self.pending_blocks.insert(id, source);
+                    self.request_blocks(source);
                 }
                 if let Message::Proposal(p) = &msg {
                     self.clock.proposal_seen.get_or_insert_with(Instant::now);

@@ -14,6 +14,28 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Waits (bounded) until every listed node reports at least `height`.
+fn reach(net: &Net, nodes: &[usize], height: u64, what: &str, secs: u64) {
+    net.wait_until(what, Duration::from_secs(secs), |n| {
+        heights(n, nodes).iter().all(|h| *h >= height)
+    });
+}
+
+/// Node `i`'s status once it is in sync with (at most one height behind) `others`.
+fn in_sync_with(n: &Net, i: usize, others: &[usize]) -> Option<Value> {
+    let lowest = heights(n, others).into_iter().min()?;
+    n.status(i)
+        .filter(|s| s["syncing"] == false && s["height"].as_u64().unwrap_or(0) + 1 >= lowest)
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
 fn heights(net: &Net, nodes: &[usize]) -> Vec<u64> {
     nodes.iter().map(|&i| net.height(i)).collect()
 }
@@ -92,7 +114,10 @@ fn three_validators_and_a_trainer_agree_and_learn() {
     let bytes = std::fs::read(&out).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
-    assert!(header.contains("fc1.weight") && header.contains("fc2.bias"), "{header}");
+    assert!(
+        header.contains("fc1.weight") && header.contains("fc2.bias"),
+        "{header}"
+    );
 }
 
 #[test]
@@ -103,29 +128,22 @@ fn a_killed_validator_misses_nothing_and_never_double_signs() {
     for i in 0..4 {
         net.start(i, &[]);
     }
-    net.wait_until("height 5", Duration::from_secs(120), |n| {
-        heights(n, &[0, 1, 2, 3]).iter().all(|h| *h >= 5)
-    });
+    reach(&net, &[0, 1, 2, 3], 5, "height 5", 120);
     let before = net.status(3).unwrap();
     net.kill9(3);
     let h0 = heights(&net, &[0, 1, 2]).into_iter().max().unwrap();
-    net.wait_until(
+    reach(
+        &net,
+        &[0, 1, 2],
+        h0 + 4,
         "commits without the killed validator",
-        Duration::from_secs(120),
-        |n| heights(n, &[0, 1, 2]).iter().all(|h| *h >= h0 + 4),
+        120,
     );
     net.start(3, &[]);
     net.wait_until(
         "the restarted validator caught up",
         Duration::from_secs(120),
-        |n| {
-            let others = heights(n, &[0, 1, 2]).into_iter().min().unwrap();
-            n.status(3).is_some_and(|s| {
-                s["syncing"] == false
-                    && s["height"].as_u64().unwrap() + 1 >= others
-                    && s["height"].as_u64().unwrap() > h0 + 4
-            })
-        },
+        |n| in_sync_with(n, 3, &[0, 1, 2]).is_some_and(|s| s["height"].as_u64().unwrap() > h0 + 4),
     );
     let caught_up = net.height(3);
     net.wait_until(
@@ -154,21 +172,12 @@ fn a_late_joiner_syncs_blocks_and_a_checkpoint_then_takes_part() {
     for i in 0..3 {
         net.start(i, &[]);
     }
-    net.wait_until("height 12", Duration::from_secs(120), |n| {
-        heights(n, &[0, 1, 2]).iter().all(|h| *h >= 12)
-    });
+    reach(&net, &[0, 1, 2], 12, "height 12", 120);
     net.start(3, &["--roles", "trainer"]);
     net.wait_until(
         "the late joiner caught up and contributed",
         Duration::from_secs(120),
-        |n| {
-            let others = heights(n, &[0, 1, 2]).into_iter().min().unwrap();
-            n.status(3).is_some_and(|s| {
-                s["syncing"] == false
-                    && s["height"].as_u64().unwrap() + 1 >= others
-                    && s["credit"].as_u64().unwrap() > 0
-            })
-        },
+        |n| in_sync_with(n, 3, &[0, 1, 2]).is_some_and(|s| s["credit"].as_u64().unwrap() > 0),
     );
     let end = heights(&net, &[0, 1, 2, 3]).into_iter().min().unwrap();
     net.stop_all();
@@ -194,18 +203,8 @@ fn two_nodes_that_reach_each_other_only_through_the_relay_still_commit() {
     for i in 0..2 {
         let s = net.status(i).unwrap();
         let other = &net.nodes[1 - i].peer_id;
-        let relayed: Vec<&str> = s["relayed_peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let direct: Vec<&str> = s["direct_peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
+        let relayed = strings(&s["relayed_peers"]);
+        let direct = strings(&s["direct_peers"]);
         assert!(
             relayed.contains(&other.as_str()),
             "node {i} does not reach {other} through the relay: {s}"
@@ -215,11 +214,9 @@ fn two_nodes_that_reach_each_other_only_through_the_relay_still_commit() {
             "node {i} has a direct connection: {s}"
         );
         assert!(
-            s["listen"]
-                .as_array()
-                .unwrap()
+            strings(&s["listen"])
                 .iter()
-                .all(|a| a.as_str().unwrap().contains("p2p-circuit")),
+                .all(|a| a.contains("p2p-circuit")),
             "{s}"
         );
     }
