@@ -13,7 +13,7 @@ pub(crate) enum LogFormat {
 }
 
 /// Our own info lines; libp2p and webrtc only when something is wrong.
-const DEFAULT_FILTER: &str = "info,malachitebft_core_consensus=warn,malachitebft_core_driver=warn,libp2p_gossipsub=error,libp2p_swarm=warn,libp2p_kad=warn,libp2p_webrtc=warn,webrtc=error,webrtc_ice=error,webrtc_mdns=error";
+const DEFAULT_FILTER: &str = "info,arc_malachitebft_core_consensus=warn,arc_malachitebft_core_driver=warn,libp2p_gossipsub=error,libp2p_swarm=warn,libp2p_kad=warn,libp2p_webrtc=warn,webrtc=error,webrtc_ice=error,webrtc_mdns=error";
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays for results.
 pub(crate) fn init(format: LogFormat) {

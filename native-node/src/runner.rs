@@ -22,7 +22,7 @@ use tabswarm_consensus::ledger::{Block, Ledger};
 use tabswarm_consensus::node::{Node, Output, Record};
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_consensus::wire::Message;
-use tabswarm_core::chunks::{bytes_to_f32s, f32s_to_bytes};
+use tabswarm_core::chunks::{Manifest, bytes_to_f32s, f32s_to_bytes};
 use tabswarm_core::flat;
 use tabswarm_core::train::LocalUpdate;
 use tokio::sync::mpsc;
@@ -154,13 +154,23 @@ impl Runner {
         let (params, params_missing) = if height == 0 {
             (crate::round::initial_params(&genesis.training)?, false)
         } else {
-            match store.latest_checkpoint()? {
-                Some((h, bytes)) if h == height => match bytes_to_f32s(&bytes) {
-                    Some(p) if flat::param_hash(&p).0 == ledger.param_hash() => (p, false),
-                    _ => (crate::round::initial_params(&genesis.training)?, true),
-                },
-                _ => (crate::round::initial_params(&genesis.training)?, true),
-            }
+            // The parameters written at the last commit, else the newest checkpoint, if
+            // either is of the stored height and hashes to what the ledger says.
+            [store.params()?, store.latest_checkpoint()?]
+                .into_iter()
+                .flatten()
+                .filter(|(h, _)| *h == height)
+                .filter_map(|(_, bytes)| bytes_to_f32s(&bytes))
+                .find(|p| flat::param_hash(p).0 == ledger.param_hash())
+                .map_or_else(
+                    || {
+                        Ok::<_, anyhow::Error>((
+                            crate::round::initial_params(&genesis.training)?,
+                            true,
+                        ))
+                    },
+                    |p| Ok((p, false)),
+                )?
         };
         let app = RoundApp::new(
             &genesis,
@@ -208,6 +218,7 @@ impl Runner {
             stop_at_height,
         };
         runner.publish_params_blob();
+        runner.restore_updates()?;
         Ok(runner)
     }
 
@@ -223,6 +234,29 @@ impl Runner {
             Phase::Running(node) => node.app_mut(),
             Phase::Syncing { .. } => self.app.as_mut().expect("app present while syncing"),
         }
+    }
+
+    /// Puts back the updates of the height in progress that were on disk (a replayed
+    /// write-ahead log may decide a block that names them).
+    fn restore_updates(&mut self) -> anyhow::Result<()> {
+        let run = self.genesis.run_id();
+        for (announcement, payload) in self.store.updates()? {
+            let Ok(update) = SignedUpdate::decode(&announcement) else {
+                continue;
+            };
+            if !update.verify(&run) || Manifest::of(&payload).hash() != update.header.payload_hash {
+                continue;
+            }
+            let Some(delta) = bytes_to_f32s(&payload) else {
+                continue;
+            };
+            let id = update.id();
+            if self.app_mut().announce(update) && self.app_mut().add_payload(&id, delta) {
+                let (blob, address) = Blob::new(payload);
+                self.blobs.insert(address, blob);
+            }
+        }
+        Ok(())
     }
 
     /// Serves the committed parameters from now on.
@@ -402,8 +436,9 @@ impl Runner {
     fn after_params_changed(&mut self, height: u64) -> anyhow::Result<()> {
         self.publish_params_blob();
         let every = self.genesis.training.checkpoint_every;
+        let bytes = f32s_to_bytes(self.app().params());
+        self.store.put_params(height, &bytes)?;
         if height.is_multiple_of(every) {
-            let bytes = f32s_to_bytes(self.app().params());
             self.store.put_checkpoint(height, &bytes)?;
         }
         let keep_height = height;
@@ -475,11 +510,13 @@ impl Runner {
         };
         let signed = SignedUpdate::sign(header, &self.key, &self.genesis.run_id());
         let id = signed.id();
+        let bytes = signed.encode()?;
+        self.store
+            .put_update(done.height, &id, &bytes, &blob.bytes)?;
         self.blobs.insert(address, blob);
         let app = self.app_mut();
         app.announce(signed);
         app.add_payload(&id, update.delta);
-        let bytes = signed.encode()?;
         self.metrics.bytes_out.inc_by(bytes.len() as u64);
         self.metrics.updates_published.inc();
         if let Err(e) = self
@@ -1156,8 +1193,16 @@ impl Runner {
                     self.blobs.insert(address, blob);
                     match done.purpose {
                         Purpose::Update(uid) => {
-                            if let Some(delta) = bytes_to_f32s(&done.bytes) {
-                                self.app_mut().add_payload(&uid, delta);
+                            if let Some(delta) = bytes_to_f32s(&done.bytes)
+                                && let Some(update) = self.app().update(&uid).copied()
+                                && self.app_mut().add_payload(&uid, delta)
+                            {
+                                self.store.put_update(
+                                    update.header.height,
+                                    &uid,
+                                    &update.encode()?,
+                                    &done.bytes,
+                                )?;
                             }
                             self.release_held(true)?;
                         }

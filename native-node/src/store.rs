@@ -18,10 +18,15 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 const PEERS: TableDefinition<&str, &str> = TableDefinition::new("peers");
+/// Updates of the height in progress: key = height (8 bytes, big-endian) || update id,
+/// value = 4-byte little-endian announcement length || announcement || payload.
+const UPDATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("updates");
 
 const IDENTITY: &str = "identity";
 const SIGNER: &str = "signer";
 const GENESIS: &str = "genesis";
+/// The newest committed parameters: 8-byte little-endian height, then the parameter bytes.
+const PARAMS: &str = "params";
 const SCHEMA: &str = "schema";
 /// Bumped when the layout changes; an older binary refuses a newer file instead of guessing.
 const SCHEMA_VERSION: u8 = 1;
@@ -62,6 +67,7 @@ impl Store {
             txn.open_table(WAL)?;
             txn.open_table(CHECKPOINTS)?;
             txn.open_table(PEERS)?;
+            txn.open_table(UPDATES)?;
         }
         txn.commit()?;
         Ok(store)
@@ -194,11 +200,75 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the newest committed parameters (written at every commit, so a restart of
+    /// the whole network needs no peer to hand them back).
+    pub(crate) fn put_params(&self, height: u64, params: &[u8]) -> anyhow::Result<()> {
+        let mut value = Vec::with_capacity(8 + params.len());
+        value.extend_from_slice(&height.to_le_bytes());
+        value.extend_from_slice(params);
+        self.put_meta(PARAMS, &value)
+    }
+
+    /// The newest committed parameters written by [`Store::put_params`].
+    pub(crate) fn params(&self) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        Ok(self.get_meta(PARAMS)?.and_then(|v| {
+            let (h, p) = v.split_at_checked(8)?;
+            Some((u64::from_le_bytes(h.try_into().ok()?), p.to_vec()))
+        }))
+    }
+
     /// The newest checkpoint: (height, parameter bytes).
     pub(crate) fn latest_checkpoint(&self) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CHECKPOINTS)?;
         Ok(table.last()?.map(|(k, v)| (k.value(), v.value().to_vec())))
+    }
+
+    /// Keeps an update (announcement and payload) of a height not yet committed, so a
+    /// restart of every node mid-height can still apply the block a replayed write-ahead log
+    /// decides. Written without fsync: the next consensus record's commit makes it durable.
+    pub(crate) fn put_update(
+        &self,
+        height: u64,
+        id: &[u8; 32],
+        announcement: &[u8],
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
+        let mut key = height.to_be_bytes().to_vec();
+        key.extend_from_slice(id);
+        let mut value = Vec::with_capacity(4 + announcement.len() + payload.len());
+        value.extend_from_slice(&(announcement.len() as u32).to_le_bytes());
+        value.extend_from_slice(announcement);
+        value.extend_from_slice(payload);
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        {
+            let mut table = txn.open_table(UPDATES)?;
+            table.insert(key.as_slice(), value.as_slice())?;
+            // Heights before this one are decided: their updates are in the parameters.
+            let below = height.to_be_bytes();
+            table.retain(|k, _| k >= below.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Stored updates: (announcement bytes, payload bytes).
+    pub(crate) fn updates(&self) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(UPDATES)?.iter()? {
+            let (_, value) = entry?;
+            let v = value.value();
+            let Some((len, rest)) = v.split_at_checked(4) else {
+                continue;
+            };
+            let len = u32::from_le_bytes(len.try_into()?) as usize;
+            if let Some((a, p)) = rest.split_at_checked(len) {
+                out.push((a.to_vec(), p.to_vec()));
+            }
+        }
+        Ok(out)
     }
 
     /// Remembers where a peer was reachable.

@@ -224,3 +224,38 @@ fn two_nodes_that_reach_each_other_only_through_the_relay_still_commit() {
     net.stop_all();
     assert_same_block(&net, &[0, 1], end);
 }
+
+#[test]
+fn the_whole_network_restarts_where_it_stopped() {
+    let _serial = lock();
+    let mut net = Net::new("restart", 3, 3, FAST);
+    for i in 0..3 {
+        net.start(i, &[]);
+    }
+    reach(&net, &[0, 1, 2], 6, "height 6", 120);
+    net.stop_all();
+    let stopped: Vec<u64> = (0..3)
+        .map(|i| net.ledger(i, 1)["height"].as_u64().unwrap())
+        .collect();
+    for i in 0..3 {
+        net.start(i, &[]);
+    }
+    // Each node restores its own parameters from disk: none of them has a peer ahead of it.
+    let top = stopped.iter().copied().max().unwrap();
+    reach(
+        &net,
+        &[0, 1, 2],
+        top + 3,
+        "commits after a full restart",
+        120,
+    );
+    net.stop_all();
+    let after: Vec<u64> = (0..3)
+        .map(|i| net.ledger(i, 1)["height"].as_u64().unwrap())
+        .collect();
+    assert!(
+        after.iter().zip(&stopped).all(|(a, s)| a > s),
+        "{stopped:?} -> {after:?}"
+    );
+    assert_same_block(&net, &[0, 1, 2], top + 2);
+}
