@@ -139,6 +139,7 @@ pub(crate) struct Status {
     pub(crate) test_loss: Option<f32>,
     pub(crate) test_accuracy: Option<f32>,
     pub(crate) last_round_updates: usize,
+    pub(crate) last_round_samples: u64,
     pub(crate) credit: u64,
     pub(crate) listen: Vec<String>,
     /// Peers with a direct connection.

@@ -206,6 +206,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let dataset = crate::data_cmd::load(&options.data)?;
     let plan = Arc::new(DataPlan::new(&dataset, &genesis.training)?);
     let _ = train_config(&genesis.training);
+    tabswarm_net::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -128,6 +128,10 @@ pub(crate) struct Runner {
     last_commit: Instant,
     last_discovery: Instant,
     last_checkpoint_ask: Instant,
+    /// Catch-up: the checkpoint height chosen, and when.
+    sync_target: Option<(u64, Instant)>,
+    /// Catch-up: a checkpoint fetched ahead of our ledger.
+    fetched_checkpoint: Option<(u64, Vec<u8>)>,
     stop_at_height: Option<u64>,
 }
 
@@ -215,6 +219,8 @@ impl Runner {
             last_commit: Instant::now(),
             last_discovery: Instant::now() - Duration::from_secs(60),
             last_checkpoint_ask: Instant::now() - Duration::from_secs(60),
+            sync_target: None,
+            fetched_checkpoint: None,
             stop_at_height,
         };
         runner.publish_params_blob();
@@ -283,9 +289,14 @@ impl Runner {
                 warn!(%addr, error = %e, "cannot dial bootstrap peer");
             }
         }
+        // Peers met before: dialled once (addresses may be stale after their restart, so they
+        // do not go into kad, where a stale entry would steer discovery queries astray).
         for (peer, addr) in self.store.peers()? {
             if let (Ok(peer), Ok(addr)) = (peer.parse::<PeerId>(), addr.parse::<Multiaddr>()) {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(vec![addr])
+                    .build();
+                let _ = self.swarm.dial(opts);
             }
         }
         tokio::pin!(shutdown);
@@ -590,6 +601,11 @@ impl Runner {
 
     // ---- catch-up ----
 
+    /// One step of catching up. A node behind its peers (or without the parameters of its
+    /// stored height) picks a peer's newest checkpoint as its target, fetches and verifies the
+    /// blocks up to that height, fetches the checkpoint, adopts it once its hash matches the
+    /// block at that height, and only then takes part. Fixing the target first is what lets a
+    /// joiner finish while the chain keeps growing.
     fn sync_step(&mut self) -> anyhow::Result<()> {
         let Phase::Syncing {
             since,
@@ -601,8 +617,15 @@ impl Runner {
         };
         let (since, best, params_missing) = (*since, *best, *params_missing);
         let ours = self.ledger.height().0;
-        // Ask everyone connected where they are.
-        if best.is_none_or(|(_, h)| h <= ours) {
+        if let Some((h, bytes)) = self.fetched_checkpoint.take() {
+            if h == ours {
+                self.adopt_checkpoint(h, bytes)?;
+                self.sync_target = None;
+                return Ok(());
+            }
+            self.fetched_checkpoint = Some((h, bytes));
+        }
+        if best.is_none_or(|(_, h)| h <= ours) && self.sync_target.is_none() {
             let peers: Vec<PeerId> = self
                 .swarm
                 .connected_peers()
@@ -613,16 +636,39 @@ impl Runner {
                 self.send_request(peer, Request::Status);
             }
         }
-        if let Some((peer, h)) = best
-            && h > ours
-            && self.pending_blocks.is_empty()
-        {
-            self.request_blocks(peer);
+        if let Some((target, chosen)) = self.sync_target {
+            if chosen.elapsed() > Duration::from_secs(30) {
+                warn!(
+                    target,
+                    "catch-up target not reached in 30 s; choosing again"
+                );
+                self.sync_target = None;
+            } else if let Some((peer, _)) = best
+                && ours < target
+                && self.pending_blocks.is_empty()
+            {
+                self.request_blocks(peer);
+            }
             return Ok(());
         }
-        let ahead = best.is_some_and(|(_, h)| h > ours);
-        if params_missing || self.app().height() != ours {
+        let stale = params_missing || self.app().height() != ours;
+        let far_behind = best.is_some_and(|(_, h)| h > ours + 2);
+        if !stale
+            && !far_behind
+            && let Some((peer, h)) = best
+            && h > ours
+        {
+            // A block or two behind with our parameters current: fetch those blocks and apply
+            // them with the updates kept on disk (else fall back to a checkpoint).
+            if self.pending_blocks.is_empty() {
+                self.request_blocks(peer);
+            }
+            return Ok(());
+        }
+        if stale || far_behind {
             if let Some((peer, _)) = best {
+                // One question at a time (answers come in milliseconds on a LAN; the 2 s
+                // covers a peer that never answers).
                 if self.last_checkpoint_ask.elapsed() > Duration::from_secs(2) {
                     self.last_checkpoint_ask = Instant::now();
                     self.send_request(peer, Request::Checkpoint);
@@ -635,7 +681,11 @@ impl Runner {
             }
             return Ok(());
         }
-        if !ahead && (best.is_some() || since.elapsed() > SYNC_GRACE) {
+        let alone = self
+            .swarm
+            .connected_peers()
+            .all(|p| self.relays.contains(p));
+        if best.is_some() || (alone && since.elapsed() > SYNC_GRACE) {
             self.start_consensus()?;
         }
         Ok(())
@@ -689,14 +739,20 @@ impl Runner {
             };
             match &mut self.phase {
                 Phase::Syncing { .. } => {
-                    if block.height.0 != self.ledger.height().0 + 1 {
+                    let beyond_target = self.sync_target.is_some_and(|(t, _)| block.height.0 > t);
+                    if block.height.0 != self.ledger.height().0 + 1 || beyond_target {
                         continue;
                     }
                     if let Err(e) = self.ledger.append((*block).clone()) {
                         warn!(%peer, error = %e, "peer sent a block that does not verify");
                         return Ok(());
                     }
-                    self.store.persist(&Record::Block(block))?;
+                    self.store.persist(&Record::Block(block.clone()))?;
+                    // Applied directly if its updates are here (a node just behind); a node
+                    // far behind takes a checkpoint instead.
+                    if self.sync_target.is_none() && self.app_mut().on_commit(&block) {
+                        self.after_params_changed(block.height.0)?;
+                    }
                     let h = self.ledger.height().0;
                     if h.is_multiple_of(100) {
                         info!(height = h, "catching up: blocks verified and stored");
@@ -713,19 +769,29 @@ impl Runner {
 
     fn on_checkpoint_offer(&mut self, peer: PeerId, height: u64, address: [u8; 32]) {
         let ours = self.ledger.height().0;
-        if height == ours && self.params_stale() {
+        if matches!(self.phase, Phase::Syncing { .. }) {
+            if self.sync_target.is_none()
+                && height >= ours
+                && (height > ours || self.params_stale())
+            {
+                self.sync_target = Some((height, Instant::now()));
+                if let Phase::Syncing { best, .. } = &mut self.phase
+                    && best.is_none_or(|(_, h)| h < height)
+                {
+                    *best = Some((peer, height));
+                }
+                let sends = self
+                    .fetcher
+                    .want(address, Purpose::Checkpoint(height), peer);
+                self.send_all(sends);
+            }
+        } else if height == ours && self.params_stale() {
             let sends = self
                 .fetcher
                 .want(address, Purpose::Checkpoint(height), peer);
             self.send_all(sends);
-        } else if height > ours {
-            if let Phase::Syncing { best, .. } = &mut self.phase {
-                if best.is_none_or(|(_, h)| h < height) {
-                    *best = Some((peer, height));
-                }
-            } else if self.pending_blocks.is_empty() {
-                self.request_blocks(peer);
-            }
+        } else if height > ours && self.pending_blocks.is_empty() {
+            self.request_blocks(peer);
         }
     }
 
@@ -734,6 +800,16 @@ impl Runner {
     }
 
     fn on_checkpoint_blob(&mut self, height: u64, bytes: Vec<u8>) -> anyhow::Result<()> {
+        if matches!(self.phase, Phase::Syncing { .. }) && height > self.ledger.height().0 {
+            // Adopted once the blocks up to its height are verified (see `sync_step`).
+            self.fetched_checkpoint = Some((height, bytes));
+            return Ok(());
+        }
+        self.adopt_checkpoint(height, bytes)
+    }
+
+    /// Adopts parameters for our ledger height if they hash to what its block says.
+    fn adopt_checkpoint(&mut self, height: u64, bytes: Vec<u8>) -> anyhow::Result<()> {
         let Some(params) = bytes_to_f32s(&bytes) else {
             return Ok(());
         };
@@ -1179,6 +1255,18 @@ impl Runner {
         id: OutboundRequestId,
         response: Response,
     ) -> anyhow::Result<()> {
+        self.handle_response(peer, id, response)?;
+        // Catching up is a chain of questions and answers: take the next step at once rather
+        // than at the next tick, so a joiner outruns a fast-moving chain.
+        self.sync_step()
+    }
+
+    fn handle_response(
+        &mut self,
+        peer: PeerId,
+        id: OutboundRequestId,
+        response: Response,
+    ) -> anyhow::Result<()> {
         match response {
             Response::Manifest(m) => {
                 let sends = self.fetcher.on_manifest(id, m);
@@ -1215,6 +1303,7 @@ impl Runner {
                 self.on_blocks(peer, blocks)?;
             }
             Response::Checkpoint { height, address } => {
+                self.last_checkpoint_ask = Instant::now() - Duration::from_secs(60);
                 self.on_checkpoint_offer(peer, height, address)
             }
             Response::Update(bytes) => {
@@ -1318,6 +1407,7 @@ impl Runner {
         s.test_loss = report.test.map(|t| t.0);
         s.test_accuracy = report.test.map(|t| t.1);
         s.last_round_updates = report.updates;
+        s.last_round_samples = report.samples;
         s.credit = credit;
         s.listen = listen;
         s.syncing = matches!(self.phase, Phase::Syncing { .. });

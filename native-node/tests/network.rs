@@ -76,7 +76,9 @@ fn three_validators_and_a_trainer_agree_and_learn() {
     for i in 0..3 {
         net.start(i, &[]);
     }
-    net.start(3, &["--roles", "trainer"]);
+    // The trainer knows the relay only by its QUIC address (a TLS handshake, unlike tcp's Noise).
+    let quic = net.relay_addr("/quic-v1");
+    net.start_via(3, &quic, &["--roles", "trainer"]);
     let all = [0, 1, 2, 3];
     net.wait_until("every node at height 12", Duration::from_secs(180), |n| {
         heights(n, &all).iter().all(|h| *h >= 12)

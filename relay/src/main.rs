@@ -25,6 +25,7 @@ use crate::cli::Cli;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format_json);
+    tabswarm_net::install_crypto_provider();
     run(cli).await
 }
 

@@ -98,7 +98,7 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
             eprintln!(
                 "{height:>6}  {:>7}  {:>8}  {:>9.4}  {:>7.2}%  {:>5}  {:>7}",
                 status["last_round_updates"].as_u64().unwrap_or(0),
-                status["last_round_updates"].as_u64().unwrap_or(0) * 1600,
+                status["last_round_samples"].as_u64().unwrap_or(0),
                 status["test_loss"].as_f64().unwrap_or(f64::NAN),
                 status["test_accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
                 status["peers"].as_u64().unwrap_or(0),

@@ -121,18 +121,24 @@ impl Net {
         }
     }
 
-    /// The relay's plain TCP address.
-    pub(crate) fn relay_tcp(&self) -> String {
+    /// The relay's address for one transport (`/tcp/`, `/quic-v1`, `/ws`, `/webrtc-direct`).
+    pub(crate) fn relay_addr(&self, transport: &str) -> String {
         self.relay_addrs
             .iter()
-            .find(|a| a.contains("/tcp/") && !a.contains("/ws"))
+            .find(|a| a.contains(transport) && (transport != "/tcp/" || !a.contains("/ws")))
             .unwrap()
             .clone()
     }
 
-    /// Starts node `i` (bootstrapping from the relay) with extra flags.
+    /// Starts node `i` (bootstrapping from the relay over TCP) with extra flags.
     pub(crate) fn start(&mut self, i: usize, extra: &[&str]) {
-        let relay = self.relay_tcp();
+        let relay = self.relay_addr("/tcp/");
+        self.start_via(i, &relay, extra);
+    }
+
+    /// Starts node `i` bootstrapping from `relay`.
+    pub(crate) fn start_via(&mut self, i: usize, relay: &str, extra: &[&str]) {
+        let relay = relay.to_owned();
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} already running");
         let _ = std::fs::remove_file(node.home.join("rpc.addr"));
