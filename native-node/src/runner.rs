@@ -408,7 +408,7 @@ impl Runner {
             ..RoundClock::default()
         };
         if !applied {
-            warn!(
+            debug!(
                 height,
                 "committed block without its payloads here; fetching the parameters from a peer"
             );
@@ -725,6 +725,12 @@ impl Runner {
     }
 
     fn request_checkpoint_anywhere(&mut self) {
+        // Several payload-less commits in a row (a node catching up) need one answer, not one
+        // each.
+        if self.last_checkpoint_ask.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_checkpoint_ask = Instant::now();
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in peers.into_iter().take(3) {
             self.send_request(peer, Request::Checkpoint);
@@ -828,6 +834,9 @@ impl Runner {
         );
         self.store.put_checkpoint(height, &bytes)?;
         self.app_mut().adopt_checkpoint(height, Arc::new(params));
+        if self.sync_target.is_some_and(|(t, _)| height >= t) {
+            self.sync_target = None;
+        }
         if let Phase::Syncing { params_missing, .. } = &mut self.phase {
             *params_missing = false;
         }

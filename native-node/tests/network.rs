@@ -132,6 +132,7 @@ fn a_killed_validator_misses_nothing_and_never_double_signs() {
     }
     reach(&net, &[0, 1, 2, 3], 5, "height 5", 120);
     let before = net.status(3).unwrap();
+    let t = std::time::Instant::now();
     net.kill9(3);
     let h0 = heights(&net, &[0, 1, 2]).into_iter().max().unwrap();
     reach(
@@ -141,12 +142,14 @@ fn a_killed_validator_misses_nothing_and_never_double_signs() {
         "commits without the killed validator",
         120,
     );
+    eprintln!("kill9: commits went on without it after {:?}", t.elapsed());
     net.start(3, &[]);
     net.wait_until(
         "the restarted validator caught up",
         Duration::from_secs(120),
         |n| in_sync_with(n, 3, &[0, 1, 2]).is_some_and(|s| s["height"].as_u64().unwrap() > h0 + 4),
     );
+    eprintln!("kill9: caught up after {:?}", t.elapsed());
     let caught_up = net.height(3);
     net.wait_until(
         "the restarted validator votes again",
