@@ -30,6 +30,8 @@ const VALIDATION_EXAMPLES: usize = 500;
 /// An update whose validation loss exceeds `base * FACTOR + SLACK` is refused as harmful.
 const HARM_FACTOR: f32 = 1.5;
 const HARM_SLACK: f32 = 0.5;
+/// Most updates held for the next height (each carries a ~0.4 MB payload for the MLP).
+const MAX_POOL: usize = 256;
 /// Heights a trainer counts as active after its last announcement.
 const ACTIVE_HEIGHTS: u64 = 3;
 
@@ -239,7 +241,13 @@ impl RoundApp {
         self.active_trainers
             .insert(update.header.trainer, update.header.height);
         let id = update.id();
-        if self.pool.contains_key(&id) || self.pool.len() >= MAX_UPDATES {
+        // One update per trainer per height, and a bounded pool: payloads are ~0.4 MB each,
+        // so an unbounded pool would let a crowd of fresh keys exhaust memory.
+        let trainer_has_one = self.pool.values().any(|e| {
+            e.update.header.trainer == update.header.trainer
+                && e.update.header.height == update.header.height
+        });
+        if self.pool.contains_key(&id) || trainer_has_one || self.pool.len() >= MAX_POOL {
             return false;
         }
         self.pool.insert(

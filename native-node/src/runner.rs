@@ -42,6 +42,8 @@ const PAYLOAD_WAIT: Duration = Duration::from_secs(4);
 const TICK: Duration = Duration::from_millis(100);
 /// How long a fresh node looks for peers ahead of it before starting alone.
 const SYNC_GRACE: Duration = Duration::from_secs(3);
+/// Bytes of blocks in one answer (the cbor codec refuses responses over 10 MiB).
+const MAX_BLOCKS_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Proposals held back while their payloads download (more are judged at once).
 const MAX_HELD: usize = 64;
 /// Peers a node tries to stay connected to.
@@ -420,12 +422,7 @@ impl Runner {
         let (loss, acc) = report.test.unwrap_or((f32::NAN, f32::NAN));
         self.metrics.loss.set(f64::from(loss));
         self.metrics.accuracy.set(f64::from(acc));
-        let credit = self
-            .ledger
-            .credits()
-            .get(&self.key.address().0)
-            .copied()
-            .unwrap_or(0);
+        let credit = self.own_credit();
         self.metrics.credit.set(credit as i64);
         info!(
             height,
@@ -1222,15 +1219,25 @@ impl Runner {
                 })
                 .unwrap_or(Response::NotFound),
             Request::Blocks { from, max } => {
-                let to = from.saturating_add(u64::from(max.min(MAX_BLOCKS_PER_RESPONSE))) - 1;
-                match self.store.blocks(from, to) {
-                    Ok(blocks) => Response::Blocks(
-                        blocks
-                            .into_iter()
-                            .filter_map(|b| Message::Block(Box::new(b)).encode().ok())
-                            .map(ByteBuf::from)
-                            .collect(),
-                    ),
+                // A peer chooses `from` and `max`: clamp both, and stop well inside the
+                // codec's 10 MiB response limit however large the blocks are.
+                let count = u64::from(max.clamp(1, MAX_BLOCKS_PER_RESPONSE));
+                let to = from.max(1).saturating_add(count - 1);
+                match self.store.blocks(from.max(1), to) {
+                    Ok(blocks) => {
+                        let mut total = 0;
+                        Response::Blocks(
+                            blocks
+                                .into_iter()
+                                .filter_map(|b| Message::Block(Box::new(b)).encode().ok())
+                                .take_while(|bytes| {
+                                    total += bytes.len();
+                                    total <= MAX_BLOCKS_RESPONSE_BYTES
+                                })
+                                .map(ByteBuf::from)
+                                .collect(),
+                        )
+                    }
                     Err(_) => Response::NotFound,
                 }
             }
@@ -1342,6 +1349,15 @@ impl Runner {
 
     // ---- status ----
 
+    /// Included updates the ledger credits to this node.
+    fn own_credit(&self) -> u64 {
+        self.ledger
+            .credits()
+            .get(&self.key.address().0)
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn refresh_signer_status(&mut self) {
         let signer = match &self.phase {
             Phase::Running(node) => node.signer_state().clone(),
@@ -1370,12 +1386,7 @@ impl Runner {
         let report = app.last_report();
         let app_stats = app.stats();
         let param_hash = hex(&app.param_hash());
-        let credit = self
-            .ledger
-            .credits()
-            .get(&self.key.address().0)
-            .copied()
-            .unwrap_or(0);
+        let credit = self.own_credit();
         let mut direct: Vec<String> = Vec::new();
         let mut relayed: Vec<String> = Vec::new();
         for (peer, via_circuit) in self.connections.values() {
