@@ -58,3 +58,35 @@ fn a_lone_validator_commits_one_height_per_call() {
     assert!(c.run_until_height(5, 1_000).expect("no node error"));
     assert_eq!(c.committed[0].len(), 5);
 }
+
+#[test]
+fn verify_message_accepts_real_votes_and_refuses_forged_ones() {
+    use malachitebft_core_types::{NilOrVal, Round, VoteType};
+    use tabswarm_consensus::context::{Height, TabswarmContext, Vote};
+    use tabswarm_consensus::testkit::key;
+    use tabswarm_consensus::wire::Message;
+
+    let g = genesis(&[1, 1, 1, 1]);
+    let mut node = tabswarm_consensus::node::Node::new(
+        g.clone(),
+        key(0),
+        tabswarm_consensus::testkit::HonestApp::new(1),
+    )
+    .expect("node");
+    let ctx = TabswarmContext::new(g.run_id());
+    let vote = Vote {
+        height: Height(1),
+        round: Round::new(0),
+        vote_type: VoteType::Prevote,
+        value: NilOrVal::Nil,
+        validator: key(1).address(),
+    };
+    let genuine = Message::Vote(ctx.sign_vote(&key(1), vote.clone()).into());
+    assert!(node.verify_message(&genuine));
+    // Asked again (now from the memo) the answer is the same.
+    assert!(node.verify_message(&genuine));
+    // Signed by another key than the vote names: refused, and not remembered as valid.
+    let forged = Message::Vote(ctx.sign_vote(&key(2), vote).into());
+    assert!(!node.verify_message(&forged));
+    assert!(!node.verify_message(&forged));
+}

@@ -109,7 +109,9 @@ pub(crate) struct Runner {
     phase: Phase,
     /// The application before consensus starts (during sync); moved into the node after.
     app: Option<RoundApp>,
-    ledger: Ledger,
+    /// The chain while catching up; once consensus runs, the node's own ledger is the one
+    /// (see [`Runner::ledger`]), so commits are verified and stored once.
+    sync_ledger: Ledger,
     blobs: Blobs,
     fetcher: Fetcher,
     params_address: [u8; 32],
@@ -200,7 +202,7 @@ impl Runner {
                 params_missing,
             },
             app: Some(app),
-            ledger,
+            sync_ledger: ledger,
             blobs: Blobs::default(),
             fetcher: Fetcher::default(),
             params_address: [0; 32],
@@ -228,6 +230,14 @@ impl Runner {
         runner.publish_params_blob();
         runner.restore_updates()?;
         Ok(runner)
+    }
+
+    /// The committed chain: the consensus node's once it runs, the catch-up copy before.
+    fn ledger(&self) -> &Ledger {
+        match &self.phase {
+            Phase::Running(node) => node.ledger(),
+            Phase::Syncing { .. } => &self.sync_ledger,
+        }
     }
 
     fn app(&self) -> &RoundApp {
@@ -313,7 +323,7 @@ impl Runner {
             };
             tokio::select! {
                 _ = &mut shutdown => {
-                    info!(height = self.ledger.height().0, "stopping; state is on disk");
+                    info!(height = self.ledger().height().0, "stopping; state is on disk");
                     return Ok(());
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
@@ -322,7 +332,7 @@ impl Runner {
                 _ = tick.tick() => {
                     self.on_tick()?;
                     if let Some(stop) = self.stop_at_height
-                        && self.ledger.height().0 >= stop
+                        && self.ledger().height().0 >= stop
                     {
                         info!(height = stop, "reached --stop-at-height");
                         return Ok(());
@@ -383,7 +393,6 @@ impl Runner {
 
     fn on_committed(&mut self, block: Block) -> anyhow::Result<()> {
         let height = block.height.0;
-        self.ledger.append(block.clone()).ok();
         let applied = self.app_mut().on_commit(&block);
         self.metrics.commits.inc();
         self.metrics.height.set(height as i64);
@@ -613,7 +622,7 @@ impl Runner {
             return Ok(());
         };
         let (since, best, params_missing) = (*since, *best, *params_missing);
-        let ours = self.ledger.height().0;
+        let ours = self.ledger().height().0;
         if let Some((h, bytes)) = self.fetched_checkpoint.take() {
             if h == ours {
                 self.adopt_checkpoint(h, bytes)?;
@@ -694,7 +703,7 @@ impl Runner {
         let mut node = Node::restart(self.genesis.clone(), self.key.clone(), app, persisted)?;
         let outputs = node.start()?;
         info!(
-            height = self.ledger.height().0,
+            height = self.ledger().height().0,
             validator = self
                 .genesis
                 .validators
@@ -714,7 +723,7 @@ impl Runner {
         let id = self.send_request(
             peer,
             Request::Blocks {
-                from: self.ledger.height().0 + 1,
+                from: self.ledger().height().0 + 1,
                 max: MAX_BLOCKS_PER_RESPONSE,
             },
         );
@@ -743,10 +752,10 @@ impl Runner {
             match &mut self.phase {
                 Phase::Syncing { .. } => {
                     let beyond_target = self.sync_target.is_some_and(|(t, _)| block.height.0 > t);
-                    if block.height.0 != self.ledger.height().0 + 1 || beyond_target {
+                    if block.height.0 != self.ledger().height().0 + 1 || beyond_target {
                         continue;
                     }
-                    if let Err(e) = self.ledger.append((*block).clone()) {
+                    if let Err(e) = self.sync_ledger.append((*block).clone()) {
                         warn!(%peer, error = %e, "peer sent a block that does not verify");
                         return Ok(());
                     }
@@ -756,7 +765,7 @@ impl Runner {
                     if self.sync_target.is_none() && self.app_mut().on_commit(&block) {
                         self.after_params_changed(block.height.0)?;
                     }
-                    let h = self.ledger.height().0;
+                    let h = self.ledger().height().0;
                     if h.is_multiple_of(100) {
                         info!(height = h, "catching up: blocks verified and stored");
                     }
@@ -771,7 +780,7 @@ impl Runner {
     }
 
     fn on_checkpoint_offer(&mut self, peer: PeerId, height: u64, address: [u8; 32]) {
-        let ours = self.ledger.height().0;
+        let ours = self.ledger().height().0;
         if matches!(self.phase, Phase::Syncing { .. }) {
             if self.sync_target.is_none()
                 && height >= ours
@@ -799,11 +808,11 @@ impl Runner {
     }
 
     fn params_stale(&self) -> bool {
-        self.app().height() != self.ledger.height().0
+        self.app().height() != self.ledger().height().0
     }
 
     fn on_checkpoint_blob(&mut self, height: u64, bytes: Vec<u8>) -> anyhow::Result<()> {
-        if matches!(self.phase, Phase::Syncing { .. }) && height > self.ledger.height().0 {
+        if matches!(self.phase, Phase::Syncing { .. }) && height > self.ledger().height().0 {
             // Adopted once the blocks up to its height are verified (see `sync_step`).
             self.fetched_checkpoint = Some((height, bytes));
             return Ok(());
@@ -817,11 +826,11 @@ impl Runner {
             return Ok(());
         };
         let expected = self
-            .ledger
+            .ledger()
             .blocks()
             .get((height as usize).wrapping_sub(1))
             .map(|b| b.value.proposal.result_param_hash);
-        if height != self.ledger.height().0 || expected != Some(flat::param_hash(&params).0) {
+        if height != self.ledger().height().0 || expected != Some(flat::param_hash(&params).0) {
             debug!(height, "checkpoint does not match our ledger; ignored");
             return Ok(());
         }
@@ -1039,11 +1048,15 @@ impl Runner {
                         return Ok(MessageAcceptance::Reject);
                     }
                 };
-                if !msg.verify(&self.ctx) {
+                let authentic = match &mut self.phase {
+                    Phase::Running(node) => node.verify_message(&msg),
+                    Phase::Syncing { .. } => msg.verify(&self.ctx),
+                };
+                if !authentic {
                     rejected.bad_signature += 1;
                     return Ok(MessageAcceptance::Reject);
                 }
-                let ours = self.ledger.height().0;
+                let ours = self.ledger().height().0;
                 let height = message_height(&msg).unwrap_or(ours + 1);
                 drop(status);
                 if height + 1 < ours && !matches!(msg, Message::Evidence(_)) {
@@ -1252,7 +1265,7 @@ impl Runner {
                 .and_then(|u| u.encode().ok())
                 .map_or(Response::NotFound, |b| Response::Update(ByteBuf::from(b))),
             Request::Status => Response::Status {
-                height: self.ledger.height().0,
+                height: self.ledger().height().0,
             },
         };
         if let Response::Chunk(b) = &response {
@@ -1351,7 +1364,7 @@ impl Runner {
 
     /// Included updates the ledger credits to this node.
     fn own_credit(&self) -> u64 {
-        self.ledger
+        self.ledger()
             .credits()
             .get(&self.key.address().0)
             .copied()
@@ -1419,9 +1432,9 @@ impl Runner {
         s.direct_peers = direct;
         s.relayed_peers = relayed;
         s.penalised_peers = penalised;
-        s.height = self.ledger.height().0;
+        s.height = self.ledger().height().0;
         s.round = round;
-        s.head_hash = hex(&self.ledger.tip_hash());
+        s.head_hash = hex(&self.ledger().tip_hash());
         s.param_hash = param_hash;
         s.peers = peers;
         s.test_loss = report.test.map(|t| t.0);
