@@ -15,6 +15,37 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+#[doc(hidden)]
+pub use {libp2p as __libp2p, libp2p_webrtc as __webrtc};
+
+/// A `SwarmBuilder` with every transport a tabswarm server listens on: tcp (Noise, yamux),
+/// quic, webrtc-direct (with the given certificate), dns and websocket. The relay adds its
+/// behaviour next; the node adds the relay client first. A macro because libp2p's type-state
+/// builder cannot be returned from a function; use it inside an `async` function returning
+/// `anyhow::Result` (it uses `?` and `.await`).
+#[macro_export]
+macro_rules! server_transports {
+    ($key:expr, $certificate:expr) => {
+        $crate::__libp2p::SwarmBuilder::with_existing_identity($key)
+            .with_tokio()
+            .with_tcp(
+                $crate::__libp2p::tcp::Config::default().nodelay(true),
+                $crate::__libp2p::noise::Config::new,
+                $crate::__libp2p::yamux::Config::default,
+            )?
+            .with_quic()
+            .with_other_transport(|key| {
+                $crate::__webrtc::tokio::Transport::new(key.clone(), $certificate.clone())
+            })?
+            .with_dns()?
+            .with_websocket(
+                $crate::__libp2p::noise::Config::new,
+                $crate::__libp2p::yamux::Config::default,
+            )
+            .await?
+    };
+}
+
 /// Protocol names every tabswarm peer speaks.
 pub mod protocol {
     use libp2p::StreamProtocol;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
+use libp2p::Multiaddr;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, noise, tcp, yamux};
 use tabswarm_net::{load_or_create_certificate, load_or_create_keypair, with_peer};
 use tracing::{debug, info, warn};
 
@@ -51,20 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let cert = load_or_create_certificate(&cli.home.join("webrtc.pem"))?;
     let relay_config = cli.relay_config();
     let limits = cli.connection_limits();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_quic()
-        .with_other_transport(|key| {
-            libp2p_webrtc::tokio::Transport::new(key.clone(), cert.clone())
-        })?
-        .with_dns()?
-        .with_websocket(noise::Config::new, yamux::Config::default)
-        .await?
+    let mut swarm = tabswarm_net::server_transports!(key, cert)
         .with_behaviour(|key| Behaviour::new(key, relay_config, limits))?
         .with_swarm_config(|c| {
             c.with_idle_connection_timeout(Duration::from_secs(cli.idle_timeout_secs))

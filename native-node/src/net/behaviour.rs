@@ -8,7 +8,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     Swarm, connection_limits, dcutr, gossipsub, identify, kad, memory_connection_limits, noise,
-    ping, relay, tcp, yamux,
+    ping, relay, yamux,
 };
 use tabswarm_net::protocol;
 
@@ -137,20 +137,7 @@ pub(crate) async fn build_swarm(
     limits: Limits,
     topics: &Topics,
 ) -> anyhow::Result<Swarm<Behaviour>> {
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_quic()
-        .with_other_transport(|key| {
-            libp2p_webrtc::tokio::Transport::new(key.clone(), certificate.clone())
-        })?
-        .with_dns()?
-        .with_websocket(noise::Config::new, yamux::Config::default)
-        .await?
+    let swarm = tabswarm_net::server_transports!(key, certificate)
         .with_relay_client(noise::Config::new, yamux::Config::default)?
         .with_behaviour(|key, relay| Behaviour::new(key, relay, limits, topics).map_err(Into::into))
         .context("building the node's protocols")?
