@@ -151,10 +151,10 @@ impl Assembly {
         Ok(())
     }
 
-    /// The blob, once every chunk is in.
-    pub fn finish(self) -> Result<Vec<u8>, Self> {
+    /// The blob and its (checked) manifest, once every chunk is in.
+    pub fn finish(self) -> Result<(Manifest, Vec<u8>), Self> {
         if self.missing == 0 {
-            Ok(self.bytes)
+            Ok((self.manifest, self.bytes))
         } else {
             Err(self)
         }
@@ -200,7 +200,9 @@ mod tests {
             assert_eq!(a.add(i, &bad), Err(ChunkError::WrongChunk(i)));
             a.add(i, &blob[r]).unwrap();
         }
-        assert_eq!(a.finish().unwrap(), blob);
+        let (manifest, bytes) = a.finish().unwrap();
+        assert_eq!(bytes, blob);
+        assert_eq!(manifest, m);
     }
 
     #[test]

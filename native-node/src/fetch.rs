@@ -91,7 +91,9 @@ pub(crate) struct Fetcher {
 #[derive(Debug)]
 pub(crate) struct Done {
     pub(crate) purpose: Purpose,
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) address: [u8; 32],
+    /// With the manifest already checked chunk by chunk: no need to hash it again.
+    pub(crate) blob: Arc<Blob>,
 }
 
 impl Fetcher {
@@ -197,8 +199,18 @@ impl Fetcher {
             if a.missing().next().is_none() {
                 let d = self.downloads.remove(&address).expect("present");
                 let purpose = d.purpose;
-                let bytes = d.assembly.and_then(|a| a.finish().ok()).unwrap_or_default();
-                return (Vec::new(), Some(Done { purpose, bytes }));
+                let Some(Ok((manifest, bytes))) = d.assembly.map(Assembly::finish) else {
+                    return (Vec::new(), None);
+                };
+                let blob = Arc::new(Blob { manifest, bytes });
+                return (
+                    Vec::new(),
+                    Some(Done {
+                        purpose,
+                        address,
+                        blob,
+                    }),
+                );
             }
         }
         (Self::pump(address, d), None)

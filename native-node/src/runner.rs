@@ -22,7 +22,7 @@ use tabswarm_consensus::ledger::{Block, Ledger};
 use tabswarm_consensus::node::{Node, Output, Record};
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_consensus::wire::Message;
-use tabswarm_core::chunks::{Manifest, bytes_to_f32s, f32s_to_bytes};
+use tabswarm_core::chunks::{bytes_to_f32s, f32s_to_bytes};
 use tabswarm_core::flat;
 use tabswarm_core::train::LocalUpdate;
 use tokio::sync::mpsc;
@@ -262,15 +262,15 @@ impl Runner {
             let Ok(update) = SignedUpdate::decode(&announcement) else {
                 continue;
             };
-            if !update.verify(&run) || Manifest::of(&payload).hash() != update.header.payload_hash {
+            let (blob, address) = Blob::new(payload);
+            if !update.verify(&run) || address != update.header.payload_hash {
                 continue;
             }
-            let Some(delta) = bytes_to_f32s(&payload) else {
+            let Some(delta) = bytes_to_f32s(&blob.bytes) else {
                 continue;
             };
             let id = update.id();
             if self.app_mut().announce(update) && self.app_mut().add_payload(&id, delta) {
-                let (blob, address) = Blob::new(payload);
                 self.blobs.insert(address, blob);
             }
         }
@@ -1306,11 +1306,10 @@ impl Runner {
                 let (sends, done) = self.fetcher.on_chunk(id, &bytes);
                 self.send_all(sends);
                 if let Some(done) = done {
-                    let (blob, address) = Blob::new(done.bytes.clone());
-                    self.blobs.insert(address, blob);
+                    self.blobs.insert(done.address, done.blob.clone());
                     match done.purpose {
                         Purpose::Update(uid) => {
-                            if let Some(delta) = bytes_to_f32s(&done.bytes)
+                            if let Some(delta) = bytes_to_f32s(&done.blob.bytes)
                                 && let Some(update) = self.app().update(&uid).copied()
                                 && self.app_mut().add_payload(&uid, delta)
                             {
@@ -1318,12 +1317,14 @@ impl Runner {
                                     update.header.height,
                                     &uid,
                                     &update.encode()?,
-                                    &done.bytes,
+                                    &done.blob.bytes,
                                 )?;
                             }
                             self.release_held(true)?;
                         }
-                        Purpose::Checkpoint(h) => self.on_checkpoint_blob(h, done.bytes)?,
+                        Purpose::Checkpoint(h) => {
+                            self.on_checkpoint_blob(h, done.blob.bytes.clone())?
+                        }
                     }
                 }
             }
