@@ -7,7 +7,7 @@
 //!   "version": 1,
 //!   "name": "mnist-mlp-demo",
 //!   "initial_param_hash": "<64 hex chars: hash of the initial flat parameter vector>",
-//!   "aggregation_rule": "mean",            // or "median", or {"trimmed_mean": {"trim_per_mille": 100}}
+//!   "aggregation_rule": "mean",            // the only rule implemented so far (see below)
 //!   "timeouts_ms": {                       // optional; these are the defaults
 //!     "propose": 3000, "propose_delta": 500,
 //!     "prevote": 1000, "prevote_delta": 500,
@@ -278,6 +278,10 @@ pub enum GenesisError {
     /// A training rule out of range.
     #[error("training: {0}")]
     Training(&'static str),
+    /// An option the format names but this build does not implement: accepted, it would
+    /// make a run in which no height ever commits.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// A validated genesis: what the rest of the crate uses.
@@ -319,6 +323,12 @@ impl Genesis {
             return Err(GenesisError::Timeouts("max is below a base timeout"));
         }
         file.training.check()?;
+        if file.aggregation_rule != AggregationRule::Mean {
+            return Err(GenesisError::Unsupported(
+                "aggregation_rule: only \"mean\" is implemented; median and trimmed_mean are \
+                 reserved for the robust-aggregation rules and refused until they exist",
+            ));
+        }
         let mut seen = BTreeSet::new();
         let mut validators = Vec::with_capacity(file.validators.len());
         let mut total: u64 = 0;
@@ -440,6 +450,22 @@ mod tests {
                     stake,
                 })
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn aggregation_rules_not_implemented_are_refused_when_the_genesis_is_made() {
+        for rule in [
+            AggregationRule::Median,
+            AggregationRule::TrimmedMean {
+                trim_per_mille: 100,
+            },
+        ] {
+            let mut f = file(&[1, 1]);
+            f.aggregation_rule = rule;
+            let err = Genesis::from_file(f).expect_err("refused");
+            assert!(matches!(err, GenesisError::Unsupported(_)), "{err}");
+            assert!(err.to_string().contains("only \"mean\""), "{err}");
         }
     }
 

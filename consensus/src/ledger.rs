@@ -85,23 +85,17 @@ impl CommitCert {
     ) -> Result<(), CertError> {
         let mut seen = BTreeSet::new();
         let mut signed: u64 = 0;
-        for (address, signature) in &self.signatures {
-            let power = set.power_of(address);
+        for vote in self.votes() {
+            let address = vote.message.validator;
+            let power = set.power_of(&address);
             if power == 0 {
-                return Err(CertError::UnknownSigner(*address));
+                return Err(CertError::UnknownSigner(address));
             }
-            if !seen.insert(*address) {
-                return Err(CertError::DuplicateSigner(*address));
+            if !seen.insert(address) {
+                return Err(CertError::DuplicateSigner(address));
             }
-            let vote = Vote {
-                height: self.height,
-                round: self.round,
-                vote_type: VoteType::Precommit,
-                value: NilOrVal::Val(self.value_id),
-                validator: *address,
-            };
-            if !check(&crate::context::SignedVote::new(vote, *signature)) {
-                return Err(CertError::BadSignature(*address));
+            if !check(&vote) {
+                return Err(CertError::BadSignature(address));
             }
             signed += power;
         }
@@ -111,6 +105,23 @@ impl CommitCert {
             return Err(CertError::NoQuorum { signed, total });
         }
         Ok(())
+    }
+
+    /// The signed precommits this certificate is made of.
+    pub fn votes(&self) -> Vec<crate::context::SignedVote> {
+        self.signatures
+            .iter()
+            .map(|(address, signature)| {
+                let vote = Vote {
+                    height: self.height,
+                    round: self.round,
+                    vote_type: VoteType::Precommit,
+                    value: NilOrVal::Val(self.value_id),
+                    validator: *address,
+                };
+                crate::context::SignedVote::new(vote, *signature)
+            })
+            .collect()
     }
 }
 

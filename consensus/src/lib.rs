@@ -55,6 +55,7 @@
 pub mod codec;
 pub mod context;
 pub mod evidence;
+pub mod gate;
 pub mod genesis;
 pub mod identity;
 pub mod ledger;

@@ -23,6 +23,7 @@ use crate::context::{
     TabswarmContext, ValidatorSet, Value, ValueId,
 };
 use crate::evidence::{Evidence, SignedHeader, SignedVoteMsg};
+use crate::gate::{self, Verdict};
 use crate::genesis::Genesis;
 use crate::identity::{Address, Keypair, Signature};
 use crate::ledger::{self, Block, CertError, CommitCert, Ledger};
@@ -387,7 +388,15 @@ impl<A: Application> Node<A> {
     /// A peer replaying old votes gets at most one batch per three replays.
     fn serve_catch_up(&mut self, v: &SignedVoteMsg) {
         let ours = self.state.height();
-        if !self.host.ctx.verify_vote(&v.clone().into()) {
+        // Only a validator's laggard vote earns blocks: otherwise every fresh key could make
+        // us broadcast a batch of blocks (an amplification anyone could use).
+        let member = self
+            .ledger
+            .genesis()
+            .validators
+            .iter()
+            .any(|(a, _)| *a == v.vote.validator);
+        if !member || !self.host.ctx.verify_vote(&v.clone().into()) {
             return;
         }
         if self.stale_seen.len() >= SERVED_MEMORY {
@@ -501,17 +510,12 @@ impl<A: Application> Node<A> {
         self.settle()
     }
 
-    /// Checks a message's signatures, as a host must before relaying it. Votes go through this
-    /// node's memo of verified votes, so consensus does not run ed25519 on them a second time
-    /// when the same message is fed in next.
-    pub fn verify_message(&mut self, msg: &Message) -> bool {
-        match msg {
-            Message::Vote(v) => {
-                let (ctx, verified) = (self.host.ctx, &mut self.host.verified);
-                verified.verify(&ctx, None, &v.clone().into())
-            }
-            other => other.verify(&self.host.ctx),
-        }
+    /// Judges a gossiped message as a host must before relaying it (membership, proposer,
+    /// certificate stake; see [`crate::gate`]). Votes go through this node's memo of verified
+    /// votes, so consensus does not run ed25519 on them a second time when fed in next.
+    pub fn judge(&mut self, msg: &Message) -> Verdict {
+        let (ctx, verified) = (self.host.ctx, &mut self.host.verified);
+        gate::judge(&self.ledger, &ctx, msg, |v| verified.verify(&ctx, None, v))
     }
 
     /// Whether this node is the proposer of the current round and still owes its proposal.

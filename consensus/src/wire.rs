@@ -205,30 +205,28 @@ impl Message {
     }
 
     /// Whether the signatures inside verify for `ctx`'s run (evidence also checks the conflict).
+    ///
+    /// This proves only who signed, not that the signers count: use [`crate::gate::judge`]
+    /// (membership, proposer, stake) before relaying anything. A certificate without
+    /// signatures never verifies.
     pub fn verify(&self, ctx: &TabswarmContext) -> bool {
+        let all = |votes: Vec<crate::context::SignedVote>| {
+            !votes.is_empty() && votes.iter().all(|v| ctx.verify_vote(v))
+        };
         match self {
             Message::Vote(v) => ctx.verify_vote(&v.clone().into()),
             Message::Proposal(p) => ctx.verify_proposal(&p.clone().into()),
             Message::Evidence(e) => e.verify(ctx).is_ok(),
             Message::Polka(c) => {
                 let c: PolkaCertificate<TabswarmContext> = c.clone().into();
-                c.votes(ctx).all(|v| ctx.verify_vote(&v))
+                all(c.votes(ctx).collect())
             }
             Message::RoundCert(c) => {
                 let c: RoundCertificate<TabswarmContext> = c.clone().into();
-                c.votes(ctx).all(|v| ctx.verify_vote(&v))
+                all(c.votes(ctx).collect())
             }
             // A block is checked against the ledger (certificate and stake) when applied.
-            Message::Block(b) => b.certificate.signatures.iter().all(|(a, s)| {
-                let vote = crate::context::Vote {
-                    height: b.certificate.height,
-                    round: b.certificate.round,
-                    vote_type: malachitebft_core_types::VoteType::Precommit,
-                    value: malachitebft_core_types::NilOrVal::Val(b.certificate.value_id),
-                    validator: *a,
-                };
-                ctx.verify_vote(&crate::context::SignedVote::new(vote, *s))
-            }),
+            Message::Block(b) => all(b.certificate.votes()),
         }
     }
 }

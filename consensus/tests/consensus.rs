@@ -60,9 +60,10 @@ fn a_lone_validator_commits_one_height_per_call() {
 }
 
 #[test]
-fn verify_message_accepts_real_votes_and_refuses_forged_ones() {
+fn judge_accepts_real_votes_and_refuses_forged_ones() {
     use malachitebft_core_types::{NilOrVal, Round, VoteType};
     use tabswarm_consensus::context::{Height, TabswarmContext, Vote};
+    use tabswarm_consensus::gate::Verdict;
     use tabswarm_consensus::testkit::key;
     use tabswarm_consensus::wire::Message;
 
@@ -82,11 +83,11 @@ fn verify_message_accepts_real_votes_and_refuses_forged_ones() {
         validator: key(1).address(),
     };
     let genuine = Message::Vote(ctx.sign_vote(&key(1), vote.clone()).into());
-    assert!(node.verify_message(&genuine));
+    assert_eq!(node.judge(&genuine), Verdict::Accept);
     // Asked again (now from the memo) the answer is the same.
-    assert!(node.verify_message(&genuine));
+    assert_eq!(node.judge(&genuine), Verdict::Accept);
     // Signed by another key than the vote names: refused, and not remembered as valid.
     let forged = Message::Vote(ctx.sign_vote(&key(2), vote).into());
-    assert!(!node.verify_message(&forged));
-    assert!(!node.verify_message(&forged));
+    assert_eq!(node.judge(&forged), Verdict::Reject);
+    assert_eq!(node.judge(&forged), Verdict::Reject);
 }

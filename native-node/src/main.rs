@@ -9,13 +9,11 @@ use clap::Parser;
 
 mod cli;
 mod data_cmd;
-mod fetch;
 mod logging;
 mod metrics;
 mod net;
 mod net_cli;
 mod net_cmd;
-mod round;
 mod runner;
 mod shutdown;
 mod store;

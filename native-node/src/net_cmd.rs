@@ -20,9 +20,10 @@ use crate::net::behaviour::{Limits, build_swarm};
 use crate::net_cli::{
     DEFAULT_RPC, ExportArgs, GenesisArgs, InitArgs, LedgerArgs, Role, RunArgs, StatusArgs,
 };
-use crate::round::{DataPlan, initial_params, train_config};
-use crate::runner::{Roles, Runner, Setup};
+use crate::runner::{Runner, Setup};
 use crate::store::Store;
+use tabswarm_peer::Roles;
+use tabswarm_peer::jobs::{DataPlan, initial_params, train_config};
 
 const STORE_FILE: &str = "node.redb";
 /// Where a running node writes its metrics/status address (the port may be chosen at start).
@@ -182,12 +183,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let (genesis, _) = load_genesis(&store, options.genesis.as_deref())?;
     let key = Keypair::from_seed(seed);
     let staked = genesis.validators.iter().any(|(a, _)| *a == key.address());
-    let roles = match &options.roles {
-        None => Roles {
-            train: true,
-            validate: staked,
-            storage: false,
-        },
+    let (roles, storage) = match &options.roles {
+        None => (
+            Roles {
+                train: true,
+                validate: staked,
+            },
+            false,
+        ),
         Some(list) => {
             let validate = list.contains(&Role::Validator);
             if validate && !staked {
@@ -196,16 +199,17 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                     hex(&key.address().0)
                 );
             }
-            Roles {
-                train: list.contains(&Role::Trainer),
-                validate,
-                storage: list.contains(&Role::Storage),
-            }
+            (
+                Roles {
+                    train: list.contains(&Role::Trainer),
+                    validate,
+                },
+                list.contains(&Role::Storage),
+            )
         }
     };
     let dataset = crate::data_cmd::load(&options.data)?;
     let plan = Arc::new(DataPlan::new(&dataset, &genesis.training)?);
-    let _ = train_config(&genesis.training);
     tabswarm_net::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -240,7 +244,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             roles: [
                 (roles.train, "trainer"),
                 (roles.validate, "validator"),
-                (roles.storage, "storage"),
+                (storage, "storage"),
             ]
             .iter()
             .filter(|(on, _)| *on)

@@ -167,19 +167,6 @@ impl Store {
         Ok(persisted)
     }
 
-    /// Blocks `from..=to` (as many as are stored).
-    pub(crate) fn blocks(&self, from: u64, to: u64) -> anyhow::Result<Vec<Block>> {
-        let txn = self.db.begin_read()?;
-        let mut out = Vec::new();
-        for entry in txn.open_table(BLOCKS)?.range(from..=to)? {
-            let (_, bytes) = entry?;
-            if let Record::Block(b) = Record::decode(bytes.value())? {
-                out.push(*b);
-            }
-        }
-        Ok(out)
-    }
-
     /// Stores the parameters committed at `height`.
     pub(crate) fn put_checkpoint(&self, height: u64, params: &[u8]) -> anyhow::Result<()> {
         let txn = self.db.begin_write()?;

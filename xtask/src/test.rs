@@ -37,7 +37,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "browser build (wasm32 + simd128, wasm-bindgen)",
         wasm::build_browser_pkg,
     )?;
-    s.step("wasm32 check of tabswarm-consensus", wasm::check_consensus)?;
+    s.step(
+        "wasm32 check of tabswarm-consensus and tabswarm-peer",
+        wasm::check_protocol_crates,
+    )?;
     let data = s.step("data (data/mnist.tsd)", || {
         install::ensure_data(Profile::Dev)
     })?;

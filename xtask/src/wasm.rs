@@ -55,15 +55,18 @@ pub(crate) fn build_browser_pkg() -> anyhow::Result<PathBuf> {
 
 /// `cargo check` of the consensus crate for wasm32: it must stay free of I/O, threads and
 /// native-only dependencies so a tab (or a Web Worker) can run it.
-pub(crate) fn check_consensus() -> anyhow::Result<()> {
+/// The shared protocol crates must run in a tab: consensus and the peer state machine.
+pub(crate) fn check_protocol_crates() -> anyhow::Result<()> {
     sh::run(
-        "cargo check --target wasm32 tabswarm-consensus",
+        "cargo check --target wasm32 tabswarm-consensus tabswarm-peer",
         &mut sh::cargo(&[
             "check",
             "--target",
             WASM_TARGET,
             "--package",
             "tabswarm-consensus",
+            "--package",
+            "tabswarm-peer",
         ]),
     )
 }

@@ -12,8 +12,8 @@ use libp2p::{
 };
 use tabswarm_net::protocol;
 
-use super::proto::{FETCH_PROTOCOL, Request, Response};
 use super::topics::Topics;
+use tabswarm_peer::wire::{FETCH_PROTOCOL, Request, Response};
 
 /// Largest gossip message: a block with a full certificate and evidence (consensus's own
 /// per-kind limits are checked again on receipt).
@@ -101,7 +101,10 @@ impl Behaviour {
         let kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         let fetch = request_response::cbor::Behaviour::new(
-            [(FETCH_PROTOCOL, ProtocolSupport::Full)],
+            [(
+                libp2p::StreamProtocol::new(FETCH_PROTOCOL),
+                ProtocolSupport::Full,
+            )],
             request_response::Config::default()
                 .with_request_timeout(Duration::from_secs(10))
                 .with_max_concurrent_streams(256),

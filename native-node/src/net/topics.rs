@@ -1,66 +1,43 @@
-//! Gossip topics: one per message kind, scoped to the run so runs never mix.
+//! The run's gossip topics as libp2p sees them (names come from `tabswarm_peer::wire`).
 
 use libp2p::gossipsub::{IdentTopic, TopicHash};
-use tabswarm_consensus::genesis::{RunId, hex};
-use tabswarm_consensus::wire::Message;
+use tabswarm_consensus::genesis::RunId;
+use tabswarm_peer::wire::Topic;
 
 /// A run's topics.
 #[derive(Debug, Clone)]
 pub(crate) struct Topics {
-    pub(crate) updates: IdentTopic,
-    pub(crate) proposals: IdentTopic,
-    pub(crate) votes: IdentTopic,
-    pub(crate) evidence: IdentTopic,
-    pub(crate) blocks: IdentTopic,
-}
-
-/// What a topic carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TopicKind {
-    Updates,
-    Consensus,
+    topics: Vec<(Topic, IdentTopic)>,
 }
 
 impl Topics {
     pub(crate) fn new(run: &RunId) -> Self {
-        let id = hex(&run.0[..8]);
-        let t = |kind: &str| IdentTopic::new(format!("/tabswarm/{id}/{kind}/1"));
         Self {
-            updates: t("updates"),
-            proposals: t("proposals"),
-            votes: t("votes"),
-            evidence: t("evidence"),
-            blocks: t("blocks"),
+            topics: Topic::ALL
+                .iter()
+                .map(|t| (*t, IdentTopic::new(t.name(run))))
+                .collect(),
         }
     }
 
-    pub(crate) fn all(&self) -> [&IdentTopic; 5] {
-        [
-            &self.updates,
-            &self.proposals,
-            &self.votes,
-            &self.evidence,
-            &self.blocks,
-        ]
+    pub(crate) fn all(&self) -> impl Iterator<Item = &IdentTopic> {
+        self.topics.iter().map(|(_, t)| t)
     }
 
-    /// The topic a consensus message goes out on.
-    pub(crate) fn for_message(&self, msg: &Message) -> &IdentTopic {
-        match msg {
-            Message::Proposal(_) => &self.proposals,
-            Message::Evidence(_) => &self.evidence,
-            Message::Block(_) => &self.blocks,
-            _ => &self.votes,
-        }
+    pub(crate) fn get(&self, topic: Topic) -> &IdentTopic {
+        // `topics` holds every `Topic`, built from `Topic::ALL`.
+        &self
+            .topics
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .unwrap_or(&self.topics[0])
+            .1
     }
 
-    pub(crate) fn kind(&self, hash: &TopicHash) -> Option<TopicKind> {
-        if hash == &self.updates.hash() {
-            Some(TopicKind::Updates)
-        } else if self.all()[1..].iter().any(|t| &t.hash() == hash) {
-            Some(TopicKind::Consensus)
-        } else {
-            None
-        }
+    pub(crate) fn kind(&self, hash: &TopicHash) -> Option<Topic> {
+        self.topics
+            .iter()
+            .find(|(_, t)| &t.hash() == hash)
+            .map(|(k, _)| *k)
     }
 }

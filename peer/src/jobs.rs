@@ -1,0 +1,226 @@
+//! Work too heavy for the event loop: local training, scoring on validation data, evaluation
+//! on test data. The peer asks for a job with [`crate::Effect::Run`]; the driver runs it off
+//! its loop (a blocking pool natively, a Web Worker in a tab) with [`run`] and feeds the
+//! [`Output`] back as [`crate::Input::JobDone`]. Votes and timers never wait behind a CNN.
+//!
+//! What a job computes is fixed here (which shard, which seed, which examples), so every
+//! driver computes the same thing.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tabswarm_consensus::genesis::{LocalOptimizer, ModelArch, RunId, TrainingRules};
+use tabswarm_consensus::identity::Address;
+use tabswarm_core::Backend;
+use tabswarm_core::data::{Batches, Dataset, Split};
+use tabswarm_core::model::ModelKind;
+use tabswarm_core::rng::SeededRng;
+use tabswarm_core::train::{Config, Evaluation, LocalUpdate, Optimizer, TrainError, Trainer};
+
+/// Examples held out of the training shards to score updates on.
+pub const VALIDATION_EXAMPLES: usize = 500;
+
+/// What a validation score is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScoreKey {
+    /// The committed parameters with this hash (the base every update is judged against).
+    Base([u8; 32]),
+    /// One update applied alone to the base, by update id.
+    Update([u8; 32]),
+    /// An aggregate's resulting parameters, by their hash.
+    Aggregate([u8; 32]),
+}
+
+/// A job for the driver.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Local steps from `params` on the trainer's shard for `height`.
+    Train {
+        /// Height the update is for.
+        height: u64,
+        /// Committed parameters to start from.
+        params: Arc<Vec<f32>>,
+        /// Shard index (see [`DataPlan::shard_for`]).
+        shard: usize,
+        /// Batch order seed.
+        seed: u64,
+    },
+    /// Validation loss of `params`.
+    Validate {
+        /// What the loss is for.
+        key: ScoreKey,
+        /// Parameters to evaluate.
+        params: Arc<Vec<f32>>,
+    },
+    /// Test loss and accuracy of the parameters committed at `height`.
+    Test {
+        /// Height the parameters were committed at.
+        height: u64,
+        /// Parameters to evaluate.
+        params: Arc<Vec<f32>>,
+    },
+}
+
+/// A finished job.
+#[derive(Debug)]
+pub enum Output {
+    /// Local training finished (or failed).
+    Trained {
+        /// Height the update is for.
+        height: u64,
+        /// The update, or why training failed.
+        result: Result<LocalUpdate, String>,
+    },
+    /// A validation loss (`None`: the parameters could not be evaluated, e.g. NaN).
+    Validated {
+        /// What it is for.
+        key: ScoreKey,
+        /// The loss.
+        loss: Option<f32>,
+    },
+    /// A test evaluation.
+    Tested {
+        /// Height of the parameters.
+        height: u64,
+        /// Loss and accuracy.
+        result: Option<(f32, f32)>,
+    },
+}
+
+/// The local training config a run's rules imply.
+pub fn train_config(rules: &TrainingRules) -> Config {
+    Config {
+        model: match rules.model {
+            ModelArch::Mlp => ModelKind::Mlp,
+            ModelArch::Cnn => ModelKind::Cnn,
+        },
+        backend: Backend::Flex,
+        optimizer: match rules.optimizer {
+            LocalOptimizer::Sgd => Optimizer::Sgd,
+            LocalOptimizer::Adam => Optimizer::Adam,
+        },
+        lr: rules.learning_rate,
+        batch_size: rules.batch_size as usize,
+        seed: rules.seed,
+    }
+}
+
+/// The initial parameters a genesis's rules produce.
+pub fn initial_params(rules: &TrainingRules) -> Result<Vec<f32>, TrainError> {
+    Ok(Trainer::new(&train_config(rules))?.params().to_vec())
+}
+
+/// The weight every update has in the mean: the examples the rules make a trainer see.
+pub fn update_weight(rules: &TrainingRules) -> u32 {
+    rules.local_steps.saturating_mul(rules.batch_size)
+}
+
+/// The data a peer trains and scores on, cut as the run's rules say.
+#[derive(Debug)]
+pub struct DataPlan {
+    rules: TrainingRules,
+    shards: Vec<Arc<Dataset>>,
+    validation: Dataset,
+    test: Arc<Dataset>,
+}
+
+/// Why the data cannot serve a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError(pub String);
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+impl DataPlan {
+    /// Cuts the training digits into a held-out validation set and `rules.shards` shards (a
+    /// seeded permutation first, so shards are not sorted by class).
+    pub fn new(dataset: &Dataset, rules: &TrainingRules) -> Result<Self, PlanError> {
+        let split = Split::mnist(dataset);
+        let mut order: Vec<usize> = (0..split.train.len()).collect();
+        SeededRng::new(rules.seed, "tabswarm/shards").shuffle(&mut order);
+        let (validation, rest) = order.split_at(VALIDATION_EXAMPLES.min(order.len() / 2));
+        let shards = rules.shards as usize;
+        if rest.len() < shards {
+            return Err(PlanError(format!(
+                "{} training examples cannot fill {shards} shards: lower `training.shards` in the genesis",
+                rest.len()
+            )));
+        }
+        let per = rest.len() / shards;
+        Ok(Self {
+            rules: *rules,
+            shards: (0..shards)
+                .map(|i| Arc::new(split.train.subset(&rest[i * per..(i + 1) * per])))
+                .collect(),
+            validation: split.train.subset(validation),
+            test: split.test,
+        })
+    }
+
+    /// The shard a trainer works on at `height`: a hash of (run, height, trainer).
+    pub fn shard_for(shards: u32, run: &RunId, height: u64, trainer: &Address) -> usize {
+        let mut h = Sha256::new();
+        h.update(b"tabswarm/shard/v1\0");
+        h.update(run.0);
+        h.update(height.to_le_bytes());
+        h.update(trainer.0);
+        let d: [u8; 32] = h.finalize().into();
+        (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+            % u64::from(shards.max(1))) as usize
+    }
+
+    /// The validation examples.
+    pub fn validation(&self) -> &Dataset {
+        &self.validation
+    }
+}
+
+/// The batch-order seed of a trainer's job at `height`.
+pub fn train_seed(trainer: &Address, height: u64) -> u64 {
+    u64::from_le_bytes(trainer.0[..8].try_into().unwrap_or_default()) ^ height
+}
+
+/// Runs a job. Called by drivers on a worker thread; deterministic given its inputs (up to
+/// floating point differences between machines in training itself).
+pub fn run(plan: &DataPlan, job: Job) -> Output {
+    let config = train_config(&plan.rules);
+    match job {
+        Job::Train {
+            height,
+            params,
+            shard,
+            seed,
+        } => {
+            let result = (|| -> Result<LocalUpdate, TrainError> {
+                let mut model = Trainer::with_params(&config, &params)?;
+                let data = plan.shards[shard % plan.shards.len()].clone();
+                let mut batches = Batches::new(data, config.batch_size, seed);
+                model.local_update(&mut batches, plan.rules.local_steps as usize)
+            })()
+            .map_err(|e| e.to_string());
+            Output::Trained { height, result }
+        }
+        Job::Validate { key, params } => Output::Validated {
+            key,
+            loss: evaluate(&config, &params, &plan.validation)
+                .map(|e| e.loss)
+                .filter(|l| l.is_finite()),
+        },
+        Job::Test { height, params } => Output::Tested {
+            height,
+            result: evaluate(&config, &params, &plan.test).map(|e| (e.loss, e.accuracy)),
+        },
+    }
+}
+
+fn evaluate(config: &Config, params: &[f32], data: &Dataset) -> Option<Evaluation> {
+    Trainer::with_params(config, params)
+        .ok()?
+        .evaluate(data)
+        .ok()
+}

@@ -1,0 +1,737 @@
+//! The training round as the consensus application (DESIGN.md, "A round"): what the proposer
+//! proposes, how validators judge a proposal, what every peer applies on commit.
+//!
+//! Aggregation is core's fixed-order weighted mean, so every peer computes the same parameter
+//! bytes and hash. Scores (validation losses) come from jobs the driver runs off its loop:
+//! this module asks for them ([`RoundApp::take_jobs`]) and judges only with scores in hand;
+//! the peer holds a proposal back until the scores it needs are here.
+//!
+//! ## Judging (threat model: "harm cannot compound")
+//! - Each update alone must not raise the validation loss past `base * 1.5 + 0.5`: a coarse
+//!   filter for junk.
+//! - The **aggregate** must not raise it past `base * (1 + AGGREGATE_FACTOR) + AGGREGATE_SLACK`.
+//!   An attacker who stays just under the per-update line every height would otherwise walk
+//!   the model away; with the aggregate judged too, each height can cost at most that small
+//!   budget, and honest updates win it back. A proposer whose aggregate fails the budget drops
+//!   its worst-scored update and tries again.
+//! - Every update has the same weight, fixed by the rules (local steps x batch size).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use malachitebft_core_types::Round;
+use tabswarm_consensus::context::{Height, IncludedUpdate, RoundProposal};
+use tabswarm_consensus::genesis::{AggregationRule, Genesis, TrainingRules};
+use tabswarm_consensus::identity::Address;
+use tabswarm_consensus::ledger::Block;
+use tabswarm_consensus::node::Application;
+use tabswarm_consensus::update::SignedUpdate;
+use tabswarm_core::flat;
+
+use crate::jobs::{Job, ScoreKey, update_weight};
+use crate::pool::{Admitted, Pool, Refusal};
+
+/// An update whose validation loss exceeds `base * FACTOR + SLACK` is refused as harmful.
+pub const HARM_FACTOR: f32 = 1.5;
+/// See [`HARM_FACTOR`].
+pub const HARM_SLACK: f32 = 0.5;
+/// An aggregate may raise the validation loss by at most this share of the base loss ...
+pub const AGGREGATE_FACTOR: f32 = 0.05;
+/// ... plus this much.
+pub const AGGREGATE_SLACK: f32 = 0.02;
+/// Most updates one proposal includes (each must be fetched by every validator).
+pub const MAX_INCLUDED: usize = 32;
+/// Heights a trainer counts as active after its last fetched update.
+const ACTIVE_HEIGHTS: u64 = 3;
+
+/// What the application reports about the last commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoundReport {
+    /// Height committed.
+    pub height: u64,
+    /// Updates included.
+    pub updates: usize,
+    /// Examples behind them.
+    pub samples: u64,
+    /// Mean of the trainers' last local loss.
+    pub mean_train_loss: f32,
+    /// Test loss and accuracy of the committed parameters (filled in by a job).
+    pub test: Option<(f32, f32)>,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppStats {
+    /// Proposals judged.
+    pub proposals_judged: u64,
+    /// Proposals judged invalid (we prevoted nil).
+    pub proposals_refused: u64,
+    /// Updates refused (wrong length, harmful, wrong weight).
+    pub updates_refused: u64,
+    /// Announcements refused for room.
+    pub announcements_dropped: u64,
+    /// Second announcements by one trainer for one height.
+    pub double_announcements: u64,
+    /// Times an aggregate was found over the harm budget (a proposer retrying counts again).
+    pub aggregates_refused: u64,
+}
+
+/// What a judgement of a proposal still waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Missing {
+    /// Updates we have never seen announced.
+    pub announcements: Vec<[u8; 32]>,
+    /// Updates whose payload is not here: (id, payload address).
+    pub payloads: Vec<([u8; 32], [u8; 32])>,
+    /// Whether scores are still being computed.
+    pub scoring: bool,
+}
+
+impl Missing {
+    /// Nothing is missing: the proposal can be judged now.
+    pub fn is_empty(&self) -> bool {
+        self.announcements.is_empty() && self.payloads.is_empty() && !self.scoring
+    }
+}
+
+/// The consensus application of a training run.
+#[derive(Debug)]
+pub struct RoundApp {
+    rules: TrainingRules,
+    weight: u32,
+    /// Committed parameters after `height`.
+    params: Arc<Vec<f32>>,
+    param_hash: [u8; 32],
+    height: u64,
+    height_started_ms: u64,
+    now_ms: u64,
+    pool: Pool,
+    scores: HashMap<ScoreKey, Option<f32>>,
+    asked: BTreeSet<ScoreKey>,
+    jobs: Vec<Job>,
+    results: HashMap<[u8; 32], Arc<Vec<f32>>>,
+    active_trainers: BTreeMap<Address, u64>,
+    credited: BTreeSet<Address>,
+    last_report: RoundReport,
+    stats: AppStats,
+}
+
+impl RoundApp {
+    /// The application holding `params`, committed at `height`, at time `now_ms`.
+    pub fn new(genesis: &Genesis, height: u64, params: Vec<f32>, now_ms: u64) -> Self {
+        let rules = genesis.training;
+        let mut app = Self {
+            rules,
+            weight: update_weight(&rules),
+            param_hash: flat::param_hash(&params).0,
+            params: Arc::new(params),
+            height,
+            height_started_ms: now_ms,
+            now_ms,
+            pool: Pool::default(),
+            scores: HashMap::new(),
+            asked: BTreeSet::new(),
+            jobs: Vec::new(),
+            results: HashMap::new(),
+            active_trainers: BTreeMap::new(),
+            credited: BTreeSet::new(),
+            last_report: RoundReport::default(),
+            stats: AppStats::default(),
+        };
+        app.set_committed(height, app.params.clone(), now_ms);
+        app
+    }
+
+    /// Height of the parameters held.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+    /// The parameters held.
+    pub fn params(&self) -> &Arc<Vec<f32>> {
+        &self.params
+    }
+    /// Their hash.
+    pub fn param_hash(&self) -> [u8; 32] {
+        self.param_hash
+    }
+    /// The run's training rules.
+    pub fn rules(&self) -> TrainingRules {
+        self.rules
+    }
+    /// About the last commit.
+    pub fn last_report(&self) -> RoundReport {
+        self.last_report
+    }
+    /// Counters.
+    pub fn stats(&self) -> AppStats {
+        self.stats
+    }
+    /// The update pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Sets the time the next calls see (the peer does before each input).
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Trainers with credit in the committed chain: they get room in the pool first.
+    pub fn set_credited(&mut self, credited: impl IntoIterator<Item = Address>) {
+        self.credited = credited.into_iter().collect();
+    }
+
+    /// Jobs asked for since the last call.
+    pub fn take_jobs(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// Records an announcement (signature already checked) from gossip publisher
+    /// `publisher`.
+    pub fn announce(&mut self, update: SignedUpdate, publisher: u64) -> Result<Admitted, Refusal> {
+        let credited = self.credited.contains(&update.header.trainer);
+        let result = self.pool.admit(
+            update,
+            self.height + 1,
+            &self.param_hash,
+            self.weight,
+            publisher,
+            credited,
+        );
+        match result {
+            Ok(Admitted::DoubleAnnouncement) => self.stats.double_announcements += 1,
+            Err(Refusal::Full | Refusal::TooManyVariants) => self.stats.announcements_dropped += 1,
+            Err(Refusal::WrongWeight) => self.stats.updates_refused += 1,
+            _ => {}
+        }
+        result
+    }
+
+    /// The announcement with this id, if known.
+    pub fn update(&self, id: &[u8; 32]) -> Option<&SignedUpdate> {
+        self.pool.get(id).map(|e| &e.update)
+    }
+
+    /// Whether the payload of `id` is here.
+    pub fn has_payload(&self, id: &[u8; 32]) -> bool {
+        self.pool.get(id).is_some_and(|e| e.delta.is_some())
+    }
+
+    /// Attaches a fetched payload and asks for its score.
+    pub fn add_payload(&mut self, id: &[u8; 32], delta: Vec<f32>) -> bool {
+        let ok = self.pool.add_payload(id, delta, self.params.len());
+        if !ok {
+            self.stats.updates_refused += 1;
+            return false;
+        }
+        if let Some(e) = self.pool.get(id) {
+            self.active_trainers
+                .insert(e.update.header.trainer, e.update.header.height);
+        }
+        self.ask_update_score(id);
+        true
+    }
+
+    /// Forgets an update whose payload could not be fetched.
+    pub fn forget(&mut self, id: &[u8; 32]) {
+        self.pool.remove(id);
+    }
+
+    /// A finished validation job.
+    pub fn on_score(&mut self, key: ScoreKey, loss: Option<f32>) {
+        if !self.asked.remove(&key) {
+            return; // for parameters we no longer hold
+        }
+        if let ScoreKey::Update(id) = key {
+            self.pool.set_score(&id, loss.unwrap_or(f32::NAN));
+        }
+        self.scores.insert(key, loss);
+    }
+
+    /// A finished test evaluation.
+    pub fn on_test(&mut self, height: u64, result: Option<(f32, f32)>) {
+        if height == self.last_report.height {
+            self.last_report.test = result;
+        }
+    }
+
+    fn ask(&mut self, key: ScoreKey, params: Arc<Vec<f32>>) {
+        if self.scores.contains_key(&key) || !self.asked.insert(key) {
+            return;
+        }
+        self.jobs.push(Job::Validate { key, params });
+    }
+
+    fn base_loss(&mut self) -> Option<f32> {
+        let key = ScoreKey::Base(self.param_hash);
+        match self.scores.get(&key) {
+            Some(l) => *l,
+            None => {
+                self.ask(key, self.params.clone());
+                None
+            }
+        }
+    }
+
+    fn ask_update_score(&mut self, id: &[u8; 32]) {
+        let key = ScoreKey::Update(*id);
+        if self.scores.contains_key(&key) || self.asked.contains(&key) {
+            return;
+        }
+        let Some(delta) = self.pool.get(id).and_then(|e| e.delta.clone()) else {
+            return;
+        };
+        let mut candidate = self.params.to_vec();
+        if flat::apply_delta(&mut candidate, &delta, 1.0).is_err() {
+            return;
+        }
+        self.ask(key, Arc::new(candidate));
+    }
+
+    /// `Some(pass)` once the update's score is here.
+    fn update_passes(&mut self, id: &[u8; 32]) -> Option<bool> {
+        let base = self.base_loss();
+        let score = self.pool.get(id)?.score;
+        let Some(score) = score else {
+            self.ask_update_score(id);
+            return None;
+        };
+        let base = base?;
+        Some(score.is_finite() && score <= base * HARM_FACTOR + HARM_SLACK)
+    }
+
+    /// `Some(pass)` once the aggregate's score is here.
+    fn aggregate_passes(&mut self, hash: [u8; 32]) -> Option<bool> {
+        let base = self.base_loss();
+        let key = ScoreKey::Aggregate(hash);
+        let score = match self.scores.get(&key) {
+            Some(s) => *s,
+            None => {
+                let params = self.results.get(&hash)?.clone();
+                self.ask(key, params);
+                return None;
+            }
+        };
+        let base = base?;
+        Some(score.is_some_and(|s| s <= base * (1.0 + AGGREGATE_FACTOR) + AGGREGATE_SLACK))
+    }
+
+    /// What judging `proposal` still needs; asks for any score it lacks.
+    pub fn missing_for(&mut self, proposal: &RoundProposal) -> Missing {
+        let mut missing = Missing::default();
+        for u in &proposal.updates {
+            match self.pool.get(&u.id) {
+                None => missing.announcements.push(u.id),
+                Some(e) if e.delta.is_none() => {
+                    missing.payloads.push((u.id, e.update.header.payload_hash));
+                }
+                Some(_) => {
+                    if self.update_passes(&u.id).is_none() {
+                        missing.scoring = true;
+                    }
+                }
+            }
+        }
+        if missing.is_empty() && proposal.base_param_hash == self.param_hash {
+            if let Some((_, hash)) = self.aggregate(&proposal.updates)
+                && self.aggregate_passes(hash).is_none()
+            {
+                missing.scoring = true;
+            }
+        }
+        missing
+    }
+
+    /// The parameters after the mean of the listed updates (all must be fetched).
+    fn aggregate(&mut self, updates: &[IncludedUpdate]) -> Option<(Arc<Vec<f32>>, [u8; 32])> {
+        let mut deltas = Vec::with_capacity(updates.len());
+        for u in updates {
+            deltas.push(self.pool.get(&u.id)?.delta.clone()?);
+        }
+        // Equal weights: the rules give every update the same number of examples.
+        let weights = vec![f64::from(self.weight); deltas.len()];
+        let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
+        let mean = flat::weighted_mean(&slices, &weights).ok()?;
+        let mut next = self.params.to_vec();
+        flat::apply_delta(&mut next, &mean, 1.0).ok()?;
+        let hash = flat::param_hash(&next).0;
+        let next = self
+            .results
+            .entry(hash)
+            .or_insert_with(|| Arc::new(next))
+            .clone();
+        Some((next, hash))
+    }
+
+    /// Applies a committed block. `false` means the payloads are missing and the parameters
+    /// must come from a peer's checkpoint instead.
+    pub fn on_commit(&mut self, block: &Block) -> bool {
+        let proposal = &block.value.proposal;
+        let target = proposal.result_param_hash;
+        let next = match self.results.get(&target) {
+            Some(p) => Some(p.clone()),
+            None if proposal.base_param_hash == self.param_hash => {
+                self.aggregate(&proposal.updates).map(|(p, _)| p)
+            }
+            None => None,
+        };
+        let Some(next) = next.filter(|p| flat::param_hash(p).0 == target) else {
+            return false;
+        };
+        let mut loss = 0f64;
+        for u in &proposal.updates {
+            if let Some(e) = self.pool.get(&u.id) {
+                loss += f64::from(e.update.header.loss_after);
+            }
+        }
+        let n = proposal.updates.len();
+        let height = block.height.0;
+        self.set_committed(height, next, self.now_ms);
+        self.last_report = RoundReport {
+            height,
+            updates: n,
+            samples: n as u64 * u64::from(self.weight),
+            mean_train_loss: if n == 0 {
+                f32::NAN
+            } else {
+                (loss / n as f64) as f32
+            },
+            test: None,
+        };
+        true
+    }
+
+    /// Adopts parameters committed at `height` (from a block or a verified checkpoint).
+    pub fn set_committed(&mut self, height: u64, params: Arc<Vec<f32>>, now_ms: u64) {
+        self.param_hash = flat::param_hash(&params).0;
+        self.params = params;
+        self.height = height;
+        self.height_started_ms = now_ms;
+        self.results.clear();
+        self.scores.clear();
+        self.asked.clear();
+        self.pool.retain_after(height);
+        self.active_trainers
+            .retain(|_, last| *last + ACTIVE_HEIGHTS > height);
+        self.last_report = RoundReport {
+            height,
+            ..RoundReport::default()
+        };
+        self.jobs.push(Job::Test {
+            height,
+            params: self.params.clone(),
+        });
+        // The base every update of the next height is judged against: score it now, while
+        // trainers train.
+        self.base_loss();
+    }
+
+    fn deadline_passed(&self) -> bool {
+        self.now_ms.saturating_sub(self.height_started_ms) >= self.rules.round_deadline_ms
+    }
+
+    fn judge(&mut self, height: Height, proposal: &RoundProposal) -> bool {
+        if height.0 != self.height + 1 || proposal.base_param_hash != self.param_hash {
+            return false;
+        }
+        if proposal.updates.len() < self.rules.min_updates as usize {
+            return false;
+        }
+        for u in &proposal.updates {
+            let Some(entry) = self.pool.get(&u.id) else {
+                return false;
+            };
+            if entry.update.header.trainer.0 != u.trainer || entry.update.header.height != height.0
+            {
+                return false;
+            }
+            if self.update_passes(&u.id) != Some(true) {
+                return false;
+            }
+        }
+        let Some((_, hash)) = self.aggregate(&proposal.updates) else {
+            return false;
+        };
+        if hash != proposal.result_param_hash {
+            return false;
+        }
+        let ok = self.aggregate_passes(hash) == Some(true);
+        if !ok {
+            self.stats.aggregates_refused += 1;
+        }
+        ok
+    }
+}
+
+impl Application for RoundApp {
+    fn propose(&mut self, height: Height, _round: Round, base: [u8; 32]) -> Option<RoundProposal> {
+        if height.0 != self.height + 1 || base != self.param_hash {
+            return None;
+        }
+        self.base_loss()?;
+        let ready: Vec<[u8; 32]> = self
+            .pool
+            .iter()
+            .filter(|(_, e)| {
+                e.delta.is_some()
+                    && e.update.header.height == height.0
+                    && !self
+                        .pool
+                        .double_announced(&e.update.header.trainer, e.update.header.height)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut passing: Vec<(bool, f32, [u8; 32])> = Vec::new();
+        let mut unscored = false;
+        for id in ready {
+            match self.update_passes(&id) {
+                Some(true) => {
+                    let e = self.pool.get(&id)?;
+                    passing.push((!e.credited, e.score.unwrap_or(f32::INFINITY), id));
+                }
+                Some(false) => {
+                    self.pool.remove(&id);
+                    self.stats.updates_refused += 1;
+                }
+                None => unscored = true,
+            }
+        }
+        let deadline = self.deadline_passed();
+        if unscored && !deadline {
+            return None;
+        }
+        // Credited trainers first, then the best scores.
+        passing.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        passing.truncate(MAX_INCLUDED);
+        let min = self.rules.min_updates as usize;
+        let expected = self.active_trainers.len().max(min);
+        if passing.len() < min || (passing.len() < expected && !deadline) {
+            return None;
+        }
+        // The aggregate must stay within the harm budget: drop the worst until it does.
+        while passing.len() >= min {
+            let mut updates: Vec<IncludedUpdate> = passing
+                .iter()
+                .filter_map(|(_, _, id)| self.pool.get(id).map(|e| e.update.included()))
+                .collect();
+            updates.sort();
+            let (_, result) = self.aggregate(&updates)?;
+            match self.aggregate_passes(result)? {
+                true => {
+                    return Some(RoundProposal {
+                        base_param_hash: base,
+                        updates,
+                        aggregation_rule: AggregationRule::Mean,
+                        result_param_hash: result,
+                    });
+                }
+                false => {
+                    self.stats.aggregates_refused += 1;
+                    let worst = passing
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
+                        .map(|(i, _)| i)?;
+                    passing.remove(worst);
+                }
+            }
+        }
+        None
+    }
+
+    fn validate(&mut self, height: Height, proposal: &RoundProposal) -> bool {
+        self.stats.proposals_judged += 1;
+        let ok = self.judge(height, proposal);
+        if !ok {
+            self.stats.proposals_refused += 1;
+        }
+        ok
+    }
+}
+
+/// First bytes of an id, for logs.
+pub fn short(id: &[u8; 32]) -> String {
+    tabswarm_consensus::genesis::hex(&id[..4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tabswarm_consensus::genesis::{GenesisFile, ValidatorEntry, hex};
+    use tabswarm_consensus::identity::Keypair;
+    use tabswarm_consensus::update::UpdateHeader;
+
+    const N: usize = 8;
+
+    fn genesis() -> Genesis {
+        let params = vec![0.5f32; N];
+        Genesis::from_file(GenesisFile {
+            version: 1,
+            name: "round-tests".into(),
+            initial_param_hash: hex(&flat::param_hash(&params).0),
+            aggregation_rule: AggregationRule::Mean,
+            timeouts_ms: Default::default(),
+            training: TrainingRules {
+                min_updates: 1,
+                round_deadline_ms: 1_000,
+                ..TrainingRules::default()
+            },
+            validators: vec![ValidatorEntry {
+                public_key: hex(&Keypair::from_seed([1; 32]).address().0),
+                stake: 1,
+            }],
+        })
+        .unwrap()
+    }
+
+    /// An app at height 0 holding `[0.5; N]`, with the base scored at `base_loss`.
+    fn app(base_loss: f32) -> RoundApp {
+        let g = genesis();
+        let mut app = RoundApp::new(&g, 0, vec![0.5; N], 0);
+        let key = ScoreKey::Base(app.param_hash());
+        app.on_score(key, Some(base_loss));
+        app
+    }
+
+    /// A signed update by trainer `seed` with payload `delta`, admitted and fetched.
+    fn add(app: &mut RoundApp, seed: u8, delta: f32) -> IncludedUpdate {
+        let key = Keypair::from_seed([seed; 32]);
+        let run = genesis().run_id();
+        let u = SignedUpdate::sign(
+            UpdateHeader {
+                height: 1,
+                base_param_hash: app.param_hash(),
+                trainer: key.address(),
+                samples: update_weight(&app.rules()),
+                loss_before: 1.0,
+                loss_after: 0.5,
+                payload_hash: [seed; 32],
+                payload_len: (N * 4) as u32,
+            },
+            &key,
+            &run,
+        );
+        app.announce(u, 1).unwrap();
+        assert!(app.add_payload(&u.id(), vec![delta; N]));
+        u.included()
+    }
+
+    /// Answers every validation job the app asked for with `loss(key)`.
+    fn score_all(app: &mut RoundApp, loss: impl Fn(&ScoreKey) -> f32) -> usize {
+        let jobs = app.take_jobs();
+        let mut n = 0;
+        for job in jobs {
+            if let Job::Validate { key, .. } = job {
+                app.on_score(key, Some(loss(&key)));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn proposal(app: &mut RoundApp, updates: &[IncludedUpdate]) -> RoundProposal {
+        let mut updates = updates.to_vec();
+        updates.sort();
+        let (_, hash) = app.aggregate(&updates).unwrap();
+        RoundProposal {
+            base_param_hash: app.param_hash(),
+            updates,
+            aggregation_rule: AggregationRule::Mean,
+            result_param_hash: hash,
+        }
+    }
+
+    #[test]
+    fn an_aggregate_over_the_harm_budget_is_refused_even_if_each_update_passes() {
+        let mut app = app(1.0);
+        let honest = add(&mut app, 2, 0.01);
+        let harmful = add(&mut app, 3, -0.3);
+        // Each update alone: the harmful one stays just under the per-update line (2.0).
+        score_all(&mut app, |k| match k {
+            ScoreKey::Update(id) if *id == harmful.id => 1.95,
+            _ => 0.9,
+        });
+        let p = proposal(&mut app, &[honest, harmful]);
+        let missing = app.missing_for(&p);
+        assert!(
+            missing.scoring,
+            "the aggregate must be scored before judging"
+        );
+        // Their mean raises the loss to 1.2: more than 1.0 * 1.05 + 0.02.
+        score_all(&mut app, |_| 1.2);
+        assert!(app.missing_for(&p).is_empty());
+        assert!(
+            !app.validate(Height(1), &p),
+            "judged only per update, this passed"
+        );
+        assert_eq!(app.stats().aggregates_refused, 1);
+        // The honest update alone is fine.
+        let alone = proposal(&mut app, &[honest]);
+        app.missing_for(&alone);
+        score_all(&mut app, |_| 0.95);
+        assert!(app.validate(Height(1), &alone));
+    }
+
+    #[test]
+    fn a_proposer_drops_its_worst_update_until_the_aggregate_fits_the_budget() {
+        let mut app = app(1.0);
+        app.set_now(5_000); // past the round deadline: propose what is here
+        let honest = add(&mut app, 2, 0.01);
+        let harmful = add(&mut app, 3, -0.3);
+        let both = proposal(&mut app, &[honest, harmful]).result_param_hash;
+        let score = move |k: &ScoreKey| match k {
+            ScoreKey::Update(id) if *id == harmful.id => 1.95,
+            ScoreKey::Aggregate(h) if *h == both => 1.2,
+            _ => 0.9,
+        };
+        let mut proposed = None;
+        for _ in 0..6 {
+            proposed = app.propose(Height(1), Round::new(0), app.param_hash());
+            if proposed.is_some() {
+                break;
+            }
+            assert!(
+                score_all(&mut app, score) > 0,
+                "waiting without asking for a score"
+            );
+        }
+        let p = proposed.expect("a proposal once scores are in");
+        assert_eq!(p.updates, vec![honest]);
+        assert!(app.stats().aggregates_refused >= 1);
+    }
+
+    #[test]
+    fn updates_weigh_the_same_whatever_they_claim_and_commits_apply_the_mean() {
+        let mut app = app(1.0);
+        let a = add(&mut app, 2, 0.2);
+        let b = add(&mut app, 3, 0.4);
+        let p = proposal(&mut app, &[a, b]);
+        let block = Block {
+            height: Height(1),
+            parent: [0; 32],
+            value: tabswarm_consensus::context::Value {
+                proposal: p.clone(),
+                evidence: vec![],
+            },
+            certificate: tabswarm_consensus::ledger::CommitCert {
+                height: Height(1),
+                round: Round::new(0),
+                value_id: tabswarm_consensus::context::ValueId([0; 32]),
+                signatures: vec![],
+            },
+            credits: vec![],
+        };
+        assert!(app.on_commit(&block));
+        assert_eq!(app.height(), 1);
+        assert_eq!(app.param_hash(), p.result_param_hash);
+        // Equal weights: 0.5 + (0.2 + 0.4) / 2.
+        assert!(app.params().iter().all(|x| (x - 0.8).abs() < 1e-6));
+        // A block whose result we cannot reproduce is not applied (a checkpoint is needed).
+        let mut other = block.clone();
+        other.height = Height(2);
+        other.value.proposal.base_param_hash = [9; 32];
+        other.value.proposal.result_param_hash = [9; 32];
+        assert!(!app.on_commit(&other));
+        assert_eq!(app.height(), 1);
+    }
+}
