@@ -10,7 +10,6 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tabswarm_consensus::ledger::Block;
 use tabswarm_consensus::node::{Persisted, Record};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -332,12 +332,12 @@ impl RoundApp {
                 }
             }
         }
-        if missing.is_empty() && proposal.base_param_hash == self.param_hash {
-            if let Some((_, hash)) = self.aggregate(&proposal.updates)
-                && self.aggregate_passes(hash).is_none()
-            {
-                missing.scoring = true;
-            }
+        if missing.is_empty()
+            && proposal.base_param_hash == self.param_hash
+            && let Some((_, hash)) = self.aggregate(&proposal.updates)
+            && self.aggregate_passes(hash).is_none()
+        {
+            missing.scoring = true;
         }
         missing
     }
