@@ -354,10 +354,15 @@ fn open_stopped(home: &Path) -> anyhow::Result<(Store, Genesis)> {
 
 pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
     let (store, genesis) = open_stopped(&args.home)?;
-    let (height, bytes) = store
-        .latest_checkpoint()?
-        .context("no checkpoint yet: the node stores one every `checkpoint_every` heights")?;
-    let params = bytes_to_f32s(&bytes).context("stored checkpoint is damaged")?;
+    // The newest committed parameters (written at every commit), else the newest checkpoint.
+    let newest = [store.params()?, store.latest_checkpoint()?]
+        .into_iter()
+        .flatten()
+        .max_by_key(|(h, _)| *h);
+    let (height, bytes) = newest.context(
+        "no committed parameters yet: run the node until it commits a height, then export",
+    )?;
+    let params = bytes_to_f32s(&bytes).context("stored parameters are damaged")?;
     let trainer =
         tabswarm_core::train::Trainer::with_params(&train_config(&genesis.training), &params)?;
     std::fs::write(&args.out, trainer.model().to_safetensors()?)

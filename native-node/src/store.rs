@@ -47,6 +47,9 @@ impl Store {
                 path.display()
             )
         })?;
+        // The store holds the node's secret key: readable by its owner only.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
         let store = Self { db };
         let txn = store.db.begin_write()?;
         {
@@ -281,5 +284,24 @@ impl Store {
             out.push((k.value().to_owned(), v.value().to_owned()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_holding_the_secret_key_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tabswarm-store-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.redb");
+        let store = Store::open(&path).unwrap();
+        store.set_identity(&[7; 32]).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

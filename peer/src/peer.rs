@@ -797,11 +797,6 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                     self.rejected.bad_signature += 1;
                     return Verdict::Reject;
                 }
-                if update.header.samples != jobs::update_weight(&self.genesis.training) {
-                    // A weight the rules do not give: a lie no honest relay forwards.
-                    self.rejected.bad_signature += 1;
-                    return Verdict::Reject;
-                }
                 let publisher = publisher.unwrap_or_else(|| source.clone());
                 self.on_update(update, publisher, source)
             }
@@ -902,6 +897,11 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         if update.header.height <= ours || update.header.height > ours + 2 {
             self.rejected.wrong_run_or_stale += 1;
             return Verdict::Ignore;
+        }
+        if update.header.samples != jobs::update_weight(&self.genesis.training) {
+            // A weight the rules do not give: a lie no honest relay forwards.
+            self.rejected.bad_signature += 1;
+            return Verdict::Reject;
         }
         let id = update.id();
         match self.app_mut().announce(update, publisher_hash(&publisher)) {

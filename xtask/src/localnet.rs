@@ -246,13 +246,25 @@ impl LocalNet {
         )
     }
 
-    /// Whether any node process has exited.
-    pub(crate) fn dead_node(&mut self) -> Option<usize> {
-        self.nodes.iter_mut().position(|n| {
-            n.child
+    /// Nodes whose process exited since the last call (each reported once; a node restarted
+    /// by hand outside the demo is not watched).
+    pub(crate) fn newly_dead(&mut self) -> Vec<usize> {
+        let mut dead = Vec::new();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if n.child
                 .as_mut()
                 .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
-        })
+            {
+                n.child = None;
+                dead.push(i);
+            }
+        }
+        dead
+    }
+
+    /// Whether any node process is still running.
+    pub(crate) fn any_running(&self) -> bool {
+        self.nodes.iter().any(|n| n.child.is_some())
     }
 
     /// SIGTERM to everyone, then wait (bounded) for clean exits.

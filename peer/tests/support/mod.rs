@@ -184,16 +184,8 @@ impl Net {
 
     /// Starts (or restarts from its disk) member `i`, connected to every live member.
     pub fn start(&mut self, i: usize, roles: Roles) {
-        let peer = Peer::new(
-            self.genesis.clone(),
-            self.keys[i].clone(),
-            roles,
-            self.disks[i].restored(),
-            self.now,
-        )
-        .unwrap();
-        self.members[i] = Member::Honest(Box::new(peer));
-        self.connect(i);
+        let live = self.live_except(i);
+        self.start_linked(i, roles, &live);
     }
 
     /// Starts member `i` connected to `links` only (see [`Net::link`] for more later).
@@ -231,24 +223,15 @@ impl Net {
         self.connect(i);
     }
 
+    fn live_except(&self, i: usize) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|&j| j != i && !matches!(self.members[j], Member::Down))
+            .collect()
+    }
+
     fn connect(&mut self, i: usize) {
-        for j in 0..self.members.len() {
-            if j != i && !matches!(self.members[j], Member::Down) {
-                self.queue.push_back((
-                    i,
-                    Input::PeerUp {
-                        peer: j as u32,
-                        relay: false,
-                    },
-                ));
-                self.queue.push_back((
-                    j,
-                    Input::PeerUp {
-                        peer: i as u32,
-                        relay: false,
-                    },
-                ));
-            }
+        for j in self.live_except(i) {
+            self.link(i, j);
         }
     }
 
