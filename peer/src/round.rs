@@ -55,7 +55,7 @@ pub struct RoundReport {
     pub samples: u64,
     /// Mean of the trainers' last local loss.
     pub mean_train_loss: f32,
-    /// Test loss and accuracy of the committed parameters (filled in by a job).
+    /// Newest test loss and accuracy (of these parameters once their evaluation job is back).
     pub test: Option<(f32, f32)>,
 }
 
@@ -113,6 +113,7 @@ pub struct RoundApp {
     active_trainers: BTreeMap<Address, u64>,
     credited: BTreeSet<Address>,
     last_report: RoundReport,
+    tested_height: u64,
     stats: AppStats,
 }
 
@@ -136,6 +137,7 @@ impl RoundApp {
             active_trainers: BTreeMap::new(),
             credited: BTreeSet::new(),
             last_report: RoundReport::default(),
+            tested_height: 0,
             stats: AppStats::default(),
         };
         app.set_committed(height, app.params.clone(), now_ms);
@@ -248,9 +250,11 @@ impl RoundApp {
         self.scores.insert(key, loss);
     }
 
-    /// A finished test evaluation.
+    /// A finished test evaluation. The report keeps the newest one, so a status page shows
+    /// the last known figure while the next evaluation runs.
     pub fn on_test(&mut self, height: u64, result: Option<(f32, f32)>) {
-        if height == self.last_report.height {
+        if result.is_some() && height >= self.tested_height {
+            self.tested_height = height;
             self.last_report.test = result;
         }
     }
@@ -396,7 +400,7 @@ impl RoundApp {
             } else {
                 (loss / n as f64) as f32
             },
-            test: None,
+            test: self.last_report.test,
         };
         true
     }
@@ -415,6 +419,7 @@ impl RoundApp {
             .retain(|_, last| *last + ACTIVE_HEIGHTS > height);
         self.last_report = RoundReport {
             height,
+            test: self.last_report.test,
             ..RoundReport::default()
         };
         self.jobs.push(Job::Test {
