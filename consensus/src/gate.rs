@@ -238,8 +238,9 @@ mod tests {
         judge(&w.ledger, &w.ctx, msg, |v| w.ctx.verify_vote(v))
     }
 
-    fn proposal(w: &World, k: &Keypair, round: u32) -> Message {
-        let value = Value {
+    /// A value with no updates on the ledger's parameters.
+    fn empty_value(w: &World) -> Value {
+        Value {
             proposal: RoundProposal {
                 base_param_hash: w.ledger.param_hash(),
                 updates: vec![],
@@ -247,7 +248,11 @@ mod tests {
                 result_param_hash: [1; 32],
             },
             evidence: vec![],
-        };
+        }
+    }
+
+    fn proposal(w: &World, k: &Keypair, round: u32) -> Message {
+        let value = empty_value(w);
         let p = Proposal {
             height: Height(1),
             round: Round::new(round),
@@ -389,15 +394,7 @@ mod tests {
     fn a_block_signed_by_outsiders_is_rejected() {
         let w = world();
         let outsiders: Vec<Keypair> = (0..4).map(|i| Keypair::from_seed([150 + i; 32])).collect();
-        let value = Value {
-            proposal: RoundProposal {
-                base_param_hash: w.ledger.param_hash(),
-                updates: vec![],
-                aggregation_rule: AggregationRule::Mean,
-                result_param_hash: [1; 32],
-            },
-            evidence: vec![],
-        };
+        let value = empty_value(&w);
         let block = |signers: &[Keypair]| {
             let id = value.id();
             let signatures = signers

@@ -564,10 +564,9 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 self.effects.push(Effect::Validated(verdict));
                 Ok(())
             }
-            Input::Request { from, request } => {
+            Input::Request { request, .. } => {
                 let response = self.answer(request);
                 self.effects.push(Effect::Respond(response));
-                let _ = from;
                 Ok(())
             }
             Input::Response { from, id, response } => self
@@ -853,7 +852,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
     }
 
     fn accept(&mut self, msg: Message, source: P) -> Result<(), PeerError> {
-        if let Message::Proposal(p) = &msg {
+        if matches!(msg, Message::Proposal(_)) {
             self.clock.proposal_seen_ms.get_or_insert(self.now_ms);
             if self.held.len() < MAX_HELD && !self.ready_to_judge(&msg, &source) {
                 self.held.push(Held {
@@ -863,7 +862,6 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 });
                 return Ok(());
             }
-            let _ = p;
         }
         self.feed(msg)
     }

@@ -282,7 +282,6 @@ impl Net {
     }
 
     fn handle(&mut self, i: usize, input: Input<u32>) {
-        let is_request = matches!(input, Input::Request { .. });
         let from = match &input {
             Input::Request { from, .. } => Some(*from as usize),
             _ => None,
@@ -298,7 +297,6 @@ impl Net {
             }
             Member::Down => return,
         };
-        let _ = is_request;
         for e in effects {
             match e {
                 Effect::Persist(p) => self.disks[i].apply(p),
