@@ -1,6 +1,16 @@
 //! # tabswarm-sim
 //!
-//! A deterministic, seeded virtual network that runs real [`tabswarm_consensus::node::Node`]s
+//! Two deterministic, seeded simulators on one virtual-network model:
+//!
+//! - [`peers::PeerSim`] runs real [`tabswarm_peer::Peer`]s, the protocol every driver ships
+//!   (update pool, scoring jobs, aggregation, catch-up, fetching, consensus), with training
+//!   either real or a cost model ([`peers::JobModel`]). Fault schedules (loss, jitter,
+//!   partitions, crashes with restart, Byzantine validators, lying or flooding adversaries)
+//!   run against the code that ships.
+//! - [`Sim`] runs bare consensus nodes with a trivial application, for consensus-only
+//!   schedules and the light-peer scale model below: thousands of nodes in one process.
+//!
+//! [`Sim`] is a deterministic, seeded virtual network that runs real [`tabswarm_consensus::node::Node`]s
 //! (real ed25519, real Malachite) on a virtual clock: per-link latency and jitter, message
 //! loss, partitions, crashes with restart from what the node persisted, and Byzantine
 //! validators (equivocation, silence, invalid proposals, replays across run/height/kind,
@@ -32,6 +42,7 @@
 
 mod byzantine;
 mod config;
+pub mod peers;
 mod sim;
 
 pub use byzantine::Behaviour;

@@ -596,7 +596,7 @@ impl Sim {
     }
 }
 
-fn roll(rng: &mut ChaCha8Rng, below: u64) -> u64 {
+pub(crate) fn roll(rng: &mut ChaCha8Rng, below: u64) -> u64 {
     if below <= 1 {
         0
     } else {

@@ -1,0 +1,461 @@
+//! The peer's protocol rules and the simulator's fault schedules, on networks of real peers
+//! (`tabswarm_sim::peers`, no sockets, virtual time): agreement and learning, restart from
+//! records, catch-up against a lying peer, a pool flood under fresh keys, votes from
+//! outside the validator set, roles; then loss, jitter, crashes, partitions and Byzantine
+//! validators against the code that ships.
+
+#![allow(clippy::unwrap_used)] // a panic is the failure report
+
+use tabswarm_consensus::gate::Verdict;
+use tabswarm_consensus::genesis::RunId;
+use tabswarm_consensus::identity::Keypair;
+use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
+use tabswarm_peer::wire::{Request, Response, Topic};
+use tabswarm_peer::{Event, Roles};
+use tabswarm_sim::peers::{ALL, JobModel, PeerConfig, PeerReport, PeerSim, TRAINER};
+use tabswarm_sim::{Behaviour, Crash, Partition};
+
+/// Runs until `done` or `until` (virtual ms); whether `done`.
+trait Run {
+    fn run(&mut self, until: u64, done: impl FnMut(&PeerSim) -> bool) -> bool;
+}
+
+impl Run for PeerSim {
+    fn run(&mut self, until: u64, done: impl FnMut(&PeerSim) -> bool) -> bool {
+        self.run_until(until, done).unwrap()
+    }
+}
+
+/// `members` slots, `stakes` staked, real jobs on the synthetic image set.
+fn net(members: usize, stakes: &[u64]) -> PeerSim {
+    let config = PeerConfig::new(1, members, stakes);
+    let model = JobModel::real(&config.rules).unwrap();
+    PeerSim::new(config, model).unwrap()
+}
+
+fn same_params(net: &PeerSim, members: &[usize]) -> bool {
+    let first = net.peer(members[0]).app().param_hash();
+    members
+        .iter()
+        .all(|&i| net.peer(i).app().param_hash() == first)
+}
+
+#[test]
+fn four_validators_commit_learn_and_agree() {
+    let mut net = net(4, &[100, 100, 100, 100]);
+    for i in 0..4 {
+        net.start(i, ALL).unwrap();
+    }
+    assert!(net.run(60_000, |n| (0..4).all(|i| n.height(i) >= 6)));
+    let top = (0..4).map(|i| net.height(i)).min().unwrap();
+    assert!(net.run(net.now() + 20_000, |n| {
+        (0..4).all(|i| n.peer(i).app().height() >= top)
+    }));
+    // Same chain, same parameters everywhere.
+    let head = net.peer(0).ledger().blocks()[top as usize - 1].hash();
+    for i in 1..4 {
+        assert_eq!(net.peer(i).ledger().blocks()[top as usize - 1].hash(), head);
+    }
+    assert!(same_params(&net, &[0, 1, 2, 3]));
+    // Learning: test accuracy after the blocks beats the untrained model's.
+    let first = net
+        .events(0)
+        .iter()
+        .find_map(|e| match e {
+            Event::Tested {
+                height: 0,
+                accuracy,
+                ..
+            } => Some(*accuracy),
+            _ => None,
+        })
+        .unwrap();
+    let last = net.accuracy(0).unwrap();
+    assert!(last > first + 0.2, "accuracy {first} -> {last}");
+    // Every block's updates have the run's weight, whatever trainers claim.
+    for b in net.peer(0).ledger().blocks() {
+        assert!(!b.value.proposal.updates.is_empty());
+    }
+}
+
+#[test]
+fn a_restarted_peer_resumes_from_its_records_and_catches_up() {
+    let mut net = net(4, &[100, 100, 100, 100]);
+    for i in 0..4 {
+        net.start(i, ALL).unwrap();
+    }
+    assert!(net.run(60_000, |n| n.height(3) >= 3));
+    net.crash(3);
+    let at_crash = net.disk(3).height();
+    assert!(at_crash >= 3);
+    // The others keep committing without it (3 of 4 equal stakes is more than 2/3).
+    assert!(net.run(net.now() + 60_000, |n| n.height(0) >= at_crash + 4));
+    net.start(3, ALL).unwrap();
+    assert_eq!(net.height(3), at_crash, "restored from its own records");
+    let target = net.height(0) + 2;
+    assert!(net.run(net.now() + 60_000, |n| n.height(3) >= target
+        && !n.peer(3).syncing()));
+    assert!(net.run(net.now() + 20_000, |n| {
+        n.peer(3).app().height() == n.peer(3).ledger().height().0
+            && n.peer(0).app().height() == n.peer(3).app().height()
+    }));
+    assert!(same_params(&net, &[0, 3]));
+}
+
+#[test]
+fn a_lying_peer_cannot_keep_a_joiner_syncing() {
+    let mut net = net(6, &[100, 100, 100, 100]);
+    for i in 0..4 {
+        net.start(i, ALL).unwrap();
+    }
+    assert!(net.run(60_000, |n| n.height(0) >= 4));
+    // Slot 4 claims a chain a million blocks long and never delivers it.
+    net.fake(
+        4,
+        Box::new(|req| {
+            Some(match req {
+                Request::Status => Response::Status { height: 1_000_000 },
+                Request::Checkpoint => Response::Checkpoint {
+                    height: 1_000_000,
+                    address: [0xee; 32],
+                },
+                _ => Response::NotFound,
+            })
+        }),
+    );
+    // The joiner meets the liar first, so the liar's claim is the best it knows...
+    net.start_linked(5, TRAINER, &[4]).unwrap();
+    net.run(net.now() + 1_000, |_| false);
+    assert!(net.peer(5).syncing());
+    // ... then the honest peers.
+    for j in 0..4 {
+        net.link(5, j);
+    }
+    let target = net.height(0) + 2;
+    assert!(
+        net.run(net.now() + 120_000, |n| n.height(5) >= target
+            && !n.peer(5).syncing()),
+        "joiner at {} (syncing: {}), network at {}",
+        net.height(5),
+        net.peer(5).syncing(),
+        net.height(0)
+    );
+}
+
+fn junk_update(seed: u32, height: u64, base: [u8; 32], run: &RunId, samples: u32) -> Vec<u8> {
+    let mut s = [0u8; 32];
+    s[..4].copy_from_slice(&seed.to_le_bytes());
+    s[30] = 0xfe;
+    let key = Keypair::from_seed(s);
+    SignedUpdate::sign(
+        UpdateHeader {
+            height,
+            base_param_hash: base,
+            trainer: key.address(),
+            samples,
+            loss_before: 0.1,
+            loss_after: 0.01,
+            payload_hash: [seed as u8; 32],
+            payload_len: 407_080,
+        },
+        &key,
+        run,
+    )
+    .encode()
+    .unwrap()
+}
+
+#[test]
+fn a_flood_of_fresh_keys_neither_stops_commits_nor_crowds_out_trainers() {
+    let mut net = net(5, &[100, 100, 100, 100]);
+    for i in 0..4 {
+        net.start(i, ALL).unwrap();
+    }
+    // Slot 4 announces hundreds of updates under fresh keys and serves none of them.
+    net.fake(4, Box::new(|_| Some(Response::NotFound)));
+    assert!(net.run(60_000, |n| n.height(0) >= 2));
+    let run = net.genesis().run_id();
+    let weight = tabswarm_peer::jobs::update_weight(&net.genesis().training);
+    let mut seed = 0;
+    for _ in 0..5 {
+        let h = net.height(0);
+        let base = net.peer(0).app().param_hash();
+        for _ in 0..300 {
+            seed += 1;
+            for to in 0..4 {
+                net.inject(
+                    4,
+                    to,
+                    Topic::Updates,
+                    junk_update(seed, h + 1, base, &run, weight),
+                );
+            }
+        }
+        assert!(
+            net.run(net.now() + 30_000, |n| n.height(0) > h),
+            "stalled at {h}"
+        );
+    }
+    // Every block still includes honest trainers' updates, and only theirs.
+    let honest: Vec<[u8; 32]> = (0..4).map(|i| net.key(i).address().0).collect();
+    for b in &net.peer(0).ledger().blocks()[2..] {
+        assert!(!b.value.proposal.updates.is_empty());
+        assert!(
+            b.value
+                .proposal
+                .updates
+                .iter()
+                .all(|u| honest.contains(&u.trainer))
+        );
+    }
+    let stats = net.peer(0).snapshot().app;
+    assert!(stats.announcements_dropped > 0, "{stats:?}");
+    // An announcement lying about its weight is rejected (and costs the sender).
+    let before = net.verdicts(0).len();
+    let h = net.height(0);
+    let base = net.peer(0).app().param_hash();
+    net.inject(
+        4,
+        0,
+        Topic::Updates,
+        junk_update(99_999, h + 1, base, &run, weight * 100),
+    );
+    net.run(net.now() + 50, |n| n.verdicts(0).len() > before);
+    assert_eq!(net.verdicts(0)[before], Verdict::Reject);
+}
+
+#[test]
+fn a_vote_signed_outside_the_validator_set_is_rejected_by_the_peer() {
+    use malachitebft_core_types::{NilOrVal, Round, VoteType};
+    use tabswarm_consensus::context::{Height, TabswarmContext, Vote};
+    use tabswarm_consensus::wire::Message;
+    let mut net = net(4, &[100, 100, 100]);
+    for i in 0..3 {
+        net.start(i, ALL).unwrap();
+    }
+    assert!(net.run(60_000, |n| n.height(0) >= 1));
+    let ctx = TabswarmContext::new(net.genesis().run_id());
+    let outsider = Keypair::from_seed([123; 32]);
+    let vote = ctx.sign_vote(
+        &outsider,
+        Vote {
+            height: Height(net.height(0) + 1),
+            round: Round::new(0),
+            vote_type: VoteType::Prevote,
+            value: NilOrVal::Nil,
+            validator: outsider.address(),
+        },
+    );
+    let before = net.verdicts(0).len();
+    net.inject(
+        3,
+        0,
+        Topic::Votes,
+        Message::Vote(vote.into()).encode().unwrap(),
+    );
+    net.run(net.now() + 20, |n| n.verdicts(0).len() > before);
+    assert_eq!(net.verdicts(0)[before], Verdict::Reject);
+    assert!(net.peer(0).snapshot().rejected.bad_signature >= 1);
+}
+
+#[test]
+fn a_staked_peer_without_the_validator_role_never_votes() {
+    let mut net = net(4, &[100, 100, 100, 100]);
+    for i in 0..3 {
+        net.start(i, ALL).unwrap();
+    }
+    net.start(
+        3,
+        Roles {
+            train: true,
+            validate: false,
+        },
+    )
+    .unwrap();
+    assert!(net.run(60_000, |n| (0..4).all(|i| n.height(i) >= 3)));
+    assert_eq!(net.published(3, Topic::Votes), 0, "it voted");
+    assert_eq!(net.published(3, Topic::Proposals), 0, "it proposed");
+    assert!(net.published(3, Topic::Updates) > 0, "it trains");
+}
+
+// ---- Fault schedules on real peers -------------------------------------------------------
+
+/// Four equal validators and `trainers` trainers on the quadratic cost model.
+fn quadratic(seed: u64, trainers: usize, tweak: impl FnOnce(&mut PeerConfig)) -> PeerSim {
+    let mut config = PeerConfig::new(seed, 4 + trainers, &[100, 100, 100, 100]);
+    tweak(&mut config);
+    let model = JobModel::quadratic(&config.rules, seed).unwrap();
+    let mut sim = PeerSim::new(config, model).unwrap();
+    for i in 0..4 {
+        sim.start(i, ALL).unwrap();
+    }
+    for i in 4..4 + trainers {
+        sim.start(i, TRAINER).unwrap();
+    }
+    sim
+}
+
+fn assert_safe(r: &PeerReport) {
+    assert_eq!(r.agreement_violations, 0, "two blocks at one height: {r:?}");
+    assert_eq!(
+        r.param_divergences, 0,
+        "two parameter sets at one height: {r:?}"
+    );
+    assert_eq!(
+        r.honest_double_signs, 0,
+        "an honest validator signed twice: {r:?}"
+    );
+}
+
+#[test]
+fn same_config_same_trace_and_another_seed_another_trace() {
+    let run = |seed| {
+        let mut sim = quadratic(seed, 2, |c| {
+            c.loss_per_mille = 50;
+            c.jitter_ms = 15;
+        });
+        sim.run_for(15_000).unwrap()
+    };
+    let (a, b, c) = (run(3), run(3), run(4));
+    assert_eq!(a, b, "a config fixes the whole run");
+    assert!(a.min_honest_height >= 3, "{a:?}");
+    assert_ne!(a.trace_hash, c.trace_hash);
+}
+
+#[test]
+fn many_trainers_on_the_cost_model_commit_and_learn() {
+    let mut sim = quadratic(5, 8, |_| {});
+    let r = sim.run_for(20_000).unwrap();
+    assert_safe(&r);
+    assert!(r.min_honest_height >= 10, "{:?}", r.heights);
+    let first = sim
+        .events(0)
+        .iter()
+        .find_map(|e| match e {
+            Event::Tested {
+                height: 0, loss, ..
+            } => Some(*loss),
+            _ => None,
+        })
+        .unwrap();
+    let last = sim
+        .events(0)
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Tested { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .unwrap();
+    assert!(last < first * 0.5, "validation loss {first} -> {last}");
+    // Trainers' updates made it into blocks, not only the validators' own.
+    let trainers: Vec<[u8; 32]> = (4..12).map(|i| sim.key(i).address().0).collect();
+    let included = sim
+        .peer(0)
+        .ledger()
+        .blocks()
+        .iter()
+        .flat_map(|b| &b.value.proposal.updates);
+    assert!(included.filter(|u| trainers.contains(&u.trainer)).count() >= 8);
+}
+
+#[test]
+fn loss_jitter_and_crashes_with_restarts_keep_real_peers_safe_and_live() {
+    let mut sim = quadratic(7, 2, |c| {
+        c.loss_per_mille = 50;
+        c.jitter_ms = 30;
+        c.crashes = vec![
+            Crash {
+                node: 1,
+                at_ms: 4_000,
+                restart_ms: Some(9_000),
+                torn: false,
+            },
+            Crash {
+                node: 2,
+                at_ms: 14_000,
+                restart_ms: Some(16_000),
+                torn: false,
+            },
+            Crash {
+                node: 5,
+                at_ms: 6_000,
+                restart_ms: Some(20_000),
+                torn: false,
+            },
+        ];
+    });
+    let r = sim.run_for(30_000).unwrap();
+    assert_safe(&r);
+    assert!(r.min_honest_height >= 10, "{:?}", r.heights);
+    // The restarted ones caught up with the rest.
+    let top = r.heights.iter().max().copied().unwrap();
+    assert!(r.heights.iter().all(|&h| h + 3 >= top), "{:?}", r.heights);
+}
+
+#[test]
+fn a_partition_without_two_thirds_halts_and_commits_resume_after_it_heals() {
+    let mut sim = quadratic(9, 2, |c| {
+        c.partitions = vec![Partition {
+            from_ms: 5_000,
+            until_ms: 15_000,
+            groups: vec![vec![0, 1, 4], vec![2, 3, 5]],
+        }];
+    });
+    let before = sim.run_for(5_500).unwrap();
+    let during = sim.run_for(9_000).unwrap();
+    assert!(before.min_honest_height >= 2, "{:?}", before.heights);
+    let top = |r: &PeerReport| r.heights.iter().max().copied().unwrap();
+    assert!(
+        top(&during) <= top(&before) + 1,
+        "no side holds more than 2/3: {:?} -> {:?}",
+        before.heights,
+        during.heights
+    );
+    let after = sim.run_for(15_000).unwrap();
+    assert_safe(&after);
+    assert!(
+        after.min_honest_height >= top(&during) + 3,
+        "commits resume: {:?} -> {:?}",
+        during.heights,
+        after.heights
+    );
+}
+
+#[test]
+fn an_equivocating_validator_among_real_peers_is_slashed_and_the_rest_go_on() {
+    let mut sim = quadratic(11, 1, |c| {
+        c.behaviours = vec![Behaviour::Equivocate];
+    });
+    let addr0 = sim.key(0).address();
+    assert!(sim.run(60_000, |s| {
+        !s.peer(1).ledger().stakes().contains_key(&addr0)
+    }));
+    let r = sim.run_for(10_000).unwrap();
+    assert_safe(&r);
+    let chain = sim.peer(1).ledger().blocks();
+    let with_evidence = chain
+        .iter()
+        .position(|b| !b.value.evidence.is_empty())
+        .expect("evidence was committed");
+    assert!(chain.len() > with_evidence + 2, "the chain went on");
+}
+
+#[test]
+fn forged_and_replayed_consensus_messages_are_rejected_by_real_peers() {
+    let mut sim = quadratic(13, 1, |c| {
+        c.behaviours = vec![Behaviour::Forge, Behaviour::Replay];
+    });
+    let r = sim.run_for(20_000).unwrap();
+    assert_safe(&r);
+    assert!(r.min_honest_height >= 5, "{:?}", r.heights);
+    let rejected = sim
+        .verdicts(2)
+        .iter()
+        .filter(|v| **v == Verdict::Reject)
+        .count();
+    assert!(
+        rejected > 0,
+        "forgeries reached the honest peer and were rejected"
+    );
+}
