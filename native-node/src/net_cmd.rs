@@ -225,7 +225,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_connections: options.max_connections,
                 max_memory_fraction: options.max_memory_fraction,
             },
-            &crate::net::topics::Topics::new(&genesis.run_id()),
+            &genesis,
         )
         .await?;
         if !options.relay_only {

@@ -26,8 +26,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{Metrics, Status};
+use tabswarm_net::protocols::{ProtocolsEvent, Topics};
+
 use crate::net::behaviour::{Behaviour, BehaviourEvent};
-use crate::net::topics::Topics;
 use crate::store::Store;
 
 /// Peers a node tries to stay connected to.
@@ -143,6 +144,7 @@ impl Runner {
         for topic in self.topics.all() {
             self.swarm
                 .behaviour_mut()
+                .peer
                 .gossipsub
                 .subscribe(topic)
                 .context("subscribing to the run's topics")?;
@@ -210,7 +212,13 @@ impl Runner {
                 Effect::Publish { topic, data } => {
                     self.metrics.bytes_out.inc_by(data.len() as u64);
                     let topic = self.topics.get(topic).clone();
-                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                    if let Err(e) = self
+                        .swarm
+                        .behaviour_mut()
+                        .peer
+                        .gossipsub
+                        .publish(topic, data)
+                    {
                         debug!(error = %e, "publish failed (no peers yet?)");
                     }
                 }
@@ -227,12 +235,18 @@ impl Runner {
                         let _ = self
                             .swarm
                             .behaviour_mut()
+                            .peer
                             .gossipsub
                             .report_message_validation_result(id, source, acceptance);
                     }
                 }
                 Effect::Send { to, id, request } => {
-                    let out = self.swarm.behaviour_mut().fetch.send_request(&to, request);
+                    let out = self
+                        .swarm
+                        .behaviour_mut()
+                        .peer
+                        .fetch
+                        .send_request(&to, request);
                     self.requests.insert(out, id);
                 }
                 Effect::Respond(response) => {
@@ -243,6 +257,7 @@ impl Runner {
                         let _ = self
                             .swarm
                             .behaviour_mut()
+                            .peer
                             .fetch
                             .send_response(channel, response);
                     }
@@ -398,16 +413,19 @@ impl Runner {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> anyhow::Result<()> {
         match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(ProtocolsEvent::Gossipsub(
+                gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                },
+            ))) => {
                 self.metrics.bytes_in.inc_by(message.data.len() as u64);
                 let Some(topic) = self.topics.kind(&message.topic) else {
                     let _ = self
                         .swarm
                         .behaviour_mut()
+                        .peer
                         .gossipsub
                         .report_message_validation_result(
                             &message_id,
@@ -426,12 +444,12 @@ impl Runner {
                     Reply::Gossip(message_id, propagation_source),
                 )?;
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Fetch(event)) => self.on_fetch_event(event)?,
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(ProtocolsEvent::Fetch(event))) => {
+                self.on_fetch_event(event)?
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(ProtocolsEvent::Identify(
+                identify::Event::Received { peer_id, info, .. },
+            ))) => {
                 let is_relay = info
                     .protocols
                     .iter()
@@ -649,7 +667,7 @@ impl Runner {
         relayed.sort();
         relayed.dedup();
         relayed.retain(|p| !direct.contains(p));
-        let gossip = &self.swarm.behaviour().gossipsub;
+        let gossip = &self.swarm.behaviour().peer.gossipsub;
         let penalised: Vec<(String, f64)> = self
             .swarm
             .connected_peers()

@@ -1,12 +1,25 @@
-//! libp2p pieces the relay and the node share: persisted identity and webrtc certificate (so
-//! multiaddrs with `/certhash` survive restarts), the listen plan, and the swarm's transports.
+//! tabswarm on libp2p.
+//!
+//! - Feature `peer`: [`protocols`], what every peer speaks beside its transports (gossipsub
+//!   configured for the run, the fetch protocol, identify, ping), composed once for the
+//!   server node and the browser tab. Builds for `wasm32-unknown-unknown`.
+//! - Feature `server`: what the native relay and node share: persisted identity and webrtc
+//!   certificate (so multiaddrs with `/certhash` survive restarts), the listen plan, and the
+//!   swarm's transports ([`server_transports!`]).
 
+#[cfg(feature = "server")]
 mod keyfile;
+#[cfg(feature = "server")]
 mod listen;
+#[cfg(feature = "peer")]
+pub mod protocols;
 
+#[cfg(feature = "server")]
 pub use keyfile::{load_or_create_certificate, load_or_create_keypair};
+#[cfg(feature = "server")]
 pub use listen::{Listen, is_loopback_or_private, with_peer};
 
+#[cfg(feature = "server")]
 /// Chooses rustls's crypto provider for the process. Call once at start, before any QUIC
 /// connection: our dependency tree enables two providers, and rustls then refuses to guess
 /// (every QUIC handshake would panic).
@@ -15,6 +28,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub use {libp2p as __libp2p, libp2p_webrtc as __webrtc};
 
@@ -23,6 +37,7 @@ pub use {libp2p as __libp2p, libp2p_webrtc as __webrtc};
 /// behaviour next; the node adds the relay client first. A macro because libp2p's type-state
 /// builder cannot be returned from a function; use it inside an `async` function returning
 /// `anyhow::Result` (it uses `?` and `.await`).
+#[cfg(feature = "server")]
 #[macro_export]
 macro_rules! server_transports {
     ($key:expr, $certificate:expr) => {

@@ -53,12 +53,12 @@ pub(crate) fn build_browser_pkg() -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// `cargo check` of the consensus crate for wasm32: it must stay free of I/O, threads and
-/// native-only dependencies so a tab (or a Web Worker) can run it.
-/// The shared protocol crates must run in a tab: consensus and the peer state machine.
+/// The shared protocol crates must run in a tab: consensus, the peer state machine, and the
+/// libp2p protocols every peer speaks (`tabswarm-net` with feature `peer`). A `cargo check`
+/// for wasm32 keeps them free of I/O, threads and native-only dependencies.
 pub(crate) fn check_protocol_crates() -> anyhow::Result<()> {
     sh::run(
-        "cargo check --target wasm32 tabswarm-consensus tabswarm-peer",
+        "cargo check --target wasm32 tabswarm-consensus tabswarm-peer tabswarm-net/peer",
         &mut sh::cargo(&[
             "check",
             "--target",
@@ -67,6 +67,10 @@ pub(crate) fn check_protocol_crates() -> anyhow::Result<()> {
             "tabswarm-consensus",
             "--package",
             "tabswarm-peer",
+            "--package",
+            "tabswarm-net",
+            "--features",
+            "tabswarm-net/peer",
         ]),
     )
 }

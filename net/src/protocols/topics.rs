@@ -6,12 +6,13 @@ use tabswarm_peer::wire::Topic;
 
 /// A run's topics.
 #[derive(Debug, Clone)]
-pub(crate) struct Topics {
+pub struct Topics {
     topics: Vec<(Topic, IdentTopic)>,
 }
 
 impl Topics {
-    pub(crate) fn new(run: &RunId) -> Self {
+    /// The topics of run `run`.
+    pub fn new(run: &RunId) -> Self {
         Self {
             topics: Topic::ALL
                 .iter()
@@ -20,11 +21,13 @@ impl Topics {
         }
     }
 
-    pub(crate) fn all(&self) -> impl Iterator<Item = &IdentTopic> {
+    /// Every topic (what a peer subscribes to).
+    pub fn all(&self) -> impl Iterator<Item = &IdentTopic> {
         self.topics.iter().map(|(_, t)| t)
     }
 
-    pub(crate) fn get(&self, topic: Topic) -> &IdentTopic {
+    /// The libp2p topic of `topic`.
+    pub fn get(&self, topic: Topic) -> &IdentTopic {
         // `topics` holds every `Topic`, built from `Topic::ALL`.
         &self
             .topics
@@ -34,7 +37,8 @@ impl Topics {
             .1
     }
 
-    pub(crate) fn kind(&self, hash: &TopicHash) -> Option<Topic> {
+    /// Which of the run's topics `hash` is, if any.
+    pub fn kind(&self, hash: &TopicHash) -> Option<Topic> {
         self.topics
             .iter()
             .find(|(_, t)| &t.hash() == hash)

@@ -1,0 +1,143 @@
+//! gossipsub as tabswarm configures it.
+//!
+//! - **Message id = hash of the content.** The same vote, block or announcement reaching a
+//!   peer from several publishers or paths is one message: every node publishes each block
+//!   it commits, and those copies are suppressed instead of flooding the mesh N times. A
+//!   replay is a duplicate while the duplicate cache remembers it; after that, the peer's own
+//!   check (`tabswarm_peer`, `Verdict::Ignore` for stale messages) keeps it from being
+//!   forwarded.
+//! - The duplicate cache lasts a little less than the run's rebroadcast interval (at least
+//!   3 s, past the message cache's 2.5 s), so a node may re-publish its own votes when
+//!   consensus asks it to (a publish of a message still in the cache is refused as a
+//!   duplicate).
+//! - **Validation before forwarding**: nothing is relayed until the peer's verdict comes back
+//!   (strict mode: signed by the libp2p key of its publisher).
+//! - **Peer scoring**: each message the peer rejects costs its sender (P4, squared per topic),
+//!   so a peer that keeps sending forged or malformed messages drops below the graylist
+//!   threshold (-80) after about four in one topic and is ignored; one glitch decays away.
+//!   Delivery-rate terms are off: rounds are bursty and small networks would punish honest
+//!   peers for being quiet between rounds.
+
+use std::time::Duration;
+
+use libp2p::gossipsub::{self, MessageId};
+use libp2p::identity::Keypair;
+use sha2::{Digest, Sha256};
+
+use super::{Mesh, Topics};
+
+/// Largest gossip message: a block with a full certificate and evidence (consensus's own
+/// per-kind limits are checked again on receipt).
+pub const MAX_GOSSIP: usize = tabswarm_consensus::wire::MAX_MESSAGE;
+
+/// Heartbeat of the mesh.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Shortest duplicate cache, whatever the run's rebroadcast interval: longer than a message
+/// stays in the message cache (gossipsub's `history_length`, 5 heartbeats), so one that comes
+/// back through IHAVE/IWANT gossip is still known as a duplicate.
+const MIN_DUPLICATE_CACHE: Duration = Duration::from_secs(3);
+
+/// The id of a gossip message: SHA-256 of its data.
+pub fn message_id(data: &[u8]) -> MessageId {
+    MessageId::new(&Sha256::digest(data))
+}
+
+/// How long a message id is remembered: four fifths of the run's rebroadcast interval, at
+/// least [`MIN_DUPLICATE_CACHE`].
+pub fn duplicate_cache(rebroadcast: Duration) -> Duration {
+    (rebroadcast * 4 / 5).max(MIN_DUPLICATE_CACHE)
+}
+
+/// gossipsub for a run's `topics`.
+pub fn behaviour(
+    key: &Keypair,
+    topics: &Topics,
+    mesh: Mesh,
+    rebroadcast: Duration,
+) -> Result<gossipsub::Behaviour, String> {
+    let config = gossipsub::ConfigBuilder::default()
+        .max_transmit_size(MAX_GOSSIP)
+        .message_id_fn(|m: &gossipsub::Message| message_id(&m.data))
+        .duplicate_cache_time(duplicate_cache(rebroadcast))
+        .validate_messages()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .heartbeat_interval(HEARTBEAT)
+        .mesh_n_low(mesh.low)
+        .mesh_n(mesh.target)
+        .mesh_n_high(mesh.high)
+        .mesh_outbound_min(1.min(mesh.low))
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
+    let mut gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            .map_err(|e| format!("gossipsub: {e}"))?;
+    gossipsub
+        .with_peer_score(
+            score_params(topics),
+            gossipsub::PeerScoreThresholds::default(),
+        )
+        .map_err(|e| format!("gossipsub scoring: {e}"))?;
+    Ok(gossipsub)
+}
+
+/// Peer scores: rejected messages cost their sender (see the module docs).
+pub fn score_params(topics: &Topics) -> gossipsub::PeerScoreParams {
+    let mut params = gossipsub::PeerScoreParams::default();
+    for topic in topics.all() {
+        let topic_params = gossipsub::TopicScoreParams {
+            topic_weight: 1.0,
+            invalid_message_deliveries_weight: -5.0,
+            invalid_message_deliveries_decay: 0.9,
+            first_message_deliveries_weight: 0.0,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            ..gossipsub::TopicScoreParams::default()
+        };
+        params.topics.insert(topic.hash(), topic_params);
+    }
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_content_has_one_id_whoever_publishes_it() {
+        assert_eq!(message_id(b"block 7"), message_id(b"block 7"));
+        assert_ne!(message_id(b"block 7"), message_id(b"block 8"));
+    }
+
+    #[test]
+    fn the_duplicate_cache_ends_before_the_next_rebroadcast() {
+        assert_eq!(
+            duplicate_cache(Duration::from_secs(5)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            duplicate_cache(Duration::from_millis(400)),
+            MIN_DUPLICATE_CACHE
+        );
+        assert!(
+            MIN_DUPLICATE_CACHE > HEARTBEAT * 5,
+            "outlives the message cache"
+        );
+    }
+
+    #[test]
+    fn four_rejections_in_a_topic_graylist_a_peer() {
+        let topics = Topics::new(&tabswarm_consensus::genesis::RunId([3; 32]));
+        let params = score_params(&topics);
+        let thresholds = gossipsub::PeerScoreThresholds::default();
+        for t in topics.all() {
+            let p = &params.topics[&t.hash()];
+            let score = |n: f64| p.topic_weight * p.invalid_message_deliveries_weight * n * n;
+            assert!(
+                score(1.0) > thresholds.graylist_threshold,
+                "one glitch is forgiven"
+            );
+            assert!(score(4.0) <= thresholds.graylist_threshold);
+        }
+    }
+}
