@@ -16,7 +16,8 @@
 //!   so a peer that keeps sending forged or malformed messages drops below the graylist
 //!   threshold (-80) after about four in one topic and is ignored; one glitch decays away.
 //!   Delivery-rate terms are off: rounds are bursty and small networks would punish honest
-//!   peers for being quiet between rounds.
+//!   peers for being quiet between rounds. Positive terms are off too (no credit for time in
+//!   the mesh or first deliveries), so good behaviour cannot be banked against rejections.
 
 use std::time::Duration;
 
@@ -89,6 +90,10 @@ pub fn score_params(topics: &Topics) -> gossipsub::PeerScoreParams {
             topic_weight: 1.0,
             invalid_message_deliveries_weight: -5.0,
             invalid_message_deliveries_decay: 0.9,
+            // No credit for time in the mesh: libp2p's default (1 point per ms, up to 3,600
+            // per topic) let a peer that sat in the mesh for a few seconds absorb any number
+            // of rejections and never be graylisted.
+            time_in_mesh_weight: 0.0,
             first_message_deliveries_weight: 0.0,
             mesh_message_deliveries_weight: 0.0,
             mesh_failure_penalty_weight: 0.0,
@@ -123,6 +128,19 @@ mod tests {
             MIN_DUPLICATE_CACHE > HEARTBEAT * 5,
             "outlives the message cache"
         );
+    }
+
+    #[test]
+    fn no_peer_can_bank_credit_against_rejections() {
+        let topics = Topics::new(&tabswarm_consensus::genesis::RunId([3; 32]));
+        let params = score_params(&topics);
+        for t in topics.all() {
+            let p = &params.topics[&t.hash()];
+            let most = p.topic_weight
+                * (p.time_in_mesh_weight * p.time_in_mesh_cap
+                    + p.first_message_deliveries_weight * p.first_message_deliveries_cap);
+            assert!(most <= 0.0, "a peer could earn {most} in {t}");
+        }
     }
 
     #[test]
