@@ -38,7 +38,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         wasm::build_browser_pkg,
     )?;
     s.step(
-        "wasm32 check of tabswarm-consensus and tabswarm-peer",
+        "wasm32 check of tabswarm-consensus, tabswarm-peer and tabswarm-net (peer)",
         wasm::check_protocol_crates,
     )?;
     let data = s.step("data (data/mnist.tsd)", || {
