@@ -13,7 +13,7 @@ use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, noise, tcp, yamux};
 use malachitebft_core_types::{NilOrVal, Round, VoteType};
-use support::{FAST, Net, SERIAL};
+use support::{FAST, serial};
 use tabswarm_consensus::context::{Height, Vote};
 use tabswarm_consensus::evidence::SignedVoteMsg;
 use tabswarm_consensus::genesis::{Genesis, RunId, hex};
@@ -40,14 +40,15 @@ fn header(trainer: Address, height: u64) -> UpdateHeader {
 
 #[test]
 fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut net = Net::new("adversary", 3, 3, FAST);
+    let _serial = serial();
+    let mut net = support::net("adversary", 3, 3, FAST);
     for i in 0..3 {
-        net.start(i, &[]);
+        net.start(i, &[]).unwrap();
     }
     net.wait_until("height 3", Duration::from_secs(120), |n| {
         (0..3).all(|i| n.height(i) >= 3)
-    });
+    })
+    .unwrap();
     let status = net.status(0).unwrap();
     let target: Multiaddr = status["listen"]
         .as_array()
@@ -180,8 +181,9 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
     });
     net.wait_until("honest commits to continue", Duration::from_secs(60), |n| {
         (0..3).all(|i| n.height(i) >= height_before + 3)
-    });
-    net.stop_all();
+    })
+    .unwrap();
+    net.stop_all().unwrap();
 }
 
 fn hex_to_32(s: &str) -> [u8; 32] {

@@ -8,17 +8,14 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{FAST, Net, SERIAL};
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use support::{FAST, Net, serial};
 
 /// Waits (bounded) until every listed node reports at least `height`.
 fn reach(net: &Net, nodes: &[usize], height: u64, what: &str, secs: u64) {
     net.wait_until(what, Duration::from_secs(secs), |n| {
         heights(n, nodes).iter().all(|h| *h >= height)
-    });
+    })
+    .unwrap();
 }
 
 /// Node `i`'s status once it is in sync with (at most one height behind) `others`.
@@ -42,7 +39,10 @@ fn heights(net: &Net, nodes: &[usize]) -> Vec<u64> {
 
 /// Block `height` and its parameter hash must be the same on every listed node.
 fn assert_same_block(net: &Net, nodes: &[usize], height: u64) -> Vec<Value> {
-    let ledgers: Vec<Value> = nodes.iter().map(|&i| net.ledger(i, height)).collect();
+    let ledgers: Vec<Value> = nodes
+        .iter()
+        .map(|&i| net.ledger(i, height).unwrap())
+        .collect();
     for (i, l) in nodes.iter().zip(&ledgers) {
         assert!(
             l["height"].as_u64().unwrap() >= height,
@@ -71,18 +71,19 @@ fn assert_same_block(net: &Net, nodes: &[usize], height: u64) -> Vec<Value> {
 
 #[test]
 fn three_validators_and_a_trainer_agree_and_learn() {
-    let _serial = lock();
-    let mut net = Net::new("agree", 4, 3, FAST);
+    let _serial = serial();
+    let mut net = support::net("agree", 4, 3, FAST);
     for i in 0..3 {
-        net.start(i, &[]);
+        net.start(i, &[]).unwrap();
     }
     // The trainer knows the relay only by its QUIC address (a TLS handshake, unlike tcp's Noise).
-    let quic = net.relay_addr("/quic-v1");
-    net.start_via(3, &quic, &["--roles", "trainer"]);
+    let quic = net.relay_addr("/quic-v1").unwrap().to_owned();
+    net.start_via(3, &quic, &["--roles", "trainer"]).unwrap();
     let all = [0, 1, 2, 3];
     net.wait_until("every node at height 12", Duration::from_secs(180), |n| {
         heights(n, &all).iter().all(|h| *h >= 12)
-    });
+    })
+    .unwrap();
     for i in all {
         let s = net.status(i).unwrap();
         let acc = s["test_accuracy"].as_f64().unwrap();
@@ -95,7 +96,7 @@ fn three_validators_and_a_trainer_agree_and_learn() {
         trainer["credit"].as_u64().unwrap() > 0,
         "the trainer-only node's updates were never included: {trainer}"
     );
-    net.stop_all();
+    net.stop_all().unwrap();
     let ledgers = assert_same_block(&net, &all, 12);
     assert!(
         ledgers[3]["signer"].is_null(),
@@ -124,11 +125,11 @@ fn three_validators_and_a_trainer_agree_and_learn() {
 
 #[test]
 fn a_killed_validator_misses_nothing_and_never_double_signs() {
-    let _serial = lock();
+    let _serial = serial();
     // Four equal validators: with one down, 3/4 of stake is still more than 2/3.
-    let mut net = Net::new("kill9", 4, 4, FAST);
+    let mut net = support::net("kill9", 4, 4, FAST);
     for i in 0..4 {
-        net.start(i, &[]);
+        net.start(i, &[]).unwrap();
     }
     reach(&net, &[0, 1, 2, 3], 5, "height 5", 120);
     let before = net.status(3).unwrap();
@@ -143,12 +144,13 @@ fn a_killed_validator_misses_nothing_and_never_double_signs() {
         120,
     );
     eprintln!("kill9: commits went on without it after {:?}", t.elapsed());
-    net.start(3, &[]);
+    net.start(3, &[]).unwrap();
     net.wait_until(
         "the restarted validator caught up",
         Duration::from_secs(120),
         |n| in_sync_with(n, 3, &[0, 1, 2]).is_some_and(|s| s["height"].as_u64().unwrap() > h0 + 4),
-    );
+    )
+    .unwrap();
     eprintln!("kill9: caught up after {:?}", t.elapsed());
     let caught_up = net.height(3);
     net.wait_until(
@@ -158,7 +160,8 @@ fn a_killed_validator_misses_nothing_and_never_double_signs() {
             n.status(3)
                 .is_some_and(|s| s["signer"]["height"].as_u64().unwrap_or(0) > caught_up)
         },
-    );
+    )
+    .unwrap();
     let after = net.status(3).unwrap();
     assert!(
         after["height"].as_u64() >= before["height"].as_u64(),
@@ -166,26 +169,27 @@ fn a_killed_validator_misses_nothing_and_never_double_signs() {
     );
     assert_eq!(after["signer"]["refused_to_sign"], 0);
     let end = heights(&net, &[0, 1, 2, 3]).into_iter().min().unwrap();
-    net.stop_all();
+    net.stop_all().unwrap();
     assert_same_block(&net, &[0, 1, 2, 3], end);
 }
 
 #[test]
 fn a_late_joiner_syncs_blocks_and_a_checkpoint_then_takes_part() {
-    let _serial = lock();
-    let mut net = Net::new("late", 4, 3, FAST);
+    let _serial = serial();
+    let mut net = support::net("late", 4, 3, FAST);
     for i in 0..3 {
-        net.start(i, &[]);
+        net.start(i, &[]).unwrap();
     }
     reach(&net, &[0, 1, 2], 12, "height 12", 120);
-    net.start(3, &["--roles", "trainer"]);
+    net.start(3, &["--roles", "trainer"]).unwrap();
     net.wait_until(
         "the late joiner caught up and contributed",
         Duration::from_secs(120),
         |n| in_sync_with(n, 3, &[0, 1, 2]).is_some_and(|s| s["credit"].as_u64().unwrap() > 0),
-    );
+    )
+    .unwrap();
     let end = heights(&net, &[0, 1, 2, 3]).into_iter().min().unwrap();
-    net.stop_all();
+    net.stop_all().unwrap();
     let ledgers = assert_same_block(&net, &[0, 1, 2, 3], end);
     assert!(
         ledgers[3]["checkpoint_height"].as_u64().is_some(),
@@ -196,15 +200,16 @@ fn a_late_joiner_syncs_blocks_and_a_checkpoint_then_takes_part() {
 
 #[test]
 fn two_nodes_that_reach_each_other_only_through_the_relay_still_commit() {
-    let _serial = lock();
-    let mut net = Net::new("relayonly", 2, 2, FAST);
-    net.start(0, &["--relay-only"]);
-    net.start(1, &["--relay-only"]);
+    let _serial = serial();
+    let mut net = support::net("relayonly", 2, 2, FAST);
+    net.start(0, &["--relay-only"]).unwrap();
+    net.start(1, &["--relay-only"]).unwrap();
     net.wait_until(
         "height 5 through the relay",
         Duration::from_secs(180),
         |n| heights(n, &[0, 1]).iter().all(|h| *h >= 5),
-    );
+    )
+    .unwrap();
     for i in 0..2 {
         let s = net.status(i).unwrap();
         let other = &net.nodes[1 - i].peer_id;
@@ -226,24 +231,24 @@ fn two_nodes_that_reach_each_other_only_through_the_relay_still_commit() {
         );
     }
     let end = heights(&net, &[0, 1]).into_iter().min().unwrap();
-    net.stop_all();
+    net.stop_all().unwrap();
     assert_same_block(&net, &[0, 1], end);
 }
 
 #[test]
 fn the_whole_network_restarts_where_it_stopped() {
-    let _serial = lock();
-    let mut net = Net::new("restart", 3, 3, FAST);
+    let _serial = serial();
+    let mut net = support::net("restart", 3, 3, FAST);
     for i in 0..3 {
-        net.start(i, &[]);
+        net.start(i, &[]).unwrap();
     }
     reach(&net, &[0, 1, 2], 6, "height 6", 120);
-    net.stop_all();
+    net.stop_all().unwrap();
     let stopped: Vec<u64> = (0..3)
-        .map(|i| net.ledger(i, 1)["height"].as_u64().unwrap())
+        .map(|i| net.ledger(i, 1).unwrap()["height"].as_u64().unwrap())
         .collect();
     for i in 0..3 {
-        net.start(i, &[]);
+        net.start(i, &[]).unwrap();
     }
     // Each node restores its own parameters from disk: none of them has a peer ahead of it.
     let top = stopped.iter().copied().max().unwrap();
@@ -254,9 +259,9 @@ fn the_whole_network_restarts_where_it_stopped() {
         "commits after a full restart",
         120,
     );
-    net.stop_all();
+    net.stop_all().unwrap();
     let after: Vec<u64> = (0..3)
-        .map(|i| net.ledger(i, 1)["height"].as_u64().unwrap())
+        .map(|i| net.ledger(i, 1).unwrap()["height"].as_u64().unwrap())
         .collect();
     assert!(
         after.iter().zip(&stopped).all(|(a, s)| a > s),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use tabswarm_testnet::{Binaries, Spec, Testnet};
 
-use crate::localnet::{LocalNet, Spec};
 use crate::sh::{self, Profile};
 
 /// Heights skipped before measuring (connections forming, first rounds waiting on deadlines).
@@ -24,40 +24,35 @@ pub(crate) fn run(
     rounds: u64,
     catch_up_blocks: u64,
 ) -> anyhow::Result<()> {
-    let node = sh::native_bin(Profile::Release, "tabswarm-node");
-    let relay = sh::native_bin(Profile::Release, "tabswarm-relay");
+    let bins = Binaries {
+        node: sh::native_bin(Profile::Release, "tabswarm-node"),
+        relay: sh::native_bin(Profile::Release, "tabswarm-relay"),
+    };
     let scratch = sh::cache().join("bench").join("network");
 
     eprintln!("    8 peers (4 validators + 4 trainers), {rounds} rounds of 200 local steps each");
     let local_steps = 200;
-    let mut net = LocalNet::start(
-        &scratch.join("rounds"),
-        &node,
-        &relay,
-        data,
-        &Spec {
-            validators: 4,
-            trainers: 4,
-            genesis_args: args(&[
-                "--local-steps",
-                &local_steps.to_string(),
-                "--round-deadline-ms",
-                "3000",
-                "--propose-timeout-ms",
-                "8000",
-                "--checkpoint-every",
-                "50",
-            ]),
-            metrics_base: None,
-            json_logs: true,
-        },
-    )?;
+    let spec = Spec {
+        json_logs: true,
+        ..Spec::new(4, 4).genesis(&[
+            "--local-steps",
+            &local_steps.to_string(),
+            "--round-deadline-ms",
+            "3000",
+            "--propose-timeout-ms",
+            "8000",
+            "--checkpoint-every",
+            "50",
+        ])
+    };
+    let mut net = Testnet::create(&scratch.join("rounds"), &bins, data, spec)?;
+    net.start_all()?;
     let all: Vec<usize> = (0..8).collect();
     let started = Instant::now();
     net.wait_height(&all, rounds + WARM_UP, Duration::from_secs(1200))?;
     let wall = started.elapsed();
     let statuses: Vec<Value> = all.iter().filter_map(|&i| net.status(i)).collect();
-    net.stop();
+    net.stop_all()?;
     let mut rows = Vec::new();
     for n in &net.nodes {
         rows.extend(committed_lines(&n.log)?);
@@ -100,30 +95,24 @@ pub(crate) fn run(
     eprintln!(
         "    catch-up: 3 validators run {catch_up_blocks} short rounds, then a fresh node joins"
     );
-    let mut net = LocalNet::start(
-        &scratch.join("catchup"),
-        &node,
-        &relay,
-        data,
-        &Spec {
-            validators: 3,
-            trainers: 0,
-            genesis_args: args(&[
-                "--local-steps",
-                "1",
-                "--round-deadline-ms",
-                "50",
-                "--checkpoint-every",
-                "100",
-            ]),
-            metrics_base: None,
-            json_logs: true,
-        },
-    )?;
+    let spec = Spec {
+        json_logs: true,
+        ..Spec::new(3, 0).genesis(&[
+            "--local-steps",
+            "1",
+            "--round-deadline-ms",
+            "50",
+            "--checkpoint-every",
+            "100",
+        ])
+    };
+    let mut net = Testnet::create(&scratch.join("catchup"), &bins, data, spec)?;
+    net.start_all()?;
     net.wait_height(&[0, 1, 2], catch_up_blocks, Duration::from_secs(1800))?;
     let tip = net.height(0);
     let joined = Instant::now();
-    let late = net.add_trainer()?;
+    let late = net.add_node()?;
+    net.start(late, &["--roles", "trainer"])?;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut caught_up = None;
     while Instant::now() < deadline {
@@ -136,7 +125,7 @@ pub(crate) fn run(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    net.stop();
+    net.stop_all()?;
     let caught_up = caught_up.context("the late node did not catch up within 10 minutes")?;
 
     let report = json!({
@@ -165,10 +154,6 @@ pub(crate) fn run(
     std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
     eprintln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
-}
-
-fn args(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// The `committed` log lines of a node running with `--log-format json`.

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use tabswarm_testnet::{Binaries, Spec, Testnet};
 
 use crate::install;
-use crate::localnet::{LocalNet, Spec};
 use crate::sh::{self, Profile, Steps};
 
 pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
@@ -34,19 +34,17 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
     let mut net = s.step(
         "start a relay, 4 validators and 1 trainer on 127.0.0.1",
         || {
-            LocalNet::start(
-                &dir,
-                &sh::native_bin(Profile::Release, "tabswarm-node"),
-                &sh::native_bin(Profile::Release, "tabswarm-relay"),
-                &data,
-                &Spec {
-                    validators: 4,
-                    trainers: 1,
-                    genesis_args: vec!["--name".into(), "demo-mnist-mlp".into()],
-                    metrics_base: Some(9464),
-                    json_logs: false,
-                },
-            )
+            let bins = Binaries {
+                node: sh::native_bin(Profile::Release, "tabswarm-node"),
+                relay: sh::native_bin(Profile::Release, "tabswarm-relay"),
+            };
+            let spec = Spec {
+                metrics_base: Some(9464),
+                ..Spec::new(4, 1).genesis(&["--name", "demo-mnist-mlp"])
+            };
+            let mut net = Testnet::create(&dir, &bins, &data, spec)?;
+            net.start_all()?;
+            Ok(net)
         },
     )?;
     s.summary();
@@ -83,7 +81,6 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
             );
         }
         if !net.any_running() {
-            net.stop();
             anyhow::bail!("every node stopped; see the logs in {}", dir.display());
         }
         let Some(status) = (0..net.nodes.len()).find_map(|i| net.status(i)) else {
@@ -115,7 +112,7 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
         }
     }
     eprintln!("\nstopping the network...");
-    net.stop();
+    net.stop_all()?;
     eprintln!(
         "stopped cleanly. Inspect a node: {} ledger --home {}",
         sh::native_bin(Profile::Release, "tabswarm-node").display(),

@@ -17,7 +17,6 @@ mod bench;
 mod bench_network;
 mod demo;
 mod install;
-mod localnet;
 mod sh;
 mod test;
 mod wasm;

@@ -1,0 +1,530 @@
+//! Local tabswarm networks of real processes: one `tabswarm-relay` and several
+//! `tabswarm-node`s on 127.0.0.1, each node with its own home under one directory. The demo,
+//! the network benchmark and the multi-process tests all start their networks here, so what
+//! the tests exercise is what a user runs.
+//!
+//! Every wait is bounded; every child is stopped when the [`Testnet`] drops (SIGTERM, then
+//! SIGKILL after [`STOP_GRACE`]).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// How long a node may take to exit cleanly on SIGTERM.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long the relay may take to print its listen addresses.
+const RELAY_START: Duration = Duration::from_secs(20);
+/// Addresses the relay prints on stdout (tcp, quic, websocket, webrtc-direct).
+const RELAY_ADDRS: usize = 4;
+
+/// Genesis flags that keep rounds short (tests).
+pub const FAST: &[&str] = &[
+    "--local-steps",
+    "30",
+    "--round-deadline-ms",
+    "500",
+    "--checkpoint-every",
+    "5",
+    "--propose-timeout-ms",
+    "3000",
+];
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Networks share two cores: tests in one binary take this so they run one at a time (nextest
+/// runs them one at a time anyway, through the `network` test group).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The two programs a network runs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `tabswarm-node`.
+    pub node: PathBuf,
+    /// `tabswarm-relay`.
+    pub relay: PathBuf,
+}
+
+impl Binaries {
+    /// `tabswarm-node` at `node` and `tabswarm-relay` beside it (cargo builds both into one
+    /// directory).
+    pub fn beside(node: impl Into<PathBuf>) -> anyhow::Result<Self> {
+        let node = node.into();
+        let relay = node.with_file_name(format!("tabswarm-relay{}", std::env::consts::EXE_SUFFIX));
+        for p in [&node, &relay] {
+            if !p.exists() {
+                bail!(
+                    "{} is missing: build it first (`cargo build -p tabswarm-node -p tabswarm-relay`; `cargo xtask test` does)",
+                    p.display()
+                );
+            }
+        }
+        Ok(Self { node, relay })
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Nodes with stake (100 each), numbered first.
+    pub validators: usize,
+    /// Nodes without stake, after the validators.
+    pub others: usize,
+    /// Extra `tabswarm-node genesis` flags.
+    pub genesis_args: Vec<String>,
+    /// First metrics port (node i gets base + i); `None` lets each node pick a free one.
+    pub metrics_base: Option<u16>,
+    /// Nodes log JSON lines (what the benchmarks parse).
+    pub json_logs: bool,
+    /// Remove the directory when the network drops, unless a thread is panicking (tests).
+    pub remove_on_drop: bool,
+}
+
+impl Spec {
+    /// `validators` staked nodes and `others` without stake; defaults otherwise.
+    pub fn new(validators: usize, others: usize) -> Self {
+        Self {
+            validators,
+            others,
+            genesis_args: Vec::new(),
+            metrics_base: None,
+            json_logs: false,
+            remove_on_drop: false,
+        }
+    }
+
+    /// With these genesis flags.
+    pub fn genesis(mut self, args: &[&str]) -> Self {
+        self.genesis_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+}
+
+/// One node's home, log and (while running) process.
+#[derive(Debug)]
+pub struct Node {
+    /// Its home directory.
+    pub home: PathBuf,
+    /// Its stderr.
+    pub log: PathBuf,
+    /// Hex ed25519 public key (its consensus identity).
+    pub public_key: String,
+    /// libp2p peer id.
+    pub peer_id: String,
+    child: Option<Child>,
+}
+
+/// A relay and nodes on 127.0.0.1.
+#[derive(Debug)]
+pub struct Testnet {
+    /// Where everything lives.
+    pub dir: PathBuf,
+    bins: Binaries,
+    data: PathBuf,
+    relay: Option<Child>,
+    /// What the relay listens on, one address per transport.
+    pub relay_addrs: Vec<String>,
+    /// The run's genesis file.
+    pub genesis: PathBuf,
+    /// Every node, started or not.
+    pub nodes: Vec<Node>,
+    spec: Spec,
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+impl Testnet {
+    /// A fresh `dir` with a running relay, `validators + others` initialised node homes and a
+    /// genesis staking the validators; no node is started yet.
+    pub fn create(dir: &Path, bins: &Binaries, data: &Path, spec: Spec) -> anyhow::Result<Self> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if !data.exists() {
+            bail!("{} is missing: run `cargo xtask data`", data.display());
+        }
+        let (relay, relay_addrs) = start_relay(&bins.relay, dir)?;
+        let mut net = Self {
+            dir: dir.to_owned(),
+            bins: bins.clone(),
+            data: data.to_owned(),
+            relay: Some(relay),
+            relay_addrs,
+            genesis: dir.join("genesis.json"),
+            nodes: Vec::new(),
+            spec,
+        };
+        for _ in 0..net.spec.validators + net.spec.others {
+            net.add_node()?;
+        }
+        let mut cmd = Command::new(&net.bins.node);
+        cmd.args(["genesis", "--out"]).arg(&net.genesis);
+        for n in &net.nodes[..net.spec.validators] {
+            cmd.args(["--validator", &format!("{}:100", n.public_key)]);
+        }
+        cmd.args(&net.spec.genesis_args);
+        output(&mut cmd)?;
+        Ok(net)
+    }
+
+    /// A network under the system's temp directory named after `name` and this process,
+    /// removed when it drops (kept for inspection when a test panics).
+    pub fn temp(name: &str, bins: &Binaries, data: &Path, spec: Spec) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("tabswarm-net-{name}-{}", std::process::id()));
+        Self::create(
+            &dir,
+            bins,
+            data,
+            Spec {
+                remove_on_drop: true,
+                ..spec
+            },
+        )
+    }
+
+    /// Starts every node: validators with their default roles, the others as trainers.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            if i < self.spec.validators {
+                self.start(i, &[])?;
+            } else {
+                self.start(i, &["--roles", "trainer"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Initialises one more node home (no stake); returns its index. Start it with
+    /// [`Testnet::start`].
+    pub fn add_node(&mut self) -> anyhow::Result<usize> {
+        let i = self.nodes.len();
+        let home = self.dir.join(format!("node{i}"));
+        let out = output(
+            Command::new(&self.bins.node)
+                .args(["init", "--json", "--home"])
+                .arg(&home),
+        )?;
+        let v: Value = serde_json::from_str(&out).context("reading `init --json`")?;
+        let field = |k: &str| -> anyhow::Result<String> {
+            Ok(v[k]
+                .as_str()
+                .with_context(|| format!("`init --json` printed no {k}: {v}"))?
+                .to_owned())
+        };
+        self.nodes.push(Node {
+            log: self.dir.join(format!("node{i}.log")),
+            public_key: field("public_key")?,
+            peer_id: field("peer_id")?,
+            home,
+            child: None,
+        });
+        Ok(i)
+    }
+
+    /// The relay's address for one transport (`/tcp/`, `/quic-v1`, `/ws`, `/webrtc-direct`).
+    pub fn relay_addr(&self, transport: &str) -> anyhow::Result<&str> {
+        self.relay_addrs
+            .iter()
+            .find(|a| a.contains(transport) && (transport != "/tcp/" || !a.contains("/ws")))
+            .map(String::as_str)
+            .with_context(|| {
+                format!(
+                    "the relay has no {transport} address: {:?}",
+                    self.relay_addrs
+                )
+            })
+    }
+
+    /// Starts node `i`, bootstrapping from the relay over TCP, with extra `run` flags.
+    pub fn start(&mut self, i: usize, extra: &[&str]) -> anyhow::Result<()> {
+        let relay = self.relay_addr("/tcp/")?.to_owned();
+        self.start_via(i, &relay, extra)
+    }
+
+    /// Starts node `i` bootstrapping from `bootstrap`.
+    pub fn start_via(&mut self, i: usize, bootstrap: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let metrics = match self.spec.metrics_base {
+            Some(base) => format!("127.0.0.1:{}", usize::from(base) + i),
+            None => "127.0.0.1:0".to_owned(),
+        };
+        let node = &mut self.nodes[i];
+        if node.child.is_some() {
+            bail!("node {i} is already running");
+        }
+        // A stale address file would point status readers at the previous process.
+        let _ = std::fs::remove_file(node.home.join("rpc.addr"));
+        let mut cmd = Command::new(&self.bins.node);
+        if self.spec.json_logs {
+            cmd.args(["--log-format", "json"]);
+        }
+        cmd.args(["run", "--home"])
+            .arg(&node.home)
+            .arg("--genesis")
+            .arg(&self.genesis)
+            .arg("--data")
+            .arg(&self.data)
+            .args(["--bootstrap", bootstrap, "--ip", "127.0.0.1"])
+            .args(["--metrics", &metrics])
+            .args(extra)
+            .env_remove("RUST_LOG");
+        let log = std::fs::File::create(&node.log)
+            .with_context(|| format!("creating {}", node.log.display()))?;
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting tabswarm-node")?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Whether node `i`'s process is running.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Nodes whose process exited since the last call, each reported once.
+    pub fn newly_dead(&mut self) -> Vec<usize> {
+        let dead: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some() && !self.is_running(i))
+            .collect();
+        for &i in &dead {
+            self.nodes[i].child = None;
+        }
+        dead
+    }
+
+    /// Whether any node process is still running (as of the last [`Testnet::newly_dead`]).
+    pub fn any_running(&self) -> bool {
+        self.nodes.iter().any(|n| n.child.is_some())
+    }
+
+    /// `/status` of node `i`, or `None` while it is not answering.
+    pub fn status(&self, i: usize) -> Option<Value> {
+        let home = &self.nodes[i].home;
+        if !home.join("rpc.addr").exists() {
+            return None;
+        }
+        let out = Command::new(&self.bins.node)
+            .args(["status", "--json", "--home"])
+            .arg(home)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())?
+    }
+
+    /// Node `i`'s committed height (0 while it is not answering).
+    pub fn height(&self, i: usize) -> u64 {
+        self.status(i)
+            .and_then(|s| s["height"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Polls `cond` every 250 ms until it holds; after `timeout`, an error naming `what` with
+    /// the tail of every node's log.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&Testnet) -> bool,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if cond(self) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        bail!(
+            "timed out after {timeout:?} waiting for {what} (logs in {})\n{}",
+            self.dir.display(),
+            self.logs()
+        )
+    }
+
+    /// Waits until every node in `nodes` reports at least `height`.
+    pub fn wait_height(
+        &self,
+        nodes: &[usize],
+        height: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.wait_until(
+            &format!("height {height} on nodes {nodes:?}"),
+            timeout,
+            |n| nodes.iter().all(|&i| n.height(i) >= height),
+        )
+    }
+
+    /// The last lines of every node's log, for failure reports.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- node {i} ---\n"));
+            for l in &lines[lines.len().saturating_sub(12)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; whether it exited cleanly.
+    pub fn stop(&mut self, i: usize) -> bool {
+        let Some(c) = self.nodes[i].child.take() else {
+            return true;
+        };
+        stop_children(vec![c])[0]
+    }
+
+    /// Stops every node at once (SIGTERM, bounded wait); an error names those that did not
+    /// exit cleanly.
+    pub fn stop_all(&mut self) -> anyhow::Result<()> {
+        let (idx, children): (Vec<usize>, Vec<Child>) = self
+            .nodes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, n)| n.child.take().map(|c| (i, c)))
+            .unzip();
+        let unclean: Vec<usize> = idx
+            .into_iter()
+            .zip(stop_children(children))
+            .filter(|(_, clean)| !clean)
+            .map(|(i, _)| i)
+            .collect();
+        if !unclean.is_empty() {
+            bail!(
+                "nodes {unclean:?} did not exit cleanly on SIGTERM\n{}",
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// `tabswarm-node ledger --json` of a stopped node (it verifies the chain from genesis).
+    pub fn ledger(&self, i: usize, height: u64) -> anyhow::Result<Value> {
+        let out = output(
+            Command::new(&self.bins.node)
+                .args([
+                    "ledger",
+                    "--json",
+                    "--height",
+                    &height.to_string(),
+                    "--home",
+                ])
+                .arg(&self.nodes[i].home),
+        )?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// Node `i`'s home.
+    pub fn home(&self, i: usize) -> &Path {
+        &self.nodes[i].home
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        let _ = self.stop_all();
+        if let Some(mut relay) = self.relay.take() {
+            let _ = relay.kill();
+            let _ = relay.wait();
+        }
+        if self.spec.remove_on_drop && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// SIGTERM to every child, then a bounded wait; for each, whether it exited successfully.
+fn stop_children(children: Vec<Child>) -> Vec<bool> {
+    for c in &children {
+        // No signal crate: `unsafe` is forbidden in the workspace and `kill` is everywhere.
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    children
+        .into_iter()
+        .map(|mut c| {
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return status.success();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            false
+        })
+        .collect()
+}
+
+/// Starts the relay and reads the addresses it prints; its log goes to `dir/relay.log`.
+fn start_relay(bin: &Path, dir: &Path) -> anyhow::Result<(Child, Vec<String>)> {
+    let log = dir.join("relay.log");
+    let mut relay = Command::new(bin)
+        .arg("--home")
+        .arg(dir.join("relay"))
+        .args(["--ip", "127.0.0.1", "--tcp-port", "0", "--quic-port", "0"])
+        .args(["--ws-port", "0", "--webrtc-port", "0"])
+        .args(["--per-ip-per-minute", "0"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting tabswarm-relay")?;
+    let stdout = relay.stdout.take().context("relay stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining after the addresses so the relay never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + RELAY_START;
+    let mut addrs = Vec::new();
+    while addrs.len() < RELAY_ADDRS {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => addrs.push(l),
+            Err(_) => {
+                let _ = relay.kill();
+                let _ = relay.wait();
+                bail!(
+                    "the relay printed {} of {RELAY_ADDRS} addresses in {RELAY_START:?} (see {})",
+                    addrs.len(),
+                    log.display()
+                );
+            }
+        }
+    }
+    Ok((relay, addrs))
+}
