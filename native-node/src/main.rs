@@ -14,6 +14,7 @@ mod metrics;
 mod net;
 mod net_cli;
 mod net_cmd;
+mod observe;
 mod runner;
 mod shutdown;
 mod store;

@@ -4,35 +4,34 @@
 //! peer's; this file moves bytes, runs jobs on the blocking pool, keeps the store, and looks
 //! after connectivity (dialling, kad, relays), metrics and the status page.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad};
 use tabswarm_consensus::gate::Verdict;
-use tabswarm_consensus::genesis::{Genesis, hex};
+use tabswarm_consensus::genesis::Genesis;
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::node::Record;
 use tabswarm_peer::jobs::{self, DataPlan, Job};
 use tabswarm_peer::wire::{Request, Response};
-use tabswarm_peer::{Effect, Event, Input, Peer, Persist, RequestId, Restored, Roles, TICK_MS};
+use tabswarm_peer::{Effect, Input, Peer, Persist, RequestId, Restored, Roles, TICK_MS};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::metrics::{Metrics, Status};
 use tabswarm_net::protocols::{ProtocolsEvent, Topics};
 
+use crate::metrics::{Metrics, Status};
 use crate::net::behaviour::{Behaviour, BehaviourEvent};
+use crate::net::connectivity::Connectivity;
+use crate::observe::{self, NetView};
 use crate::store::Store;
 
-/// Peers a node tries to stay connected to.
-const TARGET_PEERS: usize = 12;
 /// Jobs queued for the blocking pool before the loop waits for one to finish.
 const JOB_QUEUE: usize = 64;
 
@@ -73,14 +72,9 @@ pub(crate) struct Runner {
     requests: HashMap<OutboundRequestId, RequestId>,
     jobs_tx: mpsc::Sender<Done>,
     jobs_rx: mpsc::Receiver<Done>,
-    relays: HashSet<PeerId>,
-    connections: HashMap<libp2p::swarm::ConnectionId, (PeerId, bool)>,
-    reserved: HashSet<PeerId>,
-    relay_only: bool,
-    bootstrap: Vec<Multiaddr>,
+    net: Connectivity,
     metrics: Metrics,
     status: Arc<Mutex<Status>>,
-    last_discovery: Instant,
     stop_at_height: Option<u64>,
 }
 
@@ -121,14 +115,9 @@ impl Runner {
             requests: HashMap::new(),
             jobs_tx,
             jobs_rx,
-            relays: HashSet::new(),
-            connections: HashMap::new(),
-            reserved: HashSet::new(),
-            relay_only,
-            bootstrap,
+            net: Connectivity::new(bootstrap, relay_only),
             metrics,
             status,
-            last_discovery: Instant::now() - Duration::from_secs(60),
             stop_at_height,
         })
     }
@@ -149,21 +138,8 @@ impl Runner {
                 .subscribe(topic)
                 .context("subscribing to the run's topics")?;
         }
-        for addr in self.bootstrap.clone() {
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                warn!(%addr, error = %e, "cannot dial bootstrap peer");
-            }
-        }
-        // Peers met before: dialled once (addresses may be stale after their restart, so they
-        // do not go into kad, where a stale entry would steer discovery queries astray).
-        for (peer, addr) in self.store.peers()? {
-            if let (Ok(peer), Ok(addr)) = (peer.parse::<PeerId>(), addr.parse::<Multiaddr>()) {
-                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .addresses(vec![addr])
-                    .build();
-                let _ = self.swarm.dial(opts);
-            }
-        }
+        let remembered = self.store.peers()?;
+        self.net.start(&mut self.swarm, remembered);
         // The peer's first jobs (scoring the base, testing the parameters) and questions.
         self.input(Input::Tick, Reply::None)?;
         tokio::pin!(shutdown);
@@ -265,11 +241,11 @@ impl Runner {
                 Effect::Run(job) => self.run_job(job),
                 Effect::Penalise(peer) => {
                     warn!(%peer, "peer sent provably bad data; disconnecting it");
-                    if !self.relays.contains(&peer) {
+                    if !self.net.is_relay(&peer) {
                         let _ = self.swarm.disconnect_peer_id(peer);
                     }
                 }
-                Effect::Event(event) => self.on_event(event),
+                Effect::Event(event) => observe::on_event(&self.metrics, self.peer.credit(), event),
                 _ => {}
             }
         }
@@ -321,94 +297,14 @@ impl Runner {
         });
     }
 
-    fn on_event(&mut self, event: Event) {
-        match event {
-            Event::Committed {
-                report,
-                applied,
-                round_ms,
-                train_ms,
-                network_ms,
-                consensus_ms,
-            } => {
-                self.metrics.commits.inc();
-                self.metrics.height.set(report.height as i64);
-                self.metrics.round_seconds.observe(round_ms as f64 / 1e3);
-                self.metrics.train_seconds.set(train_ms as f64 / 1e3);
-                self.metrics.network_seconds.set(network_ms as f64 / 1e3);
-                self.metrics
-                    .consensus_seconds
-                    .set(consensus_ms as f64 / 1e3);
-                self.metrics.credit.set(self.peer.credit() as i64);
-                info!(
-                    height = report.height,
-                    applied,
-                    updates = report.updates,
-                    samples = report.samples,
-                    train_loss = format_args!("{:.4}", report.mean_train_loss),
-                    round_ms,
-                    train_ms,
-                    network_ms,
-                    consensus_ms,
-                    "committed"
-                );
-            }
-            Event::Tested {
-                height,
-                loss,
-                accuracy,
-            } => {
-                self.metrics.loss.set(f64::from(loss));
-                self.metrics.accuracy.set(f64::from(accuracy));
-                info!(
-                    height,
-                    test_loss = format_args!("{loss:.4}"),
-                    test_accuracy = format_args!("{:.2}%", accuracy * 100.0),
-                    "evaluated"
-                );
-            }
-            Event::InSync { height, validator } => {
-                info!(height, validator, "in sync; taking part");
-            }
-            Event::CatchingUp { height } => {
-                info!(height, "catching up: blocks verified and stored");
-            }
-            Event::CheckpointAdopted { height } => info!(
-                height,
-                "parameters restored from a peer's checkpoint (hash checked against the ledger)"
-            ),
-            Event::UpdatePublished { height, .. } => {
-                self.metrics.updates_published.inc();
-                debug!(height, "update announced");
-            }
-            Event::TrainingFailed(e) => warn!(error = %e, "local training failed"),
-            other => debug!(?other, "peer event"),
-        }
-    }
-
     fn on_tick(&mut self) -> anyhow::Result<()> {
         self.metrics
             .peers
             .set(self.swarm.connected_peers().count() as i64);
-        if self.last_discovery.elapsed() > Duration::from_secs(5) {
-            self.last_discovery = Instant::now();
-            self.discover();
-        }
+        self.net.tick(&mut self.swarm);
         self.input(Input::Tick, Reply::None)?;
         self.refresh_status();
         Ok(())
-    }
-
-    fn discover(&mut self) {
-        let connected = self.swarm.connected_peers().count();
-        if connected == 0 {
-            for addr in self.bootstrap.clone() {
-                let _ = self.swarm.dial(addr);
-            }
-        }
-        if connected < TARGET_PEERS && connected > 0 {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
-        }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> anyhow::Result<()> {
@@ -450,24 +346,8 @@ impl Runner {
             SwarmEvent::Behaviour(BehaviourEvent::Peer(ProtocolsEvent::Identify(
                 identify::Event::Received { peer_id, info, .. },
             ))) => {
-                let is_relay = info
-                    .protocols
-                    .iter()
-                    .any(|p| p.as_ref() == "/libp2p/circuit/relay/0.2.0/hop");
-                for addr in &info.listen_addrs {
-                    if !self.relay_only
-                        || addr.iter().any(|p| p == Protocol::P2pCircuit)
-                        || is_relay
-                    {
-                        self.swarm
-                            .behaviour_mut()
-                            .kad
-                            .add_address(&peer_id, addr.clone());
-                    }
-                }
+                let is_relay = self.net.on_identify(&mut self.swarm, peer_id, &info);
                 if is_relay {
-                    self.relays.insert(peer_id);
-                    self.reserve_on(peer_id, &info.listen_addrs);
                     self.input(
                         Input::PeerUp {
                             peer: peer_id,
@@ -481,37 +361,30 @@ impl Runner {
                 peer,
                 addresses,
                 ..
-            })) => self.dial_discovered(peer, addresses.iter()),
+            })) => self
+                .net
+                .on_discovered(&mut self.swarm, peer, addresses.iter()),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 endpoint,
                 connection_id,
                 ..
             } => {
-                let addr = endpoint.get_remote_address().clone();
-                let via_circuit = is_relayed(&endpoint);
-                let is_bootstrap = self
-                    .bootstrap
-                    .iter()
-                    .any(|b| b.iter().any(|p| p == Protocol::P2p(peer_id)));
-                if self.relay_only && !via_circuit && !is_bootstrap {
-                    debug!(%peer_id, %addr, "closing a direct connection (relay-only mode)");
-                    self.swarm.close_connection(connection_id);
+                let Some(kept) =
+                    self.net
+                        .on_established(&mut self.swarm, peer_id, connection_id, &endpoint)
+                else {
                     return Ok(());
-                }
-                if endpoint.is_dialer() && !via_circuit {
+                };
+                if let Some(addr) = kept.remember {
                     let _ = self
                         .store
                         .remember_peer(&peer_id.to_string(), &addr.to_string());
                 }
-                self.connections
-                    .insert(connection_id, (peer_id, via_circuit));
-                debug!(%peer_id, %addr, "connected");
-                let relay = self.relays.contains(&peer_id);
                 self.input(
                     Input::PeerUp {
                         peer: peer_id,
-                        relay,
+                        relay: kept.relay,
                     },
                     Reply::None,
                 )?;
@@ -522,7 +395,7 @@ impl Runner {
                 num_established,
                 ..
             } => {
-                self.connections.remove(&connection_id);
+                self.net.on_closed(connection_id);
                 if num_established == 0 {
                     self.input(Input::PeerDown { peer: peer_id }, Reply::None)?;
                 }
@@ -588,140 +461,28 @@ impl Runner {
         }
     }
 
-    /// Connects to a peer kad found, while we have fewer than we want.
-    fn dial_discovered<'a>(
-        &mut self,
-        peer: PeerId,
-        addresses: impl Iterator<Item = &'a Multiaddr>,
-    ) {
-        if peer == *self.swarm.local_peer_id()
-            || self.swarm.is_connected(&peer)
-            || self.swarm.connected_peers().count() >= TARGET_PEERS
-        {
-            return;
-        }
-        let addrs: Vec<Multiaddr> = addresses
-            .filter(|a| !self.relay_only || a.iter().any(|p| p == Protocol::P2pCircuit))
-            .cloned()
-            .collect();
-        if !addrs.is_empty() {
-            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .build();
-            let _ = self.swarm.dial(opts);
-        }
-    }
-
-    /// Listens through a relay, so peers that cannot reach us directly still can.
-    fn reserve_on(&mut self, relay: PeerId, relay_addrs: &[Multiaddr]) {
-        if self.reserved.contains(&relay) {
-            return;
-        }
-        let dialed = self
-            .bootstrap
-            .iter()
-            .find(|b| b.iter().any(|p| p == Protocol::P2p(relay)))
-            .cloned()
-            .or_else(|| {
-                relay_addrs
-                    .iter()
-                    .find(|a| {
-                        a.iter().any(|p| matches!(p, Protocol::Tcp(_)))
-                            && !a.iter().any(|p| matches!(p, Protocol::Ws(_)))
-                    })
-                    .map(|a| tabswarm_net::with_peer(a.clone(), relay))
-            });
-        if let Some(addr) = dialed {
-            let circuit = addr.with(Protocol::P2pCircuit);
-            match self.swarm.listen_on(circuit.clone()) {
-                Ok(_) => {
-                    self.reserved.insert(relay);
-                    debug!(%circuit, "reserving a slot on the relay");
-                }
-                Err(e) => warn!(%circuit, error = %e, "cannot listen through relay"),
-            }
-        }
-    }
-
     fn refresh_status(&mut self) {
-        let snap = self.peer.snapshot();
-        self.metrics.round.set(snap.round);
-        let peers = self.swarm.connected_peers().count();
-        let listen: Vec<String> = self
-            .swarm
-            .listeners()
-            .map(|a| tabswarm_net::with_peer(a.clone(), *self.swarm.local_peer_id()).to_string())
-            .collect();
-        let mut direct: Vec<String> = Vec::new();
-        let mut relayed: Vec<String> = Vec::new();
-        for (peer, via_circuit) in self.connections.values() {
-            let list = if *via_circuit {
-                &mut relayed
-            } else {
-                &mut direct
-            };
-            list.push(peer.to_string());
-        }
-        direct.sort();
-        direct.dedup();
-        relayed.sort();
-        relayed.dedup();
-        relayed.retain(|p| !direct.contains(p));
-        let gossip = &self.swarm.behaviour().peer.gossipsub;
-        let penalised: Vec<(String, f64)> = self
-            .swarm
-            .connected_peers()
-            .filter_map(|p| {
-                gossip
-                    .peer_score(p)
-                    .filter(|s| *s < 0.0)
-                    .map(|s| (p.to_string(), s))
-            })
-            .collect();
-        let Ok(mut s) = self.status.lock() else {
-            return;
+        let swarm = &self.swarm;
+        let gossip = &swarm.behaviour().peer.gossipsub;
+        let (direct, relayed) = self.net.peers_by_path();
+        let view = NetView {
+            peers: swarm.connected_peers().count(),
+            listen: swarm
+                .listeners()
+                .map(|a| tabswarm_net::with_peer(a.clone(), *swarm.local_peer_id()).to_string())
+                .collect(),
+            direct,
+            relayed,
+            penalised: swarm
+                .connected_peers()
+                .filter_map(|p| {
+                    let score = gossip.peer_score(p).filter(|s| *s < 0.0)?;
+                    Some((p.to_string(), score))
+                })
+                .collect(),
         };
-        s.direct_peers = direct;
-        s.relayed_peers = relayed;
-        s.penalised_peers = penalised;
-        s.height = snap.height;
-        s.round = snap.round;
-        s.head_hash = hex(&snap.head_hash);
-        s.param_hash = hex(&snap.param_hash);
-        s.peers = peers;
-        s.test_loss = snap.report.test.map(|t| t.0);
-        s.test_accuracy = snap.report.test.map(|t| t.1);
-        s.last_round_updates = snap.report.updates;
-        s.last_round_samples = snap.report.samples;
-        s.credit = snap.credit;
-        s.listen = listen;
-        s.syncing = snap.syncing;
-        s.bytes_received = self.metrics.bytes_in.get();
-        s.bytes_sent = self.metrics.bytes_out.get();
-        s.rejected.malformed = snap.rejected.malformed;
-        s.rejected.bad_signature = snap.rejected.bad_signature;
-        s.rejected.wrong_run_or_stale = snap.rejected.wrong_run_or_stale;
-        s.rejected.proposals_refused = snap.app.proposals_refused;
-        s.rejected.updates_refused = snap.app.updates_refused;
-        if let Some(st) = snap.consensus {
-            s.rejected.consensus_bad_signatures = st.bad_signatures;
-            s.rejected.consensus_stale = st.stale;
-            s.signer.refused_to_sign = st.refused_to_sign;
-        }
-        if let Some((h, r, step)) = snap.signer.and_then(|st| st.last) {
-            s.signer.height = h.0;
-            s.signer.round = r.as_i64();
-            s.signer.step = format!("{step:?}");
+        if let Ok(mut status) = self.status.lock() {
+            observe::update_status(&mut status, self.peer.snapshot(), view, &self.metrics);
         }
     }
-}
-
-/// Whether a connection runs through a relay circuit. An inbound relayed connection's remote
-/// address is only `/p2p/<peer>`; the circuit shows in the local (listen) address.
-fn is_relayed(endpoint: &libp2p::core::ConnectedPoint) -> bool {
-    let addr = match endpoint {
-        libp2p::core::ConnectedPoint::Dialer { address, .. } => address,
-        libp2p::core::ConnectedPoint::Listener { local_addr, .. } => local_addr,
-    };
-    addr.iter().any(|p| p == Protocol::P2pCircuit)
 }

@@ -3,3 +3,4 @@
 //! other driver; what is here is server-only.
 
 pub(crate) mod behaviour;
+pub(crate) mod connectivity;

@@ -1,0 +1,121 @@
+//! What the operator sees of the peer: its events as log lines and Prometheus metrics, and
+//! the JSON `/status` snapshot.
+
+use tabswarm_consensus::genesis::hex;
+use tabswarm_peer::{Event, Snapshot};
+use tracing::{debug, info, warn};
+
+use crate::metrics::{Metrics, Status};
+
+/// Logs one peer event and updates the metrics it moves.
+pub(crate) fn on_event(metrics: &Metrics, credit: u64, event: Event) {
+    match event {
+        Event::Committed {
+            report,
+            applied,
+            round_ms,
+            train_ms,
+            network_ms,
+            consensus_ms,
+        } => {
+            metrics.commits.inc();
+            metrics.height.set(report.height as i64);
+            metrics.round_seconds.observe(round_ms as f64 / 1e3);
+            metrics.train_seconds.set(train_ms as f64 / 1e3);
+            metrics.network_seconds.set(network_ms as f64 / 1e3);
+            metrics.consensus_seconds.set(consensus_ms as f64 / 1e3);
+            metrics.credit.set(credit as i64);
+            info!(
+                height = report.height,
+                applied,
+                updates = report.updates,
+                samples = report.samples,
+                train_loss = format_args!("{:.4}", report.mean_train_loss),
+                round_ms,
+                train_ms,
+                network_ms,
+                consensus_ms,
+                "committed"
+            );
+        }
+        Event::Tested {
+            height,
+            loss,
+            accuracy,
+        } => {
+            metrics.loss.set(f64::from(loss));
+            metrics.accuracy.set(f64::from(accuracy));
+            info!(
+                height,
+                test_loss = format_args!("{loss:.4}"),
+                test_accuracy = format_args!("{:.2}%", accuracy * 100.0),
+                "evaluated"
+            );
+        }
+        Event::InSync { height, validator } => {
+            info!(height, validator, "in sync; taking part");
+        }
+        Event::CatchingUp { height } => {
+            info!(height, "catching up: blocks verified and stored");
+        }
+        Event::CheckpointAdopted { height } => info!(
+            height,
+            "parameters restored from a peer's checkpoint (hash checked against the ledger)"
+        ),
+        Event::UpdatePublished { height, .. } => {
+            metrics.updates_published.inc();
+            debug!(height, "update announced");
+        }
+        Event::TrainingFailed(e) => warn!(error = %e, "local training failed"),
+        other => debug!(?other, "peer event"),
+    }
+}
+
+/// What the node's network side knows, for the status page.
+#[derive(Debug)]
+pub(crate) struct NetView {
+    pub(crate) peers: usize,
+    pub(crate) listen: Vec<String>,
+    pub(crate) direct: Vec<String>,
+    pub(crate) relayed: Vec<String>,
+    /// Connected peers with a negative gossip score, and the score.
+    pub(crate) penalised: Vec<(String, f64)>,
+}
+
+/// Fills the status page from the peer's snapshot and the network view.
+pub(crate) fn update_status(s: &mut Status, snap: Snapshot, net: NetView, metrics: &Metrics) {
+    metrics.round.set(snap.round);
+    s.direct_peers = net.direct;
+    s.relayed_peers = net.relayed;
+    s.penalised_peers = net.penalised;
+    s.peers = net.peers;
+    s.listen = net.listen;
+    s.height = snap.height;
+    s.round = snap.round;
+    s.head_hash = hex(&snap.head_hash);
+    s.param_hash = hex(&snap.param_hash);
+    s.test_loss = snap.report.test.map(|t| t.0);
+    s.test_accuracy = snap.report.test.map(|t| t.1);
+    s.last_round_updates = snap.report.updates;
+    s.last_round_samples = snap.report.samples;
+    s.credit = snap.credit;
+    s.syncing = snap.syncing;
+    s.bytes_received = metrics.bytes_in.get();
+    s.bytes_sent = metrics.bytes_out.get();
+    s.rejected.malformed = snap.rejected.malformed;
+    s.rejected.bad_signature = snap.rejected.bad_signature;
+    s.rejected.wrong_run_or_stale = snap.rejected.wrong_run_or_stale;
+    s.rejected.proposals_refused = snap.app.proposals_refused;
+    s.rejected.updates_refused = snap.app.updates_refused;
+    s.rejected.announcements_dropped = snap.app.announcements_dropped;
+    if let Some(st) = snap.consensus {
+        s.rejected.consensus_bad_signatures = st.bad_signatures;
+        s.rejected.consensus_stale = st.stale;
+        s.signer.refused_to_sign = st.refused_to_sign;
+    }
+    if let Some((h, r, step)) = snap.signer.and_then(|st| st.last) {
+        s.signer.height = h.0;
+        s.signer.round = r.as_i64();
+        s.signer.step = format!("{step:?}");
+    }
+}
