@@ -1,6 +1,9 @@
-//! A peer that sends malformed, oversized, forged, cross-run and replayed messages straight
-//! into a running network: every one is refused, the sender loses gossip score, and the honest
-//! validators keep committing.
+//! Hostile peers against a running network of real processes:
+//! - one that sends malformed, oversized, forged, cross-run and replayed messages: every one
+//!   is refused, the sender loses gossip score, and the honest validators keep committing;
+//! - a crowd announcing updates under fresh trainer keys (free to make) and never serving
+//!   them: the pool turns them away and honest updates still make every block;
+//! - one that lies about its height to a joiner: the joiner stops believing it and catches up.
 
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
@@ -13,13 +16,16 @@ use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, noise, tcp, yamux};
 use malachitebft_core_types::{NilOrVal, Round, VoteType};
-use support::{FAST, serial};
+use support::attacker::Attacker;
+use support::{FAST, Net, serial};
 use tabswarm_consensus::context::{Height, Vote};
 use tabswarm_consensus::evidence::SignedVoteMsg;
 use tabswarm_consensus::genesis::{Genesis, RunId, hex};
 use tabswarm_consensus::identity::{Address, Keypair, Signature};
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_consensus::wire::Message;
+use tabswarm_peer::jobs;
+use tabswarm_peer::wire::{Request, Response, Topic};
 
 fn topic(run: &RunId, kind: &str) -> IdentTopic {
     IdentTopic::new(format!("/tabswarm/{}/{kind}/1", hex(&run.0[..8])))
@@ -50,19 +56,10 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
     })
     .unwrap();
     let status = net.status(0).unwrap();
-    let target: Multiaddr = status["listen"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .find(|a| a.contains("/tcp/") && !a.contains("/ws") && !a.contains("p2p-circuit"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let target = direct_tcp(&status);
     let target_peer: PeerId = status["peer_id"].as_str().unwrap().parse().unwrap();
     let victim = Address(hex_to_32(status["address"].as_str().unwrap()));
-    let genesis = Genesis::from_json(&std::fs::read_to_string(&net.genesis).unwrap()).unwrap();
-    let run = genesis.run_id();
+    let run = genesis_of(&net).run_id();
     let height_before = net.height(0);
 
     let attacker_key = libp2p::identity::Keypair::generate_ed25519();
@@ -192,4 +189,182 @@ fn hex_to_32(s: &str) -> [u8; 32] {
         *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
     }
     out
+}
+
+/// Fresh trainer keys cost nothing, so an attacker can announce as many updates as it likes
+/// and never serve them. Ten attacking peers announce hundreds of such updates for every
+/// height, each from a fresh key with the right weight and base; the pool admits a bounded
+/// share (validators do ask for the payloads, which never come), drops the rest, and the
+/// validators' own updates are still fetched, included and credited while blocks go on.
+#[test]
+fn a_crowd_of_fresh_trainer_keys_cannot_crowd_out_honest_updates() {
+    let _serial = serial();
+    let mut net = support::net("flood", 3, 3, FAST);
+    for i in 0..3 {
+        net.start(i, &[]).unwrap();
+    }
+    net.wait_height(&[0, 1, 2], 3, Duration::from_secs(120))
+        .unwrap();
+    let genesis = genesis_of(&net);
+    let run = genesis.run_id();
+    let weight = jobs::update_weight(&genesis.training);
+    let payload_len = (jobs::initial_params(&genesis.training).unwrap().len() * 4) as u32;
+    let attackers: Vec<Attacker> = (0..10)
+        .map(|_| Attacker::spawn(&genesis, |_| Response::NotFound))
+        .collect();
+    for (i, a) in attackers.iter().enumerate() {
+        a.dial(direct_tcp(&net.status(i % 3).unwrap()));
+    }
+    wait_for("every attacker to see a node subscribe", || {
+        attackers.iter().all(|a| a.seen().subscriptions > 0)
+    });
+
+    let credit_before = total_credit(&net);
+    let start = Instant::now();
+    let height_before = net.height(0);
+    let mut sent = 0u64;
+    let mut seed = 0u64;
+    while start.elapsed() < Duration::from_secs(30) {
+        let Some(status) = net.status(0) else {
+            continue;
+        };
+        let next = status["height"].as_u64().unwrap() + 1;
+        let base = hex_to_32(status["param_hash"].as_str().unwrap());
+        for a in &attackers {
+            for _ in 0..10 {
+                seed += 1;
+                let mut secret = [0u8; 32];
+                secret[..8].copy_from_slice(&seed.to_le_bytes());
+                let key = Keypair::from_seed(secret);
+                let header = UpdateHeader {
+                    height: next,
+                    base_param_hash: base,
+                    trainer: key.address(),
+                    samples: weight,
+                    loss_before: 2.3,
+                    loss_after: 0.1,
+                    payload_hash: secret,
+                    payload_len,
+                };
+                let signed = SignedUpdate::sign(header, &key, &run);
+                a.publish(Topic::Updates, signed.encode().unwrap());
+                sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let heights = (0..3).map(|i| net.height(i)).min().unwrap();
+    assert!(
+        heights >= height_before + 4,
+        "blocks slowed to a crawl under the flood: {height_before} -> {heights} in 30 s\n{}",
+        net.logs()
+    );
+    let credit_after = total_credit(&net);
+    assert!(
+        credit_after > credit_before,
+        "no honest update was credited during the flood ({credit_before} -> {credit_after})"
+    );
+    let dropped: u64 = (0..3)
+        .filter_map(|i| net.status(i))
+        .map(|s| s["rejected"]["announcements_dropped"].as_u64().unwrap())
+        .sum();
+    assert!(
+        dropped > 0,
+        "{sent} fresh-key announcements and none dropped: the pool is not bounded"
+    );
+    let asked: u64 = attackers
+        .iter()
+        .map(|a| a.seen().requests.values().sum::<u64>())
+        .sum();
+    assert!(
+        asked > 0,
+        "no validator asked for a flooded payload: the announcements never reached the pool"
+    );
+    drop(attackers);
+    net.stop_all().unwrap();
+}
+
+/// A peer claims a height far ahead and a checkpoint there, but has no blocks to back it. A
+/// fresh node bootstrapping from both the relay and the liar believes it first (it is the
+/// best claim), gets nothing, doubts it and catches up from the honest peers.
+#[test]
+fn a_peer_lying_about_its_height_cannot_keep_a_joiner_syncing() {
+    let _serial = serial();
+    let mut net = support::net("liar", 4, 3, FAST);
+    for i in 0..3 {
+        net.start(i, &[]).unwrap();
+    }
+    net.wait_height(&[0, 1, 2], 4, Duration::from_secs(120))
+        .unwrap();
+    let liar = Attacker::spawn(&genesis_of(&net), |request| match request {
+        Request::Status => Response::Status { height: 1_000_000 },
+        Request::Checkpoint => Response::Checkpoint {
+            height: 1_000_000,
+            address: [7; 32],
+        },
+        _ => Response::NotFound,
+    });
+    let liar_addr = liar.addr.to_string();
+    net.start(3, &["--roles", "trainer", "--bootstrap", &liar_addr])
+        .unwrap();
+    net.wait_until(
+        "the joiner to catch up despite the liar",
+        Duration::from_secs(150),
+        |n| {
+            let lowest = (0..3).map(|i| n.height(i)).min().unwrap_or(0);
+            n.status(3).is_some_and(|s| {
+                s["syncing"] == false && s["height"].as_u64().unwrap_or(0) + 1 >= lowest
+            })
+        },
+    )
+    .unwrap();
+    let seen = liar.seen();
+    assert!(
+        seen.requests.get("Status").copied().unwrap_or(0) > 0,
+        "the joiner never asked the liar, so the lie was not tested: {seen:?}"
+    );
+    assert!(
+        seen.requests.get("Checkpoint").copied().unwrap_or(0)
+            + seen.requests.get("Blocks").copied().unwrap_or(0)
+            > 0,
+        "the joiner never acted on the lie, so the defence was not tested: {seen:?}"
+    );
+    drop(liar);
+    net.stop_all().unwrap();
+}
+
+fn genesis_of(net: &Net) -> Genesis {
+    Genesis::from_json(&std::fs::read_to_string(&net.genesis).unwrap()).unwrap()
+}
+
+/// A node's direct TCP listen address (not websocket, not a relay circuit).
+fn direct_tcp(status: &serde_json::Value) -> Multiaddr {
+    status["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .find(|a| a.contains("/tcp/") && !a.contains("/ws") && !a.contains("p2p-circuit"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn total_credit(net: &Net) -> u64 {
+    (0..3)
+        .filter_map(|i| net.status(i))
+        .map(|s| s["credit"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Polls `cond` every 100 ms for at most 30 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after 30 s waiting for {what}");
 }

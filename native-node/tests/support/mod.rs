@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // shared by several test files; panics are the report
 
+pub(crate) mod attacker;
+
 use std::path::PathBuf;
 
 use tabswarm_testnet::{Binaries, Spec};
