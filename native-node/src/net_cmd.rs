@@ -218,6 +218,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let certificate =
             tabswarm_net::load_or_create_certificate(&options.home.join("webrtc.pem"))?;
+        let mut registry = Registry::default();
         let mut swarm = build_swarm(
             libp2p_key(seed)?,
             certificate,
@@ -226,6 +227,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_memory_fraction: options.max_memory_fraction,
             },
             &genesis,
+            &mut registry,
         )
         .await?;
         if !options.relay_only {
@@ -235,7 +237,6 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("listening on {addr}"))?;
             }
         }
-        let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         let status = Arc::new(Mutex::new(Status {
             peer_id: swarm.local_peer_id().to_string(),

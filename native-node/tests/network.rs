@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{FAST, Net, serial};
+use tabswarm_testnet::counter_sum;
 
 /// Waits (bounded) until every listed node reports at least `height`.
 fn reach(net: &Net, nodes: &[usize], height: u64, what: &str, secs: u64) {
@@ -96,6 +97,14 @@ fn three_validators_and_a_trainer_agree_and_learn() {
         trainer["credit"].as_u64().unwrap() > 0,
         "the trainer-only node's updates were never included: {trainer}"
     );
+    // Operators see what the transports carried (QUIC for the trainer's relay link).
+    let metrics = net.metrics(3).unwrap();
+    for direction in ["Inbound", "Outbound"] {
+        let label = format!("direction=\"{direction}\"");
+        let bytes = counter_sum(&metrics, "libp2p_bandwidth_bytes_total", &label);
+        assert!(bytes > 1e5, "{direction} wire bytes {bytes} after 12 rounds:\n{metrics}");
+    }
+    assert!(metrics.contains("quic-v1"), "no QUIC series:\n{metrics}");
     net.stop_all().unwrap();
     let ledgers = assert_same_block(&net, &all, 12);
     assert!(

@@ -6,7 +6,8 @@
 //! Every wait is bounded; every child is stopped when the [`Testnet`] drops (SIGTERM, then
 //! SIGKILL after [`STOP_GRACE`]).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -331,6 +332,19 @@ impl Testnet {
             .then(|| serde_json::from_slice(&out.stdout).ok())?
     }
 
+    /// Node `i`'s Prometheus `/metrics` text, or `None` while it is not answering.
+    pub fn metrics(&self, i: usize) -> Option<String> {
+        let addr = std::fs::read_to_string(self.nodes[i].home.join("rpc.addr")).ok()?;
+        let addr: std::net::SocketAddr = addr.trim().parse().ok()?;
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        (head.split(' ').nth(1) == Some("200")).then(|| body.to_owned())
+    }
+
     /// Node `i`'s committed height (0 while it is not answering).
     pub fn height(&self, i: usize) -> u64 {
         self.status(i)
@@ -527,4 +541,41 @@ fn start_relay(bin: &Path, dir: &Path) -> anyhow::Result<(Child, Vec<String>)> {
         }
     }
     Ok((relay, addrs))
+}
+
+/// The sum of every sample of counter `name` in Prometheus text whose labels contain
+/// `label` (e.g. `direction="Outbound"`; empty for all).
+pub fn counter_sum(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.contains(label)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter_sum;
+
+    #[test]
+    fn counter_sum_adds_the_matching_series_only() {
+        let text = "# HELP libp2p_bandwidth_bytes Bandwidth\n\
+            libp2p_bandwidth_bytes_total{protocols=\"/ip4/tcp\",direction=\"Inbound\"} 100\n\
+            libp2p_bandwidth_bytes_total{protocols=\"/ip4/udp/quic-v1\",direction=\"Inbound\"} 20\n\
+            libp2p_bandwidth_bytes_total{protocols=\"/ip4/tcp\",direction=\"Outbound\"} 7\n\
+            tabswarm_bytes_total 5\n";
+        let inbound = counter_sum(
+            text,
+            "libp2p_bandwidth_bytes_total",
+            "direction=\"Inbound\"",
+        );
+        assert_eq!(inbound, 120.0);
+        assert_eq!(counter_sum(text, "libp2p_bandwidth_bytes_total", ""), 127.0);
+        assert_eq!(counter_sum(text, "tabswarm_bytes_total", ""), 5.0);
+        assert_eq!(counter_sum(text, "missing", ""), 0.0);
+    }
 }

@@ -60,15 +60,20 @@ impl Behaviour {
     }
 }
 
-/// Builds the swarm: tcp, quic, webrtc-direct, websocket, dns and relay circuits.
+/// Builds the swarm: tcp, quic, webrtc-direct, websocket, dns and relay circuits, with
+/// libp2p's byte counters in `registry`.
 pub(crate) async fn build_swarm(
     key: Keypair,
     certificate: libp2p_webrtc::tokio::Certificate,
     limits: Limits,
     genesis: &Genesis,
+    registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = tabswarm_net::server_transports!(key, certificate)
         .with_relay_client(noise::Config::new, yamux::Config::default)?
+        // Wire bytes per transport stack (relay circuits included), as libp2p counts them:
+        // `libp2p_bandwidth_bytes_total` on /metrics.
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay| {
             Behaviour::new(key, relay, limits, genesis).map_err(Into::into)
         })
