@@ -1,15 +1,18 @@
 //! gossipsub as tabswarm configures it.
 //!
-//! - **Message id = hash of the content.** The same vote, block or announcement reaching a
-//!   peer from several publishers or paths is one message: every node publishes each block
-//!   it commits, and those copies are suppressed instead of flooding the mesh N times. A
-//!   replay is a duplicate while the duplicate cache remembers it; after that, the peer's own
-//!   check (`tabswarm_peer`, `Verdict::Ignore` for stale messages) keeps it from being
-//!   forwarded.
-//! - The duplicate cache lasts a little less than the run's rebroadcast interval (at least
-//!   3 s, past the message cache's 2.5 s), so a node may re-publish its own votes when
-//!   consensus asks it to (a publish of a message still in the cache is refused as a
-//!   duplicate).
+//! - **Message id = hash of the content and of the time window it is seen in.** The same
+//!   vote, block or announcement reaching a peer from several publishers or paths within a
+//!   window is one message: every node publishes each block it commits, and those copies are
+//!   suppressed instead of flooding the mesh N times. A replay in a later window is a new
+//!   message to gossipsub, and the peer's own check (`tabswarm_peer`: a vote it holds,
+//!   `Verdict::Ignore` for stale messages) keeps it from being forwarded.
+//! - The window (and the duplicate cache) lasts a little less than the run's rebroadcast
+//!   interval (at least 3 s, past the message cache's 2.5 s), so every re-publish of a vote
+//!   that consensus asks for falls in a new window and goes out. Content alone is not enough:
+//!   gossipsub refuses to publish an id still in its duplicate cache, and that cache only
+//!   forgets ids when a new one arrives; in a stalled round nothing new arrives, so the
+//!   rebroadcasts that would end the stall were refused forever (two relay-only validators
+//!   whose circuit closed for a few seconds never committed again).
 //! - **Validation before forwarding**: nothing is relayed until the peer's verdict comes back
 //!   (strict mode: signed by the libp2p key of its publisher).
 //! - **Peer scoring**: each message the peer rejects costs its sender (P4, squared per topic),
@@ -39,9 +42,23 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 /// back through IHAVE/IWANT gossip is still known as a duplicate.
 const MIN_DUPLICATE_CACHE: Duration = Duration::from_secs(3);
 
-/// The id of a gossip message: SHA-256 of its data.
-pub fn message_id(data: &[u8]) -> MessageId {
-    MessageId::new(&Sha256::digest(data))
+/// The id of a gossip message: SHA-256 of its data and of the index of the time `window`
+/// it is seen in.
+pub fn message_id(data: &[u8], window: u64) -> MessageId {
+    let mut h = Sha256::new();
+    h.update(data);
+    h.update(window.to_le_bytes());
+    MessageId::new(&h.finalize())
+}
+
+/// The index of the window of length `window` that the wall clock is in now. Peers' clocks
+/// differ, so a copy seen near a window's edge may count twice: one more validation, no
+/// more.
+pub fn window_now(window: Duration) -> u64 {
+    let since_epoch = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (since_epoch.as_millis() / window.as_millis().max(1)) as u64
 }
 
 /// How long a message id is remembered: four fifths of the run's rebroadcast interval, at
@@ -57,10 +74,11 @@ pub fn behaviour(
     mesh: Mesh,
     rebroadcast: Duration,
 ) -> Result<gossipsub::Behaviour, String> {
+    let window = duplicate_cache(rebroadcast);
     let config = gossipsub::ConfigBuilder::default()
         .max_transmit_size(MAX_GOSSIP)
-        .message_id_fn(|m: &gossipsub::Message| message_id(&m.data))
-        .duplicate_cache_time(duplicate_cache(rebroadcast))
+        .message_id_fn(move |m: &gossipsub::Message| message_id(&m.data, window_now(window)))
+        .duplicate_cache_time(window)
         .validate_messages()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .heartbeat_interval(HEARTBEAT)
@@ -109,9 +127,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn equal_content_has_one_id_whoever_publishes_it() {
-        assert_eq!(message_id(b"block 7"), message_id(b"block 7"));
-        assert_ne!(message_id(b"block 7"), message_id(b"block 8"));
+    fn equal_content_has_one_id_whoever_publishes_it_within_a_window() {
+        assert_eq!(message_id(b"block 7", 5), message_id(b"block 7", 5));
+        assert_ne!(message_id(b"block 7", 5), message_id(b"block 8", 5));
+    }
+
+    #[test]
+    fn every_rebroadcast_falls_in_a_new_window() {
+        // Runs with intervals under 3.75 s get the 3 s minimum window: a rebroadcast then
+        // goes out once the window turns, at most 3 s late.
+        for rebroadcast_ms in [3_750, 5_000, 60_000] {
+            let rebroadcast = Duration::from_millis(rebroadcast_ms);
+            let window = duplicate_cache(rebroadcast).as_millis() as u64;
+            // A vote first published at any time t and again one interval later.
+            for t in (0..3 * window).step_by(97) {
+                let again = t + rebroadcast_ms;
+                assert_ne!(
+                    t / window,
+                    again / window,
+                    "a rebroadcast {rebroadcast_ms} ms later shares the window"
+                );
+            }
+            assert_ne!(message_id(b"vote", 1), message_id(b"vote", 2));
+        }
     }
 
     #[test]
