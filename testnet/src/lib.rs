@@ -85,6 +85,8 @@ pub struct Spec {
     pub json_logs: bool,
     /// Remove the directory when the network drops, unless a thread is panicking (tests).
     pub remove_on_drop: bool,
+    /// Extra `tabswarm-relay` flags (its limits, say).
+    pub relay_args: Vec<String>,
 }
 
 impl Spec {
@@ -97,6 +99,7 @@ impl Spec {
             metrics_base: None,
             json_logs: false,
             remove_on_drop: false,
+            relay_args: Vec::new(),
         }
     }
 
@@ -157,7 +160,7 @@ impl Testnet {
         if !data.exists() {
             bail!("{} is missing: run `cargo xtask data`", data.display());
         }
-        let (relay, relay_addrs) = start_relay(&bins.relay, dir)?;
+        let (relay, relay_addrs) = start_relay(&bins.relay, dir, &spec.relay_args)?;
         let mut net = Self {
             dir: dir.to_owned(),
             bins: bins.clone(),
@@ -279,8 +282,13 @@ impl Testnet {
             .arg(&self.data)
             .args(["--bootstrap", bootstrap, "--ip", "127.0.0.1"])
             .args(["--metrics", &metrics])
-            .args(extra)
-            .env_remove("RUST_LOG");
+            .args(extra);
+        // Nodes log at their default level whatever the caller's RUST_LOG says;
+        // TABSWARM_NODE_LOG sets theirs (debugging a test).
+        match std::env::var("TABSWARM_NODE_LOG") {
+            Ok(filter) => cmd.env("RUST_LOG", filter),
+            Err(_) => cmd.env_remove("RUST_LOG"),
+        };
         let log = std::fs::File::create(&node.log)
             .with_context(|| format!("creating {}", node.log.display()))?;
         let child = cmd
@@ -504,7 +512,7 @@ fn stop_children(children: Vec<Child>) -> Vec<bool> {
 }
 
 /// Starts the relay and reads the addresses it prints; its log goes to `dir/relay.log`.
-fn start_relay(bin: &Path, dir: &Path) -> anyhow::Result<(Child, Vec<String>)> {
+fn start_relay(bin: &Path, dir: &Path, extra: &[String]) -> anyhow::Result<(Child, Vec<String>)> {
     let log = dir.join("relay.log");
     let mut relay = Command::new(bin)
         .arg("--home")
@@ -512,6 +520,7 @@ fn start_relay(bin: &Path, dir: &Path) -> anyhow::Result<(Child, Vec<String>)> {
         .args(["--ip", "127.0.0.1", "--tcp-port", "0", "--quic-port", "0"])
         .args(["--ws-port", "0", "--webrtc-port", "0"])
         .args(["--per-ip-per-minute", "0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log)?)
         .spawn()

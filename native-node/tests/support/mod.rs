@@ -17,10 +17,24 @@ pub(crate) fn node_bin() -> PathBuf {
 /// A relay and `nodes` initialised homes under the temp directory; the first `validators`
 /// get 100 stake each. Nothing is started.
 pub(crate) fn net(name: &str, nodes: usize, validators: usize, genesis_args: &[&str]) -> Net {
+    net_with(name, nodes, validators, genesis_args, &[])
+}
+
+/// [`net`] with extra `tabswarm-relay` flags.
+pub(crate) fn net_with(
+    name: &str,
+    nodes: usize,
+    validators: usize,
+    genesis_args: &[&str],
+    relay_args: &[&str],
+) -> Net {
     let data = std::env::var_os("TABSWARM_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/mnist.tsd"));
     let bins = Binaries::beside(node_bin()).unwrap();
-    let spec = Spec::new(validators, nodes - validators).genesis(genesis_args);
+    let spec = Spec {
+        relay_args: relay_args.iter().map(|a| (*a).to_owned()).collect(),
+        ..Spec::new(validators, nodes - validators).genesis(genesis_args)
+    };
     Net::temp(name, &bins, &data, spec).unwrap()
 }
