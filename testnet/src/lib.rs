@@ -411,6 +411,11 @@ impl Testnet {
         out
     }
 
+    /// The relay's log so far.
+    pub fn relay_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
+    }
+
     /// SIGKILL: the process gets no chance to clean up.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

@@ -90,30 +90,6 @@ impl Connectivity {
             }
         } else if connected < TARGET_PEERS {
             let _ = swarm.behaviour_mut().kad.bootstrap();
-            // kad reports a peer once, when it enters the routing table; a peer whose
-            // connection later closed (a relay circuit reaching its limit, a failed first
-            // dial) is dialled again from the table, or it would stay lost for good.
-            let known: Vec<(PeerId, Vec<Multiaddr>)> = swarm
-                .behaviour_mut()
-                .kad
-                .kbuckets()
-                .flat_map(|bucket| {
-                    bucket
-                        .iter()
-                        .map(|e| {
-                            (
-                                *e.node.key.preimage(),
-                                e.node.value.iter().cloned().collect(),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            for (peer, addrs) in known {
-                if !self.relays.contains(&peer) {
-                    self.on_discovered(swarm, peer, addrs.iter());
-                }
-            }
         }
     }
 
