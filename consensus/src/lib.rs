@@ -22,7 +22,7 @@
 //! #     fn propose(&mut self, _: Height, _: malachitebft_core_types::Round, base: [u8; 32]) -> Option<RoundProposal> {
 //! #         Some(RoundProposal { base_param_hash: base, updates: vec![], aggregation_rule: tabswarm_consensus::genesis::AggregationRule::Mean, result_param_hash: base })
 //! #     }
-//! #     fn validate(&mut self, _: Height, _: &RoundProposal) -> bool { true }
+//! #     fn validate(&mut self, _: Height, _: malachitebft_core_types::Round, _: &RoundProposal) -> bool { true }
 //! # }
 //! # let key = Keypair::from_seed([1; 32]);
 //! # let genesis_json = tabswarm_consensus::testkit::genesis_json(&[(key.address(), 1)]);

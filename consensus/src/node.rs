@@ -45,9 +45,9 @@ pub trait Application {
         base_param_hash: [u8; 32],
     ) -> Option<RoundProposal>;
 
-    /// Recompute and judge a proposal that already passed the ledger's structural checks
-    /// (step 4); `false` makes this validator prevote nil.
-    fn validate(&mut self, height: Height, proposal: &RoundProposal) -> bool;
+    /// Recompute and judge a proposal made in `round` that already passed the ledger's
+    /// structural checks (step 4); `false` makes this validator prevote nil.
+    fn validate(&mut self, height: Height, round: Round, proposal: &RoundProposal) -> bool;
 }
 
 /// A write-ahead log entry: one input Malachite asked us to log.
@@ -475,7 +475,9 @@ impl<A: Application> Node<A> {
         let id = value.id();
         self.host.values.insert(id, value.clone());
         let valid = self.ledger.check_value(&value).is_ok()
-            && self.app.validate(p.proposal.height, &value.proposal);
+            && self
+                .app
+                .validate(p.proposal.height, p.proposal.round, &value.proposal);
         if !valid {
             self.host.stats.invalid_proposals += 1;
         }

@@ -127,7 +127,7 @@ impl Application for HonestApp {
         })
     }
 
-    fn validate(&mut self, _height: Height, p: &RoundProposal) -> bool {
+    fn validate(&mut self, _height: Height, _round: Round, p: &RoundProposal) -> bool {
         p.result_param_hash == result_hash(p.base_param_hash, &p.updates)
     }
 }

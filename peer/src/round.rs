@@ -41,6 +41,8 @@ pub const AGGREGATE_FACTOR: f32 = 0.05;
 pub const AGGREGATE_SLACK: f32 = 0.02;
 /// Most updates one proposal includes (each must be fetched by every validator).
 pub const MAX_INCLUDED: usize = 32;
+/// First round in which a proposal may include no update (see `RoundApp::min_updates`).
+pub const EMPTY_FROM_ROUND: i64 = 2;
 /// Heights a trainer counts as active after its last fetched update.
 const ACTIVE_HEIGHTS: u64 = 3;
 
@@ -348,6 +350,9 @@ impl RoundApp {
 
     /// The parameters after the mean of the listed updates (all must be fetched).
     fn aggregate(&mut self, updates: &[IncludedUpdate]) -> Option<(Arc<Vec<f32>>, [u8; 32])> {
+        if updates.is_empty() {
+            return Some((self.params.clone(), self.param_hash));
+        }
         let mut deltas = Vec::with_capacity(updates.len());
         for u in updates {
             deltas.push(self.pool.get(&u.id)?.delta.clone()?);
@@ -431,16 +436,33 @@ impl RoundApp {
         self.base_loss();
     }
 
+    /// Updates a proposal made in `round` must include: the run's minimum in the first
+    /// rounds, none from [`EMPTY_FROM_ROUND`] on. A height whose updates all went missing
+    /// (announced while the trainers' links were down) or failed the harm budget would
+    /// otherwise never commit, since trainers train once per height; an empty block keeps the
+    /// parameters and moves every trainer on to the next height.
+    fn min_updates(&self, round: Round) -> usize {
+        if round.as_i64() >= EMPTY_FROM_ROUND {
+            0
+        } else {
+            self.rules.min_updates as usize
+        }
+    }
+
     fn deadline_passed(&self) -> bool {
         self.now_ms.saturating_sub(self.height_started_ms) >= self.rules.round_deadline_ms
     }
 
-    fn judge(&mut self, height: Height, proposal: &RoundProposal) -> bool {
+    fn judge(&mut self, height: Height, round: Round, proposal: &RoundProposal) -> bool {
         if height.0 != self.height + 1 || proposal.base_param_hash != self.param_hash {
             return false;
         }
-        if proposal.updates.len() < self.rules.min_updates as usize {
+        if proposal.updates.len() < self.min_updates(round) {
             return false;
+        }
+        if proposal.updates.is_empty() {
+            // Nothing applied, nothing to judge: the parameters stay as they are.
+            return proposal.result_param_hash == self.param_hash;
         }
         for u in &proposal.updates {
             let Some(entry) = self.pool.get(&u.id) else {
@@ -469,7 +491,7 @@ impl RoundApp {
 }
 
 impl Application for RoundApp {
-    fn propose(&mut self, height: Height, _round: Round, base: [u8; 32]) -> Option<RoundProposal> {
+    fn propose(&mut self, height: Height, round: Round, base: [u8; 32]) -> Option<RoundProposal> {
         if height.0 != self.height + 1 || base != self.param_hash {
             return None;
         }
@@ -508,13 +530,13 @@ impl Application for RoundApp {
         // Credited trainers first, then the best scores.
         passing.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
         passing.truncate(MAX_INCLUDED);
-        let min = self.rules.min_updates as usize;
+        let min = self.min_updates(round);
         let expected = self.active_trainers.len().max(min);
         if passing.len() < min || (passing.len() < expected && !deadline) {
             return None;
         }
         // The aggregate must stay within the harm budget: drop the worst until it does.
-        while passing.len() >= min {
+        while passing.len() >= min.max(1) {
             let mut updates: Vec<IncludedUpdate> = passing
                 .iter()
                 .filter_map(|(_, _, id)| self.pool.get(id).map(|e| e.update.included()))
@@ -541,12 +563,18 @@ impl Application for RoundApp {
                 }
             }
         }
-        None
+        // Nothing fits: from EMPTY_FROM_ROUND on, an empty block rather than no block.
+        (min == 0).then_some(RoundProposal {
+            base_param_hash: base,
+            updates: Vec::new(),
+            aggregation_rule: AggregationRule::Mean,
+            result_param_hash: base,
+        })
     }
 
-    fn validate(&mut self, height: Height, proposal: &RoundProposal) -> bool {
+    fn validate(&mut self, height: Height, round: Round, proposal: &RoundProposal) -> bool {
         self.stats.proposals_judged += 1;
-        let ok = self.judge(height, proposal);
+        let ok = self.judge(height, round, proposal);
         if !ok {
             self.stats.proposals_refused += 1;
         }
@@ -666,7 +694,7 @@ mod tests {
         score_all(&mut app, |_| 1.2);
         assert!(app.missing_for(&p).is_empty());
         assert!(
-            !app.validate(Height(1), &p),
+            !app.validate(Height(1), Round::new(0), &p),
             "judged only per update, this passed"
         );
         assert_eq!(app.stats().aggregates_refused, 1);
@@ -674,7 +702,7 @@ mod tests {
         let alone = proposal(&mut app, &[honest]);
         app.missing_for(&alone);
         score_all(&mut app, |_| 0.95);
-        assert!(app.validate(Height(1), &alone));
+        assert!(app.validate(Height(1), Round::new(0), &alone));
     }
 
     #[test]
@@ -703,6 +731,41 @@ mod tests {
         let p = proposed.expect("a proposal once scores are in");
         assert_eq!(p.updates, vec![honest]);
         assert!(app.stats().aggregates_refused >= 1);
+    }
+
+    #[test]
+    fn when_no_update_fits_an_empty_block_is_proposed_and_accepted_from_round_two() {
+        let mut app = app(1.0);
+        app.set_now(5_000);
+        // Passes the per-update line alone, but no aggregate with it fits the budget.
+        let harmful = add(&mut app, 3, -0.3);
+        let base = app.param_hash();
+        let score = move |k: &ScoreKey| match k {
+            ScoreKey::Update(id) if *id == harmful.id => 1.95,
+            ScoreKey::Aggregate(h) if *h != base => 1.5,
+            _ => 0.9,
+        };
+        let propose = |app: &mut RoundApp, round: i64| {
+            (0..6).find_map(|_| {
+                let p = app.propose(Height(1), Round::new(round as u32), base);
+                score_all(app, score);
+                p
+            })
+        };
+        for round in 0..EMPTY_FROM_ROUND {
+            assert_eq!(propose(&mut app, round), None, "round {round}");
+        }
+        let empty = propose(&mut app, EMPTY_FROM_ROUND)
+            .expect("an empty block once the first rounds failed");
+        assert!(empty.updates.is_empty());
+        assert_eq!(empty.result_param_hash, base);
+        assert!(!app.validate(Height(1), Round::new(0), &empty));
+        assert!(app.validate(Height(1), Round::new(EMPTY_FROM_ROUND as u32), &empty));
+        let moved = RoundProposal {
+            result_param_hash: [9; 32],
+            ..empty.clone()
+        };
+        assert!(!app.validate(Height(1), Round::new(EMPTY_FROM_ROUND as u32), &moved));
     }
 
     #[test]
