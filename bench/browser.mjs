@@ -1,9 +1,19 @@
 // Browser half of `cargo xtask bench`: tabswarm's wasm training step (both backends, SGD and
-// Adam), burn's matmul at the step's shapes, and the same MLP in TF.js 4.22 on its wasm
-// backend (SIMD, one thread), all in one headless Chromium run. Prints JSON on stdout.
+// Adam), burn's matmul at the step's shapes, the same MLP in TF.js 4.22 on its wasm backend
+// (SIMD, one thread), and wasm SIMD peak kernels (bench/peak.mjs), all in one headless
+// Chromium page, several whole runs. Prints JSON on stdout, one record per run.
 import { launchBrowser, openPage, requireEnv, startServer } from '../tests/e2e/harness.mjs';
 
 const STEPS = Number(process.env.TABSWARM_BENCH_STEPS ?? 300);
+const RUNS = Number(process.env.TABSWARM_BENCH_RUNS ?? 5);
+// One warm-up schedule for tabswarm's wasm steps and TF.js alike, so neither side is timed
+// with more of V8's optimised code in place than the other.
+const WARMUP = {
+  prewarm_steps: 150, // every configuration once, before any is timed
+  warmup_steps: 30, // untimed, on each fresh trainer or fresh TF.js variables, before timing
+  timed_steps: STEPS,
+  phase_steps: Math.min(STEPS, 200),
+};
 const server = await startServer({
   pkg: requireEnv('TABSWARM_PKG', 'run `cargo xtask bench`'),
   data: requireEnv('TABSWARM_DATA', 'run `cargo xtask bench`'),
@@ -11,55 +21,19 @@ const server = await startServer({
 const browser = await launchBrowser();
 try {
   const { page } = await openPage(browser, server, '/bench/page.html');
-  const result = await page.evaluate(async (STEPS) => {
+  const result = await page.evaluate(async ({ RUNS, WARMUP }) => {
     const { WasmTrainer, matmul_gflops } = window.tabswarm;
+    const peak = await import('/bench/peak.mjs');
     const now = () => performance.now();
     const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
     const quantile = (xs, q) => { const s = [...xs].sort((a, b) => a - b); return s[Math.round((s.length - 1) * q)]; };
     const FLOPS = 2 * (2 * 64 * 784 * 128) + 3 * (2 * 64 * 128 * 10);
-    const out = { steps: [], matmul: {}, tfjs: [], user_agent: navigator.userAgent };
-
-    // V8 first runs wasm through its baseline compiler and swaps in optimised code for hot
-    // functions in the background; warm every configuration up before timing any of them,
-    // or whichever is measured first looks ~20% slower.
-    for (const backend of ['flex', 'ndarray']) {
-      for (const optimizer of ['sgd', 'adam']) {
-        const w = new WasmTrainer(window.dataset, 'mlp', backend, optimizer, 0.01, 64, 1n);
-        w.steps(150);
-        w.free();
-      }
-    }
-
-    for (const backend of ['flex', 'ndarray']) {
-      for (const [optimizer, lr] of [['sgd', 0.05], ['adam', 0.001]]) {
-        const t = new WasmTrainer(window.dataset, 'mlp', backend, optimizer, lr, 64, 0n);
-        t.steps(30);
-        const times = [];
-        for (let i = 0; i < STEPS; i++) { const t0 = now(); t.step(); times.push(now() - t0); }
-        const phases = { input: [], forward: [], backward: [], optimizer: [] };
-        for (let i = 0; i < Math.min(STEPS, 200); i++) {
-          const p = JSON.parse(t.step_phases(now));
-          for (const k of Object.keys(phases)) phases[k].push(p[k]);
-        }
-        const med = median(times);
-        out.steps.push({
-          backend, optimizer, model: 'mlp', batch: 64, steps: STEPS,
-          median_ms: med, p10_ms: quantile(times, 0.1), p90_ms: quantile(times, 0.9),
-          gflops: FLOPS / (med / 1e3) / 1e9,
-          phases_median_ms: { input: median(phases.input), forward_and_loss: median(phases.forward), backward: median(phases.backward), optimizer: median(phases.optimizer) },
-        });
-        t.free();
-      }
-      const shapes = [[64, 784, 128], [64, 128, 10], [128, 64, 10], [64, 10, 128], [784, 64, 128]];
-      let total = 0;
-      const per = shapes.map(([m, k, n]) => {
-        const g = matmul_gflops(backend, m, k, n, 200, now);
-        const ms = (2 * m * k * n) / (g * 1e9) * 1e3;
-        total += ms;
-        return { shape: [m, k, n], median_ms: ms, gflops: g };
-      });
-      out.matmul[backend] = { step_matmuls: per, step_matmuls_ms: total, gflops_at_step_shapes: FLOPS / (total / 1e3) / 1e9 };
-    }
+    const CONFIGS = [['sgd', 0.05], ['adam', 0.001]];
+    const support = peak.support();
+    const out = {
+      runs: [], user_agent: navigator.userAgent, peak_kernels: peak.describe(),
+      wasm_simd: support.simd128_mul_add, relaxed_simd: support.relaxed_madd,
+    };
 
     // TF.js: same MLP, same batch, same real digits; upload each batch and await the loss,
     // so both sides measure finished work including input upload.
@@ -79,7 +53,7 @@ try {
     out.tfjs_threads = tf.wasm.getThreadsCount();
     out.cross_origin_isolated = crossOriginIsolated;
     out.tfjs_version = tf.version.tfjs;
-    for (const [optimizer, lr] of [['sgd', 0.05], ['adam', 0.001]]) {
+    const tfjsModel = (optimizer, lr) => {
       const bound1 = 1 / Math.sqrt(784), bound2 = 1 / Math.sqrt(128);
       const w1 = tf.variable(tf.randomUniform([784, 128], -bound1, bound1));
       const b1 = tf.variable(tf.zeros([128]));
@@ -97,17 +71,75 @@ try {
         loss.dispose();
         return v;
       };
-      for (let i = 0; i < 30; i++) await step(i);
-      const times = [];
-      let last = NaN;
-      for (let i = 0; i < STEPS; i++) { const t0 = now(); last = await step(i); times.push(now() - t0); }
-      const med = median(times);
-      out.tfjs.push({ optimizer, median_ms: med, p10_ms: quantile(times, 0.1), p90_ms: quantile(times, 0.9), gflops: FLOPS / (med / 1e3) / 1e9, final_loss: last });
-      [w1, b1, w2, b2].forEach((v) => v.dispose());
-      opt.dispose();
+      const dispose = () => { [w1, b1, w2, b2].forEach((v) => v.dispose()); opt.dispose(); };
+      return { step, dispose };
+    };
+
+    // V8 first runs wasm through its baseline compiler and swaps in optimised code for hot
+    // functions in the background; warm every configuration up before timing any of them,
+    // or whichever is measured first looks ~20% slower. TF.js gets the same.
+    for (const backend of ['flex', 'ndarray']) {
+      for (const [optimizer] of CONFIGS) {
+        const w = new WasmTrainer(window.dataset, 'mlp', backend, optimizer, 0.01, 64, 1n);
+        w.steps(WARMUP.prewarm_steps);
+        w.free();
+      }
+    }
+    for (const [optimizer, lr] of CONFIGS) {
+      const m = tfjsModel(optimizer, lr);
+      for (let i = 0; i < WARMUP.prewarm_steps; i++) await m.step(i);
+      m.dispose();
+    }
+    const kernels = await peak.prepare();
+
+    for (let run = 0; run < RUNS; run++) {
+      const rec = { peak: peak.measure(kernels, now), steps: [], matmul: {}, tfjs: [] };
+      for (const backend of ['flex', 'ndarray']) {
+        for (const [optimizer, lr] of CONFIGS) {
+          const t = new WasmTrainer(window.dataset, 'mlp', backend, optimizer, lr, 64, 0n);
+          t.steps(WARMUP.warmup_steps);
+          const times = [];
+          for (let i = 0; i < WARMUP.timed_steps; i++) { const t0 = now(); t.step(); times.push(now() - t0); }
+          const phases = { input: [], forward: [], backward: [], optimizer: [] };
+          for (let i = 0; i < WARMUP.phase_steps; i++) {
+            const p = JSON.parse(t.step_phases(now));
+            for (const k of Object.keys(phases)) phases[k].push(p[k]);
+          }
+          const med = median(times);
+          rec.steps.push({
+            backend, optimizer, model: 'mlp', batch: 64, timed_steps: WARMUP.timed_steps,
+            median_ms: med, p10_ms: quantile(times, 0.1), p90_ms: quantile(times, 0.9),
+            gflops: FLOPS / (med / 1e3) / 1e9,
+            phases_median_ms: { input: median(phases.input), forward_and_loss: median(phases.forward), backward: median(phases.backward), optimizer: median(phases.optimizer) },
+          });
+          t.free();
+        }
+        const shapes = [[64, 784, 128], [64, 128, 10], [128, 64, 10], [64, 10, 128], [784, 64, 128]];
+        let total = 0;
+        const per = shapes.map(([m, k, n]) => {
+          const g = matmul_gflops(backend, m, k, n, 200, now);
+          const ms = (2 * m * k * n) / (g * 1e9) * 1e3;
+          total += ms;
+          return { shape: [m, k, n], median_ms: ms, gflops: g };
+        });
+        rec.matmul[backend] = { step_matmuls: per, step_matmuls_ms: total, gflops_at_step_shapes: FLOPS / (total / 1e3) / 1e9 };
+      }
+      for (const [optimizer, lr] of CONFIGS) {
+        const m = tfjsModel(optimizer, lr);
+        for (let i = 0; i < WARMUP.warmup_steps; i++) await m.step(i);
+        const times = [];
+        let last = NaN;
+        for (let i = 0; i < WARMUP.timed_steps; i++) { const t0 = now(); last = await m.step(i); times.push(now() - t0); }
+        const med = median(times);
+        rec.tfjs.push({ optimizer, median_ms: med, p10_ms: quantile(times, 0.1), p90_ms: quantile(times, 0.9), gflops: FLOPS / (med / 1e3) / 1e9, final_loss: last });
+        m.dispose();
+      }
+      out.runs.push(rec);
     }
     return out;
-  }, STEPS);
+  }, { RUNS, WARMUP });
+  result.chromium_version = browser.version();
+  result.warmup = WARMUP;
   console.log(JSON.stringify(result));
 } finally {
   await browser.close();

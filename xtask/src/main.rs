@@ -17,6 +17,8 @@ mod bench;
 mod bench_network;
 mod demo;
 mod install;
+mod machine;
+mod runs;
 mod sh;
 mod test;
 mod wasm;
