@@ -26,7 +26,9 @@ pub(crate) fn stats(values: &[f64]) -> Value {
 /// Folds same-shaped run records into one: every number becomes [`stats`] over the runs;
 /// objects fold key by key and arrays element by element. Strings, booleans and the values
 /// under `labels` (configuration such as `validators` or a matmul `shape`) describe rather
-/// than measure: they are kept as they are when all runs agree, else listed per run.
+/// than measure: they are kept as they are when all runs agree, else listed per run. A label
+/// key names a value, not a list of records: where the same key holds an array of objects
+/// (`light_peers` is both a count and the list of light-peer runs) it is folded.
 pub(crate) fn fold(runs: &[Value], labels: &[&str]) -> Value {
     fold_at(runs, labels, false)
 }
@@ -61,10 +63,8 @@ fn fold_at(runs: &[Value], labels: &[&str], is_label: bool) -> Value {
                 .iter()
                 .map(|r| r.get(key).cloned().unwrap_or(Value::Null))
                 .collect();
-            out.insert(
-                key.clone(),
-                fold_at(&column, labels, labels.contains(&key.as_str())),
-            );
+            let is_label = labels.contains(&key.as_str()) && !column.iter().any(holds_records);
+            out.insert(key.clone(), fold_at(&column, labels, is_label));
         }
         return Value::Object(out);
     }
@@ -88,6 +88,11 @@ fn fold_at(runs: &[Value], labels: &[&str], is_label: bool) -> Value {
     } else {
         Value::Array(runs.to_vec())
     }
+}
+
+fn holds_records(v: &Value) -> bool {
+    v.as_array()
+        .is_some_and(|a| a.iter().any(|x| x.is_object() || x.is_array()))
 }
 
 #[cfg(test)]
@@ -123,6 +128,18 @@ mod tests {
                 "ms": {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3},
                 "rows": [{"n": 4, "x": {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3}}],
             })
+        );
+    }
+
+    #[test]
+    fn a_label_key_holding_records_is_folded() {
+        let runs = [
+            json!({"light_peers": [{"light_peers": 1000, "ms": 1.0}]}),
+            json!({"light_peers": [{"light_peers": 1000, "ms": 3.0}]}),
+        ];
+        assert_eq!(
+            fold(&runs, &["light_peers"]),
+            json!({"light_peers": [{"light_peers": 1000, "ms": {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 2}}]})
         );
     }
 
