@@ -38,6 +38,8 @@ pub(crate) struct Seen {
 pub(crate) struct Attacker {
     /// Where it listens, with its peer id.
     pub(crate) addr: Multiaddr,
+    /// Its identity, as nodes see it (in `/status`'s `penalised_peers`, for one).
+    pub(crate) peer_id: PeerId,
     tx: Option<mpsc::Sender<Cmd>>,
     seen: Arc<Mutex<Seen>>,
     thread: Option<JoinHandle<()>>,
@@ -145,6 +147,7 @@ impl Attacker {
             .with(Protocol::P2p(peer));
         Attacker {
             addr,
+            peer_id: peer,
             tx: Some(tx),
             seen,
             thread: Some(thread),
