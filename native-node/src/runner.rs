@@ -4,27 +4,24 @@
 //! peer's; this file moves bytes, runs jobs on the blocking pool, keeps the store, and looks
 //! after connectivity (dialling, kad, relays), metrics and the status page.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad};
+use libp2p::{Multiaddr, PeerId, Swarm, kad};
 use tabswarm_consensus::gate::Verdict;
 use tabswarm_consensus::genesis::Genesis;
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::node::Record;
 use tabswarm_peer::jobs::{self, DataPlan, Job};
-use tabswarm_peer::wire::{Request, Response};
-use tabswarm_peer::{Effect, Input, Peer, Persist, RequestId, Restored, Roles, TICK_MS};
+use tabswarm_peer::wire::Response;
+use tabswarm_peer::{Effect, Input, Peer, Persist, Restored, Roles, TICK_MS};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use tabswarm_net::protocols::{ProtocolsEvent, Topics};
+use tabswarm_net::protocols::{Link, Reply, Routed};
 
 use crate::metrics::{Metrics, Status};
 use crate::net::behaviour::{Behaviour, BehaviourEvent};
@@ -50,13 +47,6 @@ pub(crate) struct Setup {
     pub(crate) stop_at_height: Option<u64>,
 }
 
-/// What the input being handled came with, for the effects that answer it.
-enum Reply {
-    None,
-    Gossip(MessageId, PeerId),
-    Request(ResponseChannel<Response>),
-}
-
 struct Done {
     output: jobs::Output,
     elapsed_ms: u64,
@@ -67,9 +57,8 @@ pub(crate) struct Runner {
     store: Store,
     peer: Peer<PeerId>,
     plan: Arc<DataPlan>,
-    topics: Topics,
+    link: Link,
     started: Instant,
-    requests: HashMap<OutboundRequestId, RequestId>,
     jobs_tx: mpsc::Sender<Done>,
     jobs_rx: mpsc::Receiver<Done>,
     net: Connectivity,
@@ -101,7 +90,7 @@ impl Runner {
                 .collect(),
             updates: store.updates()?,
         };
-        let topics = Topics::new(&genesis.run_id());
+        let link = Link::new(&genesis.run_id());
         let peer = Peer::new(genesis, key, roles, restored, 0)
             .context("restoring the node from its store")?;
         let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
@@ -110,9 +99,8 @@ impl Runner {
             store,
             peer,
             plan,
-            topics,
+            link,
             started: Instant::now(),
-            requests: HashMap::new(),
             jobs_tx,
             jobs_rx,
             net: Connectivity::new(bootstrap, relay_only),
@@ -130,14 +118,9 @@ impl Runner {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        for topic in self.topics.all() {
-            self.swarm
-                .behaviour_mut()
-                .peer
-                .gossipsub
-                .subscribe(topic)
-                .context("subscribing to the run's topics")?;
-        }
+        self.link
+            .subscribe(&mut self.swarm.behaviour_mut().peer)
+            .context("subscribing to the run's topics")?;
         let remembered = self.store.peers()?;
         self.net.start(&mut self.swarm, remembered);
         // The peer's first jobs (scoring the base, testing the parameters) and questions.
@@ -181,63 +164,37 @@ impl Runner {
 
     /// Feeds one input to the peer and carries out its effects in order.
     fn input(&mut self, input: Input<PeerId>, mut reply: Reply) -> anyhow::Result<()> {
+        let bytes_in = match &input {
+            Input::Gossip { data, .. } => data.len(),
+            Input::Response {
+                response: Response::Chunk(b),
+                ..
+            } => b.len(),
+            _ => 0,
+        };
+        self.metrics.bytes_in.inc_by(bytes_in as u64);
         let effects = self.peer.handle(self.now_ms(), input);
         for effect in effects {
+            match &effect {
+                Effect::Publish { data, .. } => {
+                    self.metrics.bytes_out.inc_by(data.len() as u64);
+                }
+                Effect::Respond(Response::Chunk(b)) => {
+                    self.metrics.bytes_out.inc_by(b.len() as u64);
+                }
+                Effect::Validated(Verdict::Reject) => {
+                    self.metrics.messages_rejected.inc();
+                }
+                _ => {}
+            }
+            let Some(effect) =
+                self.link
+                    .carry_out(&mut self.swarm.behaviour_mut().peer, effect, &mut reply)
+            else {
+                continue;
+            };
             match effect {
                 Effect::Persist(p) => self.persist(p)?,
-                Effect::Publish { topic, data } => {
-                    self.metrics.bytes_out.inc_by(data.len() as u64);
-                    let topic = self.topics.get(topic).clone();
-                    if let Err(e) = self
-                        .swarm
-                        .behaviour_mut()
-                        .peer
-                        .gossipsub
-                        .publish(topic, data)
-                    {
-                        debug!(error = %e, "publish failed (no peers yet?)");
-                    }
-                }
-                Effect::Validated(verdict) => {
-                    if let Reply::Gossip(id, source) = &reply {
-                        let acceptance = match verdict {
-                            Verdict::Accept => MessageAcceptance::Accept,
-                            Verdict::Ignore => MessageAcceptance::Ignore,
-                            Verdict::Reject => {
-                                self.metrics.messages_rejected.inc();
-                                MessageAcceptance::Reject
-                            }
-                        };
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .peer
-                            .gossipsub
-                            .report_message_validation_result(id, source, acceptance);
-                    }
-                }
-                Effect::Send { to, id, request } => {
-                    let out = self
-                        .swarm
-                        .behaviour_mut()
-                        .peer
-                        .fetch
-                        .send_request(&to, request);
-                    self.requests.insert(out, id);
-                }
-                Effect::Respond(response) => {
-                    if let Reply::Request(channel) = std::mem::replace(&mut reply, Reply::None) {
-                        if let Response::Chunk(b) = &response {
-                            self.metrics.bytes_out.inc_by(b.len() as u64);
-                        }
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .peer
-                            .fetch
-                            .send_response(channel, response);
-                    }
-                }
                 Effect::Run(job) => self.run_job(job),
                 Effect::Penalise(peer) => {
                     warn!(%peer, "peer sent provably bad data; disconnecting it");
@@ -309,52 +266,15 @@ impl Runner {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> anyhow::Result<()> {
         match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Peer(ProtocolsEvent::Gossipsub(
-                gossipsub::Event::Message {
-                    propagation_source,
-                    message_id,
-                    message,
-                },
-            ))) => {
-                self.metrics.bytes_in.inc_by(message.data.len() as u64);
-                let Some(topic) = self.topics.kind(&message.topic) else {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .peer
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Reject,
-                        );
-                    return Ok(());
-                };
-                self.input(
-                    Input::Gossip {
-                        source: propagation_source,
-                        publisher: message.source,
-                        topic,
-                        data: message.data,
-                    },
-                    Reply::Gossip(message_id, propagation_source),
-                )?;
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Peer(ProtocolsEvent::Fetch(event))) => {
-                self.on_fetch_event(event)?
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Peer(ProtocolsEvent::Identify(
-                identify::Event::Received { peer_id, info, .. },
-            ))) => {
-                let is_relay = self.net.on_identify(&mut self.swarm, peer_id, &info);
-                if is_relay {
-                    self.input(
-                        Input::PeerUp {
-                            peer: peer_id,
-                            relay: true,
-                        },
-                        Reply::None,
-                    )?;
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(event)) => {
+                match self.link.route(&mut self.swarm.behaviour_mut().peer, event) {
+                    Routed::Input(input, reply) => self.input(input, reply)?,
+                    Routed::Identified(peer, info) => {
+                        if self.net.on_identify(&mut self.swarm, peer, &info) {
+                            self.input(Input::PeerUp { peer, relay: true }, Reply::None)?;
+                        }
+                    }
+                    Routed::Nothing => {}
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
@@ -408,57 +328,6 @@ impl Runner {
             _ => {}
         }
         Ok(())
-    }
-
-    fn on_fetch_event(
-        &mut self,
-        event: request_response::Event<Request, Response>,
-    ) -> anyhow::Result<()> {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => self.input(
-                    Input::Request {
-                        from: peer,
-                        request,
-                    },
-                    Reply::Request(channel),
-                ),
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    let Some(id) = self.requests.remove(&request_id) else {
-                        return Ok(());
-                    };
-                    if let Response::Chunk(b) = &response {
-                        self.metrics.bytes_in.inc_by(b.len() as u64);
-                    }
-                    self.input(
-                        Input::Response {
-                            from: peer,
-                            id,
-                            response,
-                        },
-                        Reply::None,
-                    )
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id,
-                peer,
-                error,
-                ..
-            } => {
-                debug!(%peer, %error, "request failed");
-                match self.requests.remove(&request_id) {
-                    Some(id) => self.input(Input::RequestFailed { id }, Reply::None),
-                    None => Ok(()),
-                }
-            }
-            _ => Ok(()),
-        }
     }
 
     fn refresh_status(&mut self) {

@@ -6,6 +6,7 @@
 
 pub mod fetch;
 pub mod gossip;
+pub mod link;
 mod topics;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use libp2p::{gossipsub, identify, ping};
 use tabswarm_consensus::genesis::Genesis;
 
 use crate::protocol;
+pub use link::{Link, Reply, Routed};
 pub use topics::Topics;
 
 /// The shared protocols.
