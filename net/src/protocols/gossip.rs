@@ -18,6 +18,8 @@
 //! - **Peer scoring**: each message the peer rejects costs its sender (P4, squared per topic),
 //!   so a peer that keeps sending forged or malformed messages drops below the graylist
 //!   threshold (-80) after about four in one topic and is ignored; one glitch decays away.
+//!   Sharing an IP address costs nothing (P6 off): a NAT, a machine or a relay puts many
+//!   honest peers behind one address.
 //!   Delivery-rate terms are off: rounds are bursty and small networks would punish honest
 //!   peers for being quiet between rounds. Positive terms are off too (no credit for time in
 //!   the mesh or first deliveries), so good behaviour cannot be banked against rejections.
@@ -119,6 +121,12 @@ pub fn score_params(topics: &Topics) -> gossipsub::PeerScoreParams {
         };
         params.topics.insert(topic.hash(), topic_params);
     }
+    // No penalty for sharing an IP address (P6). Volunteers behind one NAT, tabs and nodes
+    // on one machine, and every peer reached through a relay share an address; libp2p's
+    // default (-5 x (peers - 10)^2) put the 16 validators of one machine at -180, under the
+    // graylist threshold, so they ignored each other and never committed a block. Identities
+    // are bounded by stake and by the update pool's rules instead (DESIGN.md, threat model).
+    params.ip_colocation_factor_weight = 0.0;
     params
 }
 
@@ -179,6 +187,23 @@ mod tests {
                     + p.first_message_deliveries_weight * p.first_message_deliveries_cap);
             assert!(most <= 0.0, "a peer could earn {most} in {t}");
         }
+    }
+
+    #[test]
+    fn many_honest_peers_behind_one_address_keep_a_clean_score() {
+        let topics = Topics::new(&tabswarm_consensus::genesis::RunId([3; 32]));
+        let params = score_params(&topics);
+        let thresholds = gossipsub::PeerScoreThresholds::default();
+        // gossipsub's P6: weight x (peers on the address - threshold)^2.
+        let on_one_address = 1_000.0_f64;
+        let p6 = params.ip_colocation_factor_weight
+            * (on_one_address - params.ip_colocation_factor_threshold)
+                .max(0.0)
+                .powi(2);
+        assert!(
+            p6 > thresholds.gossip_threshold,
+            "{on_one_address} peers on one address score {p6}"
+        );
     }
 
     #[test]
