@@ -230,6 +230,10 @@ pub enum Input<P> {
     },
     /// Time passed (call at least every [`TICK_MS`] and at [`Peer::next_deadline`]).
     Tick,
+    /// The volunteer or operator paused (`false`) or resumed (`true`) training. A paused
+    /// trainer asks for no new training job; one already running still finishes and is
+    /// announced (its work is done). Validation and following the chain go on.
+    Training(bool),
     /// A job finished.
     JobDone {
         /// Its output.
@@ -353,6 +357,7 @@ pub struct Peer<P> {
     /// Consensus timers and when they fire (a list: few, and firing order stays fixed).
     timers: Vec<(Timeout, u64)>,
     training_for: Option<u64>,
+    training_paused: bool,
     peers: BTreeMap<P, bool>,
     requests: BTreeMap<RequestId, (P, Asked)>,
     next_request: u64,
@@ -447,6 +452,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             asked_updates: BTreeSet::new(),
             timers: Vec::new(),
             training_for: None,
+            training_paused: false,
             peers: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 0,
@@ -588,6 +594,11 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 Ok(())
             }
             Input::Tick => self.on_tick(),
+            Input::Training(on) => {
+                self.training_paused = !on;
+                self.start_training();
+                Ok(())
+            }
             Input::JobDone { output, elapsed_ms } => self.on_job(output, elapsed_ms),
         };
         if let Err(e) = result {
@@ -1113,7 +1124,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
     // ---- training ----
 
     fn start_training(&mut self) {
-        if !self.roles.train || self.syncing() {
+        if !self.roles.train || self.training_paused || self.syncing() {
             return;
         }
         let height = self.app().height() + 1;

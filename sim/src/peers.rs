@@ -535,6 +535,11 @@ impl PeerSim {
         }
     }
 
+    /// Pauses (`false`) or resumes (`true`) member `i`'s training now, as a volunteer does.
+    pub fn set_training(&mut self, i: usize, on: bool) -> Result<(), PeerSimError> {
+        self.feed(i, Input::Training(on), None)
+    }
+
     /// Gossips raw bytes into member `to` now, as if `from` published them.
     pub fn inject(&mut self, from: usize, to: usize, topic: Topic, data: Vec<u8>) {
         let gossip = Rc::new(Gossip {

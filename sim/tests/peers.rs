@@ -278,6 +278,38 @@ fn a_staked_peer_without_the_validator_role_never_votes() {
     assert!(net.published(3, Topic::Updates) > 0, "it trains");
 }
 
+#[test]
+fn a_paused_trainer_announces_nothing_new_until_it_resumes() {
+    let mut net = net(5, &[100, 100, 100, 100]);
+    for i in 0..4 {
+        net.start(i, ALL).unwrap();
+    }
+    net.start(4, TRAINER).unwrap();
+    assert!(net.run(60_000, |n| n.published(4, Topic::Updates) >= 2));
+    net.set_training(4, false).unwrap();
+    // A job already running may still finish and be announced: let one height pass first.
+    let h = net.height(0);
+    assert!(net.run(net.now() + 30_000, |n| n.height(0) > h));
+    let paused_at = net.published(4, Topic::Updates);
+    let h = net.height(0);
+    assert!(net.run(net.now() + 60_000, |n| n.height(0) >= h + 3));
+    assert_eq!(
+        net.published(4, Topic::Updates),
+        paused_at,
+        "a paused trainer announced updates"
+    );
+    assert!(
+        net.height(4) >= h + 2,
+        "a paused trainer still follows the chain"
+    );
+    net.set_training(4, true).unwrap();
+    assert!(
+        net.run(net.now() + 60_000, |n| n.published(4, Topic::Updates)
+            > paused_at),
+        "training did not resume"
+    );
+}
+
 // ---- Fault schedules on real peers -------------------------------------------------------
 
 /// Four equal validators and `trainers` trainers on the quadratic cost model.
