@@ -152,7 +152,7 @@ pub struct Evaluation {
 }
 
 /// What a trainer sends after local steps: the change to the parameters it started from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LocalUpdate {
     /// `params_after - params_before`, flat, in layout order.
     pub delta: Vec<f32>,

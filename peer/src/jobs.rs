@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tabswarm_consensus::genesis::{LocalOptimizer, ModelArch, RunId, TrainingRules};
 use tabswarm_consensus::identity::Address;
@@ -21,7 +22,7 @@ use tabswarm_core::train::{Config, Evaluation, LocalUpdate, Optimizer, TrainErro
 pub const VALIDATION_EXAMPLES: usize = 500;
 
 /// What a validation score is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ScoreKey {
     /// The committed parameters with this hash (the base every update is judged against).
     Base([u8; 32]),
@@ -32,13 +33,14 @@ pub enum ScoreKey {
 }
 
 /// A job for the driver.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Job {
     /// Local steps from `params` on the trainer's shard for `height`.
     Train {
         /// Height the update is for.
         height: u64,
         /// Committed parameters to start from.
+        #[serde(with = "shared_f32s")]
         params: Arc<Vec<f32>>,
         /// Shard index (see [`DataPlan::shard_for`]).
         shard: usize,
@@ -50,6 +52,7 @@ pub enum Job {
         /// What the loss is for.
         key: ScoreKey,
         /// Parameters to evaluate.
+        #[serde(with = "shared_f32s")]
         params: Arc<Vec<f32>>,
     },
     /// Test loss and accuracy of the parameters committed at `height`.
@@ -57,12 +60,13 @@ pub enum Job {
         /// Height the parameters were committed at.
         height: u64,
         /// Parameters to evaluate.
+        #[serde(with = "shared_f32s")]
         params: Arc<Vec<f32>>,
     },
 }
 
 /// A finished job.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Output {
     /// Local training finished (or failed).
     Trained {
@@ -85,6 +89,66 @@ pub enum Output {
         /// Loss and accuracy.
         result: Option<(f32, f32)>,
     },
+}
+
+/// Shared parameter vectors cross a worker boundary as plain lists (serde's `rc` feature
+/// would change serde for every crate of the workspace, and rebuild them all).
+mod shared_f32s {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Arc<Vec<f32>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_slice().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Vec<f32>>, D::Error> {
+        Vec::<f32>::deserialize(d).map(Arc::new)
+    }
+}
+
+/// Version of the job codec ([`encode`], [`decode`]).
+pub const JOB_FORMAT: u8 = 1;
+
+/// The largest encoded job or output: parameters or a delta of the largest model with room
+/// to spare (the CNN has about 1.2 M parameters, 5 MB).
+pub const MAX_JOB_BYTES: usize = 64 << 20;
+
+/// Why a job or output could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Longer than [`MAX_JOB_BYTES`].
+    #[error("{0} bytes is more than a job may have ({MAX_JOB_BYTES})")]
+    TooLarge(usize),
+    /// Another version of the codec (a worker from an older page still running?).
+    #[error("job format {0} is not {JOB_FORMAT}: reload the page so the workers match it")]
+    Version(u8),
+    /// Not a job.
+    #[error("not a job: {0}")]
+    Malformed(String),
+}
+
+/// Encodes a job or an output for a worker that runs in another memory (a Web Worker):
+/// a version byte, then postcard.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![JOB_FORMAT];
+    // postcard cannot fail on these types (no maps with non-string keys, no unsized data).
+    out.extend(postcard::to_allocvec(value).unwrap_or_default());
+    out
+}
+
+/// Decodes what [`encode`] made, refusing other versions and oversized input.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_JOB_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    match bytes.split_first() {
+        Some((&JOB_FORMAT, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| CodecError::Malformed(e.to_string()))
+        }
+        Some((&v, _)) => Err(CodecError::Version(v)),
+        None => Err(CodecError::Malformed("empty".into())),
+    }
 }
 
 /// The local training config a run's rules imply.
@@ -185,6 +249,25 @@ pub fn train_seed(trainer: &Address, height: u64) -> u64 {
     u64::from_le_bytes(trainer.0[..8].try_into().unwrap_or_default()) ^ height
 }
 
+/// The output of `job` when it could not run at all (its worker died, the page closed a
+/// worker): the peer treats it as a failed computation, never as a result.
+pub fn failed(job: &Job, why: String) -> Output {
+    match job {
+        Job::Train { height, .. } => Output::Trained {
+            height: *height,
+            result: Err(why),
+        },
+        Job::Validate { key, .. } => Output::Validated {
+            key: *key,
+            loss: None,
+        },
+        Job::Test { height, .. } => Output::Tested {
+            height: *height,
+            result: None,
+        },
+    }
+}
+
 /// Runs a job. Called by drivers on a worker thread; deterministic given its inputs (up to
 /// floating point differences between machines in training itself).
 pub fn run(plan: &DataPlan, job: Job) -> Output {
@@ -223,4 +306,63 @@ fn evaluate(config: &Config, params: &[f32], data: &Dataset) -> Option<Evaluatio
         .ok()?
         .evaluate(data)
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_and_outputs_cross_the_worker_boundary_intact() {
+        let job = Job::Train {
+            height: 7,
+            params: Arc::new(vec![0.5, -1.25, f32::MIN_POSITIVE]),
+            shard: 3,
+            seed: 99,
+        };
+        let back: Job = decode(&encode(&job)).unwrap();
+        match back {
+            Job::Train {
+                height: 7,
+                params,
+                shard: 3,
+                seed: 99,
+            } => assert_eq!(*params, vec![0.5, -1.25, f32::MIN_POSITIVE]),
+            other => panic!("changed on the way: {other:?}"),
+        }
+        let out = Output::Validated {
+            key: ScoreKey::Update([4; 32]),
+            loss: Some(0.25),
+        };
+        let back: Output = decode(&encode(&out)).unwrap();
+        match back {
+            Output::Validated {
+                key: ScoreKey::Update(id),
+                loss: Some(l),
+            } => {
+                assert_eq!(id, [4; 32]);
+                assert_eq!(l, 0.25);
+            }
+            other => panic!("changed on the way: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_versions_garbage_and_oversize_are_refused() {
+        let mut bytes = encode(&Job::Test {
+            height: 1,
+            params: Arc::new(vec![1.0]),
+        });
+        bytes[0] = 9;
+        assert_eq!(decode::<Job>(&bytes).unwrap_err(), CodecError::Version(9));
+        assert!(matches!(
+            decode::<Job>(&[JOB_FORMAT, 200, 1, 2]),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(decode::<Job>(&[]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<Job>(&vec![JOB_FORMAT; MAX_JOB_BYTES + 1]),
+            Err(CodecError::TooLarge(_))
+        ));
+    }
 }
