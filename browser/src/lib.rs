@@ -1,8 +1,11 @@
 //! # tabswarm-browser
 //!
-//! The tab peer's computing half: core's trainer compiled to WebAssembly (SIMD128),
-//! exposed to JavaScript with wasm-bindgen. It runs wherever the page puts it (a Web Worker
-//! for the volunteer page, the main thread in tests).
+//! The tab peer, compiled to WebAssembly (SIMD128) and exposed to JavaScript with
+//! wasm-bindgen, in two halves:
+//! - [`Tab`] (in a browser only): the libp2p swarm on the page's thread driving the same
+//!   `tabswarm_peer::Peer` as native nodes; its jobs go to Web Workers;
+//! - [`JobRunner`]: what each Web Worker runs (training, scoring, testing), and
+//!   [`WasmTrainer`], the bare trainer the benchmarks and conformance tests use.
 //!
 //! ## Usage (JavaScript)
 //!
@@ -18,12 +21,24 @@
 //! Errors (a bad dataset, an unknown model name) are thrown as JS `Error`s with the same
 //! messages the native node prints.
 
+mod identity;
+mod status;
+#[cfg(target_arch = "wasm32")]
+mod tab;
+mod worker;
+
 use std::sync::Arc;
 
 use tabswarm_core::data::{Batches, Dataset, Split};
 use tabswarm_core::perf;
 use tabswarm_core::train::{self, Trainer};
 use wasm_bindgen::prelude::*;
+
+pub use identity::{SECRET_BYTES, TabKeys};
+pub use status::{HISTORY, Point, State, TabStatus};
+#[cfg(target_arch = "wasm32")]
+pub use tab::Tab;
+pub use worker::JobRunner;
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())

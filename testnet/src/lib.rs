@@ -252,6 +252,40 @@ impl Testnet {
             })
     }
 
+    /// What a browser tab needs to join: the genesis (as text), the addresses a tab can dial
+    /// (websocket and webrtc-direct, with certhash, of the relay and of every node answering
+    /// `/status`), and each node's `/status` URL. `cargo xtask demo` serves it to the page as
+    /// `/network.json`.
+    pub fn for_browsers(&self) -> anyhow::Result<Value> {
+        let dialable = |a: &str| {
+            (a.contains("/ws/") || a.contains("/webrtc-direct/")) && !a.contains("p2p-circuit")
+        };
+        let mut bootstrap: Vec<String> = self
+            .relay_addrs
+            .iter()
+            .filter(|a| dialable(a))
+            .cloned()
+            .collect();
+        let mut status = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(s) = self.status(i) else { continue };
+            for a in s["listen"].as_array().into_iter().flatten() {
+                if let Some(a) = a.as_str().filter(|a| dialable(a)) {
+                    bootstrap.push(a.to_owned());
+                }
+            }
+            if let Ok(addr) = std::fs::read_to_string(node.home.join("rpc.addr")) {
+                status.push(format!("http://{}/status", addr.trim()));
+            }
+        }
+        Ok(serde_json::json!({
+            "genesis": std::fs::read_to_string(&self.genesis)
+                .with_context(|| format!("reading {}", self.genesis.display()))?,
+            "bootstrap": bootstrap,
+            "status": status,
+        }))
+    }
+
     /// Starts node `i`, bootstrapping from the relay over TCP, with extra `run` flags.
     pub fn start(&mut self, i: usize, extra: &[&str]) -> anyhow::Result<()> {
         let relay = self.relay_addr("/tcp/")?.to_owned();

@@ -17,13 +17,16 @@ export function requireEnv(name, hint) {
 const TYPES = {
   '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript',
   '.wasm': 'application/wasm', '.json': 'application/json', '.tsd': 'application/octet-stream',
+  '.css': 'text/css',
 };
 
-// Serves only what the pages need: the generated package, the dataset, the pages and
-// node_modules (TF.js for the side-by-side benchmark). Paths cannot escape their roots.
-export async function startServer({ pkg, data }) {
+// Serves only what the pages need: the generated package, the dataset, the volunteer page
+// (www/), the test pages, node_modules (uPlot, TF.js for the side-by-side benchmark) and,
+// when given, the network a tab should join as /network.json. Paths cannot escape their roots.
+export async function startServer({ pkg, data, network, port = 0 }) {
   const mounts = [
     ['/pkg/', pkg],
+    ['/www/', join(ROOT, 'www')],
     ['/tests/e2e/', join(ROOT, 'tests/e2e')],
     ['/bench/', join(ROOT, 'bench')],
     ['/node_modules/', join(ROOT, 'node_modules')],
@@ -31,8 +34,13 @@ export async function startServer({ pkg, data }) {
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, 'http://x');
+      if (url.pathname === '/') {
+        res.writeHead(302, { location: `/www/index.html${url.search}` }).end();
+        return;
+      }
       let file = null;
       if (url.pathname === '/data/mnist.tsd') file = data;
+      if (url.pathname === '/network.json' && network) file = network;
       for (const [prefix, dir] of mounts) {
         if (!file && url.pathname.startsWith(prefix)) {
           const rel = normalize(decodeURIComponent(url.pathname.slice(prefix.length)));
@@ -53,9 +61,9 @@ export async function startServer({ pkg, data }) {
       res.writeHead(404).end('not found');
     }
   });
-  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-  const { port } = server.address();
-  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
+  await new Promise((ok, fail) => server.once('error', fail).listen(port, '127.0.0.1', ok));
+  const bound = server.address().port;
+  return { url: `http://127.0.0.1:${bound}`, close: () => new Promise((ok) => server.close(ok)) };
 }
 
 export async function launchBrowser() {
@@ -73,10 +81,15 @@ export async function openPage(browser, server, path) {
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  const consoleLines = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+    consoleLines.push(`${m.type()}: ${m.text()}`);
+    if (consoleLines.length > 5000) consoleLines.shift();
+  });
   await page.goto(server.url + path);
   await page.waitForFunction(() => window.ready === true || window.loadError, null, { timeout: 60_000 });
   const loadError = await page.evaluate(() => window.loadError ?? null);
   if (loadError) throw new Error(`page failed to load: ${loadError}; console: ${errors.join(' | ')}`);
-  return { page, errors };
+  return { page, errors, consoleLines };
 }

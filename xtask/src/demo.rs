@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the main job: a relay and five nodes (four staked validators, one
 //! trainer) on this machine, training the MLP on MNIST shards round after round, every round
-//! committed by stake votes. Prints per-round progress and the addresses a browser would use;
+//! committed by stake votes, and the volunteer page on http://127.0.0.1:8080/ (a tab opened
+//! there joins as a trainer). Prints per-round progress;
 //! Ctrl-C stops everything cleanly and keeps each node's state for inspection. Four equal
 //! validators survive the loss of one (3/4 of stake is more than 2/3): a node that dies is
 //! reported and the rest keep going.
@@ -14,6 +15,7 @@ use tabswarm_testnet::{Binaries, Spec, Testnet};
 
 use crate::install;
 use crate::sh::{self, Profile, Steps};
+use crate::wasm;
 
 pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
     let mut s = Steps::new();
@@ -23,6 +25,14 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
     s.step("build tabswarm-node and tabswarm-relay (release)", || {
         install::build_bins(Profile::Release)
     })?;
+    let pkg = s.step(
+        "the volunteer page (wasm32 + simd128, wasm-bindgen)",
+        || {
+            install::ensure_wasm_target()?;
+            install::ensure_npm()?;
+            wasm::build_browser_pkg()
+        },
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         // Ctrl-C reaches the nodes too (same process group); we only wait for them.
@@ -47,10 +57,17 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
             Ok(net)
         },
     )?;
+    let network = dir.join("network.json");
+    std::fs::write(&network, net.for_browsers()?.to_string())
+        .with_context(|| format!("writing {}", network.display()))?;
+    let mut page = s.step("serve the volunteer page on 127.0.0.1:8080", || {
+        sh::spawn_page_server(&pkg, &data, &network, 8080)
+    })?;
     s.summary();
     eprintln!(
-        "\nRelay (what a browser tab would dial; webrtc-direct first, websocket as fallback):"
+        "\nThe volunteer page: http://127.0.0.1:8080/  (open it; each tab joins as a trainer)"
     );
+    eprintln!("Relay (what tabs dial besides the nodes; webrtc-direct and websocket):");
     for a in &net.relay_addrs {
         eprintln!("  {a}");
     }
@@ -112,6 +129,8 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
         }
     }
     eprintln!("\nstopping the network...");
+    let _ = page.kill();
+    let _ = page.wait();
     net.stop_all()?;
     eprintln!(
         "stopped cleanly. Inspect a node: {} ledger --home {}",

@@ -42,7 +42,11 @@ enum Command {
         rounds: Option<u64>,
     },
     /// Run every check and test: fmt, clippy, wasm32 builds, unit, integration and browser tests.
-    Test,
+    Test {
+        /// Only the browser suite (and the builds it needs), for work on the page.
+        #[arg(long)]
+        browser_only: bool,
+    },
     /// Run the benchmarks; results go to bench/results/{train_step,consensus,network}.json.
     Bench {
         /// Timed steps per configuration (after warm-up).
@@ -66,7 +70,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { rounds } => demo::run(rounds),
-        Command::Test => test::run(),
+        Command::Test { browser_only } => test::run(browser_only),
         Command::Bench {
             steps,
             only,

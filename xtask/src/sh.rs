@@ -140,3 +140,31 @@ impl Steps {
         }
     }
 }
+
+/// Starts `www/serve.mjs` (the volunteer page, the wasm package `pkg`, the dataset and the
+/// network description) on 127.0.0.1:`port`; the caller stops it.
+pub(crate) fn spawn_page_server(
+    pkg: &Path,
+    data: &Path,
+    network: &Path,
+    port: u16,
+) -> anyhow::Result<std::process::Child> {
+    let mut child = Command::new("node")
+        .arg("www/serve.mjs")
+        .current_dir(root())
+        .env("TABSWARM_PKG", pkg)
+        .env("TABSWARM_DATA", data)
+        .env("TABSWARM_NETWORK", network)
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting node www/serve.mjs (is Node.js installed?)")?;
+    // A taken port shows up as an early exit.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    if let Some(status) = child.try_wait()? {
+        bail!(
+            "the page server exited ({status}): is port {port} taken? Stop what uses it and run again"
+        );
+    }
+    Ok(child)
+}

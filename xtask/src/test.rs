@@ -1,12 +1,19 @@
 //! `cargo xtask test`: everything CI checks, cheapest first, so a mistake fails fast.
 
+use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+use tabswarm_testnet::{Binaries, FAST, Spec, Testnet};
 
 use crate::install::{self, CHROMIUM};
 use crate::sh::{self, Profile, Steps};
 use crate::wasm;
 
-pub(crate) fn run() -> anyhow::Result<()> {
+pub(crate) fn run(browser_only: bool) -> anyhow::Result<()> {
+    if browser_only {
+        return run_browser_only();
+    }
     let mut s = Steps::new();
     s.step("format (cargo fmt --check)", || {
         sh::run(
@@ -38,7 +45,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         wasm::build_browser_pkg,
     )?;
     s.step(
-        "wasm32 check of tabswarm-consensus, tabswarm-peer and tabswarm-net (peer)",
+        "wasm32 check of tabswarm-consensus, tabswarm-peer, tabswarm-net (peer) and tabswarm-browser",
         wasm::check_protocol_crates,
     )?;
     let data = s.step("data (data/mnist.tsd)", || {
@@ -59,29 +66,56 @@ pub(crate) fn run() -> anyhow::Result<()> {
         )
     })?;
     s.step("browser tests (headless chromium)", || {
-        // Built for the whole workspace so burn gets the same features as in the test build
-        // above; `--package tabswarm-core` alone would rebuild burn without them (minutes).
-        sh::run(
-            "cargo build --examples",
-            &mut sh::cargo(&["build", "--workspace", "--examples"]),
-        )?;
-        let conformance = sh::target_dir()
-            .join(Profile::Dev.dir())
-            .join("examples")
-            .join("conformance");
-        sh::run(
-            "node --test tests/e2e",
-            Command::new("node")
-                .args(["--test", "--test-concurrency=1", "tests/e2e/"])
-                .current_dir(sh::root())
-                .env("TABSWARM_PKG", &pkg)
-                .env("TABSWARM_DATA", &data)
-                .env("TABSWARM_CONFORMANCE_BIN", conformance)
-                .env("TABSWARM_CHROMIUM", CHROMIUM),
-        )
+        browser_tests(&pkg, &data)
     })?;
     s.summary();
     Ok(())
+}
+
+/// The browser suite: conformance and training in wasm, and a tab joining a network of
+/// real nodes (started here, stopped after).
+fn browser_tests(pkg: &Path, data: &Path) -> anyhow::Result<()> {
+    // Built for the whole workspace so burn gets the same features as in the test build
+    // above; `--package tabswarm-core` alone would rebuild burn without them (minutes).
+    sh::run(
+        "cargo build --examples",
+        &mut sh::cargo(&["build", "--workspace", "--examples"]),
+    )?;
+    let conformance = sh::target_dir()
+        .join(Profile::Dev.dir())
+        .join("examples")
+        .join("conformance");
+    // The network the tab test joins: a relay and three validators, as real processes.
+    let mut net = network_for_tabs(data)?;
+    let network = net.dir.join("network.json");
+    std::fs::write(&network, net.for_browsers()?.to_string())?;
+    let result = sh::run(
+        "node --test tests/e2e",
+        Command::new("node")
+            .args(["--test", "--test-concurrency=1", "tests/e2e/"])
+            .current_dir(sh::root())
+            .env("TABSWARM_PKG", pkg)
+            .env("TABSWARM_DATA", data)
+            .env("TABSWARM_NETWORK", &network)
+            .env("TABSWARM_CONFORMANCE_BIN", conformance)
+            .env("TABSWARM_CHROMIUM", CHROMIUM),
+    );
+    if result.is_err() {
+        eprintln!("--- logs of the network the tab joined ---\n{}", net.logs());
+    }
+    net.stop_all()?;
+    result
+}
+
+fn network_for_tabs(data: &Path) -> anyhow::Result<Testnet> {
+    let bins = Binaries {
+        node: sh::native_bin(Profile::Dev, "tabswarm-node"),
+        relay: sh::native_bin(Profile::Dev, "tabswarm-relay"),
+    };
+    let mut net = Testnet::temp("tab-peer", &bins, data, Spec::new(3, 0).genesis(FAST))?;
+    net.start_all()?;
+    net.wait_height(&[0, 1, 2], 1, Duration::from_secs(120))?;
+    Ok(net)
 }
 
 fn nextest_available() -> bool {
@@ -89,4 +123,30 @@ fn nextest_available() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// `--browser-only`: what the browser suite needs, then the suite (for work on the page).
+fn run_browser_only() -> anyhow::Result<()> {
+    let mut s = Steps::new();
+    s.step("install what is missing", || {
+        install::ensure_wasm_target()?;
+        install::ensure_npm()?;
+        install::ensure_chromium()?;
+        install::ensure_wasm_bindgen().map(|_| ())
+    })?;
+    let pkg = s.step(
+        "browser build (wasm32 + simd128, wasm-bindgen)",
+        wasm::build_browser_pkg,
+    )?;
+    let data = s.step("data (data/mnist.tsd)", || {
+        install::ensure_data(Profile::Dev)
+    })?;
+    s.step("build tabswarm-node and tabswarm-relay", || {
+        install::build_bins(Profile::Dev)
+    })?;
+    s.step("browser tests (headless chromium)", || {
+        browser_tests(&pkg, &data)
+    })?;
+    s.summary();
+    Ok(())
 }

@@ -53,12 +53,13 @@ pub(crate) fn build_browser_pkg() -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// The shared protocol crates must run in a tab: consensus, the peer state machine, and the
-/// libp2p protocols every peer speaks (`tabswarm-net` with feature `peer`). A `cargo check`
-/// for wasm32 keeps them free of I/O, threads and native-only dependencies.
+/// The shared protocol crates must run in a tab: consensus, the peer state machine, the
+/// libp2p protocols every peer speaks (`tabswarm-net` with feature `peer`), and the tab's
+/// own driver (wasm32-only code the native build never sees). A `cargo check` for wasm32
+/// keeps them free of I/O, threads and native-only dependencies.
 pub(crate) fn check_protocol_crates() -> anyhow::Result<()> {
     sh::run(
-        "cargo check --target wasm32 tabswarm-consensus tabswarm-peer tabswarm-net/peer",
+        "cargo check --target wasm32 tabswarm-consensus tabswarm-peer tabswarm-net/peer tabswarm-browser",
         &mut sh::cargo(&[
             "check",
             "--target",
@@ -69,6 +70,8 @@ pub(crate) fn check_protocol_crates() -> anyhow::Result<()> {
             "tabswarm-peer",
             "--package",
             "tabswarm-net",
+            "--package",
+            "tabswarm-browser",
             "--features",
             "tabswarm-net/peer",
         ]),

@@ -1,0 +1,153 @@
+//! What the volunteer page shows, kept up to date from the peer's events and snapshots and
+//! handed to JavaScript as JSON. The tab's contribution is read from committed blocks (the
+//! peer's credit), never from what the tab itself claims.
+
+use serde::Serialize;
+use tabswarm_consensus::genesis::hex;
+use tabswarm_peer::{Event, Snapshot};
+
+/// Committed heights whose test figures are kept for the chart.
+pub const HISTORY: usize = 500;
+
+/// Where the tab is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// No peer reached yet.
+    #[default]
+    Connecting,
+    /// Fetching blocks and parameters.
+    Syncing,
+    /// In sync: training when not paused.
+    Running,
+    /// In sync, training paused by the volunteer.
+    Paused,
+    /// Stopped for good (the page asked, or a fatal error).
+    Stopped,
+}
+
+/// One committed height on the chart.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// Height.
+    pub height: u64,
+    /// Test loss of its parameters.
+    pub loss: f32,
+    /// Test accuracy of its parameters.
+    pub accuracy: f32,
+}
+
+/// The page's view of the tab.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TabStatus {
+    /// Where the tab is.
+    pub state: State,
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Consensus address (what blocks credit).
+    pub address: String,
+    /// Transport of the newest connection: `webrtc-direct`, `websocket` or `relay`.
+    pub transport: Option<String>,
+    /// Peers connected.
+    pub peers: usize,
+    /// Relays among them.
+    pub relays: usize,
+    /// Whether other tabs can reach this one through a relay circuit.
+    pub reachable_via_relay: bool,
+    /// Committed height held.
+    pub height: u64,
+    /// Hex hash of the parameters held.
+    pub param_hash: String,
+    /// Updates of this tab included in committed blocks.
+    pub credit: u64,
+    /// Examples behind them (credit x the run's weight per update).
+    pub samples: u64,
+    /// Updates announced (included or not).
+    pub updates_announced: u64,
+    /// Last local training's wall time (ms).
+    pub last_train_ms: u64,
+    /// Jobs running in workers.
+    pub jobs_running: usize,
+    /// Test loss and accuracy of committed parameters, oldest first, at most [`HISTORY`].
+    pub history: Vec<Point>,
+    /// The newest problem worth showing (cleared when things work again).
+    pub problem: Option<String>,
+}
+
+impl TabStatus {
+    /// Takes in one of the peer's events.
+    pub fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::Tested {
+                height,
+                loss,
+                accuracy,
+            } => {
+                if self.history.last().is_some_and(|p| p.height >= *height) {
+                    return;
+                }
+                self.history.push(Point {
+                    height: *height,
+                    loss: *loss,
+                    accuracy: *accuracy,
+                });
+                if self.history.len() > HISTORY {
+                    self.history.remove(0);
+                }
+            }
+            Event::UpdatePublished { .. } => self.updates_announced += 1,
+            Event::Committed { train_ms, .. } if *train_ms > 0 => self.last_train_ms = *train_ms,
+            Event::TrainingFailed(why) => self.problem = Some(format!("training failed: {why}")),
+            _ => {}
+        }
+    }
+
+    /// Takes in the peer's state.
+    pub fn on_snapshot(&mut self, s: &Snapshot, weight: u32, paused: bool) {
+        self.height = s.height;
+        self.param_hash = hex(&s.param_hash);
+        self.credit = s.credit;
+        self.samples = s.credit * u64::from(weight);
+        if self.state != State::Stopped {
+            self.state = if self.peers == 0 && s.height == 0 {
+                State::Connecting
+            } else if s.syncing {
+                State::Syncing
+            } else if paused {
+                State::Paused
+            } else {
+                State::Running
+            };
+        }
+    }
+
+    /// The JSON the page reads.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"problem\":\"{e}\"}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_keeps_each_height_once_in_order_and_at_most_history_points() {
+        let mut s = TabStatus::default();
+        for h in 0..(HISTORY as u64 + 10) {
+            for _ in 0..2 {
+                s.on_event(&Event::Tested {
+                    height: h,
+                    loss: 1.0,
+                    accuracy: 0.5,
+                });
+            }
+        }
+        assert_eq!(s.history.len(), HISTORY);
+        assert_eq!(s.history.first().unwrap().height, 10);
+        assert!(s.history.windows(2).all(|w| w[0].height < w[1].height));
+        let json: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(json["state"], "connecting");
+        assert_eq!(json["history"].as_array().unwrap().len(), HISTORY);
+    }
+}

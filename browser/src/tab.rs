@@ -1,0 +1,543 @@
+//! The tab peer: a libp2p swarm on the page's thread (webrtc-direct and websocket to nodes
+//! and relays, relay circuits so other tabs can reach it) driving the same
+//! [`tabswarm_peer::Peer`] as every native node. Like the node's runner this file only moves
+//! bytes, time and jobs: events in through [`Link`], effects out in order, jobs to the
+//! page's Web Workers through a JavaScript callback. The tab trains (no stake) and follows
+//! the chain; it keeps nothing between loads but its identity (the page stores the secret).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::core::upgrade::Version;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, Transport, noise, relay, websocket_websys, yamux};
+use tabswarm_consensus::genesis::{Genesis, hex};
+use tabswarm_net::protocols::{Link, Mesh, Protocols, ProtocolsEvent, Reply, Routed};
+use tabswarm_peer::jobs::{self, Job};
+use tabswarm_peer::{Effect, Event, Input, Peer, Restored, Roles, TICK_MS};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+
+use crate::identity::TabKeys;
+use crate::js_err;
+use crate::status::{State, TabStatus};
+
+#[wasm_bindgen]
+extern "C" {
+    /// The page's console: what a developer opening the tools sees of the tab's network.
+    #[wasm_bindgen(js_namespace = console, js_name = info)]
+    fn console_info(s: &str);
+}
+
+/// The relay's hop protocol, as identify lists it.
+const RELAY_HOP: &str = "/libp2p/circuit/relay/0.2.0/hop";
+
+/// With no peer for this long, the bootstrap addresses are dialled again.
+const REDIAL_MS: u64 = 5_000;
+
+#[derive(NetworkBehaviour)]
+#[allow(missing_debug_implementations)]
+struct TabBehaviour {
+    relay: relay::client::Behaviour,
+    peer: Protocols,
+}
+
+/// What the page and the loop share.
+#[derive(Debug, Default)]
+struct Shared {
+    status: TabStatus,
+    paused: bool,
+    stop: bool,
+}
+
+/// Settings from the page.
+#[derive(Debug, serde::Deserialize)]
+struct Config {
+    /// The run's genesis (JSON text).
+    genesis: String,
+    /// Multiaddrs with `/p2p/<id>` of nodes and relays to dial first.
+    bootstrap: Vec<String>,
+    /// Agent string for identify.
+    #[serde(default = "default_agent")]
+    agent: String,
+    /// Log level for the console: `error`, `warn`, `info` (default), `debug`, `trace`.
+    #[serde(default)]
+    log: Option<String>,
+}
+
+/// Sends the peer's and libp2p's logs to the console, once per page.
+fn init_logs(level: Option<&str>) -> Result<(), JsError> {
+    let level: tracing::Level = match level {
+        None => tracing::Level::INFO,
+        Some(l) => l.parse().map_err(|_| {
+            js_err(format!(
+                "log level {l:?}: use error, warn, info, debug or trace"
+            ))
+        })?,
+    };
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(console_error_panic_hook::hook));
+        tracing_wasm::set_as_global_default_with_config(
+            tracing_wasm::WASMLayerConfigBuilder::new()
+                .set_max_level(level)
+                .set_report_logs_in_timings(false)
+                .build(),
+        );
+    });
+    Ok(())
+}
+
+fn default_agent() -> String {
+    concat!("tabswarm-browser/", env!("CARGO_PKG_VERSION")).into()
+}
+
+/// A running tab peer.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Tab {
+    shared: Rc<RefCell<Shared>>,
+}
+
+#[wasm_bindgen]
+impl Tab {
+    /// Starts a peer of the run in `config` (JSON `{genesis, bootstrap: [multiaddr], agent?}`)
+    /// with the identity `secret` (32 bytes the page keeps). `run_job(Uint8Array)` must return
+    /// a Promise of `{output: Uint8Array, elapsedMs: number}` (a worker's answer).
+    pub fn start(config: &str, secret: &[u8], run_job: js_sys::Function) -> Result<Tab, JsError> {
+        let config: Config =
+            serde_json::from_str(config).map_err(|e| js_err(format!("bad tab config: {e}")))?;
+        init_logs(config.log.as_deref())?;
+        let genesis = Genesis::from_json(&config.genesis).map_err(js_err)?;
+        let keys = TabKeys::from_secret(secret).map_err(js_err)?;
+        let mut bootstrap = Vec::new();
+        for a in &config.bootstrap {
+            let addr: Multiaddr = a
+                .parse()
+                .map_err(|e| js_err(format!("bootstrap address {a}: {e}")))?;
+            bootstrap.push(addr);
+        }
+        if bootstrap.is_empty() {
+            return Err(js_err(
+                "no bootstrap address: open the page from `cargo xtask demo` or add ?bootstrap=<multiaddr>",
+            ));
+        }
+        let libp2p_key =
+            libp2p::identity::Keypair::ed25519_from_bytes(keys.libp2p_secret).map_err(js_err)?;
+        let swarm = build_swarm(libp2p_key, &genesis, config.agent)?;
+        let weight = jobs::update_weight(&genesis.training);
+        let address = keys.consensus.address();
+        let roles = Roles {
+            train: true,
+            validate: false,
+        };
+        let peer =
+            Peer::new(genesis, keys.consensus, roles, Restored::default(), 0).map_err(js_err)?;
+        let shared = Rc::new(RefCell::new(Shared::default()));
+        {
+            let mut s = shared.borrow_mut();
+            s.status.peer_id = swarm.local_peer_id().to_string();
+            s.status.address = hex(&address.0);
+        }
+        let driver = Driver::new(swarm, peer, shared.clone(), run_job, bootstrap, weight)?;
+        spawn_local(driver.run());
+        Ok(Tab { shared })
+    }
+
+    /// The page's view as JSON (see `status::TabStatus`).
+    pub fn status(&self) -> String {
+        self.shared.borrow().status.to_json()
+    }
+
+    /// Pauses training (the tab keeps following the chain and serving what it holds).
+    pub fn pause(&self) {
+        self.shared.borrow_mut().paused = true;
+    }
+
+    /// Resumes training.
+    pub fn resume(&self) {
+        self.shared.borrow_mut().paused = false;
+    }
+
+    /// Leaves the network for good.
+    pub fn stop(&self) {
+        self.shared.borrow_mut().stop = true;
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn build_swarm(
+    key: libp2p::identity::Keypair,
+    genesis: &Genesis,
+    agent: String,
+) -> Result<Swarm<TabBehaviour>, JsError> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_wasm_bindgen()
+        .with_other_transport(|key| {
+            libp2p::webrtc_websys::Transport::new(libp2p::webrtc_websys::Config::new(key))
+        })
+        .map_err(js_err)?
+        .with_other_transport(|key| {
+            Ok::<_, BoxError>(
+                websocket_websys::Transport::default()
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()),
+            )
+        })
+        .map_err(js_err)?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(js_err)?
+        .with_behaviour(|key, relay| {
+            Protocols::new(key, genesis, agent, Mesh::SMALL)
+                .map(|peer| TabBehaviour { relay, peer })
+                .map_err(BoxError::from)
+        })
+        .map_err(js_err)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}
+
+struct Done {
+    output: jobs::Output,
+    elapsed_ms: u64,
+}
+
+struct Driver {
+    swarm: Swarm<TabBehaviour>,
+    peer: Peer<PeerId>,
+    link: Link,
+    shared: Rc<RefCell<Shared>>,
+    run_job: js_sys::Function,
+    bootstrap: Vec<(PeerId, Vec<Multiaddr>)>,
+    started: f64,
+    relays: HashSet<PeerId>,
+    listening_via: HashSet<PeerId>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: Option<mpsc::UnboundedReceiver<Done>>,
+    jobs_running: Rc<RefCell<usize>>,
+    alone_since: Option<u64>,
+    training: bool,
+    weight: u32,
+}
+
+impl Driver {
+    fn new(
+        swarm: Swarm<TabBehaviour>,
+        peer: Peer<PeerId>,
+        shared: Rc<RefCell<Shared>>,
+        run_job: js_sys::Function,
+        bootstrap: Vec<Multiaddr>,
+        weight: u32,
+    ) -> Result<Self, JsError> {
+        // Addresses by peer: one dial per peer tries all its transports at once, and the first
+        // that connects wins (webrtc-direct where it works, websocket otherwise).
+        let mut by_peer: BTreeMap<PeerId, Vec<Multiaddr>> = BTreeMap::new();
+        for addr in bootstrap {
+            let Some(Protocol::P2p(id)) = addr.iter().last() else {
+                return Err(js_err(format!(
+                    "bootstrap address {addr} does not end in /p2p/<peer id>"
+                )));
+            };
+            by_peer.entry(id).or_default().push(addr);
+        }
+        let (done_tx, done_rx) = mpsc::unbounded();
+        Ok(Self {
+            link: Link::new(&peer.run_id()),
+            swarm,
+            peer,
+            shared,
+            run_job,
+            bootstrap: by_peer.into_iter().collect(),
+            started: js_sys::Date::now(),
+            relays: HashSet::new(),
+            listening_via: HashSet::new(),
+            done_tx,
+            done_rx: Some(done_rx),
+            jobs_running: Rc::new(RefCell::new(0)),
+            alone_since: Some(0),
+            training: true,
+            weight,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        (js_sys::Date::now() - self.started).max(0.0) as u64
+    }
+
+    async fn run(mut self) {
+        if let Err(e) = self.link.subscribe(&mut self.swarm.behaviour_mut().peer) {
+            self.problem(format!("subscribing to the run's topics: {e}"));
+            return;
+        }
+        self.dial_bootstrap();
+        self.input(Input::Tick, Reply::None);
+        let Some(mut done_rx) = self.done_rx.take() else {
+            return;
+        };
+        // Ticks keep their own schedule: a timer made afresh each turn would never fire while
+        // gossip arrives faster than the tick interval (it did: the tab starved its own
+        // ticks, and catch-up stalled).
+        let mut next_tick = 0;
+        loop {
+            let now = self.now_ms();
+            if now >= next_tick {
+                self.on_tick();
+                next_tick = now + TICK_MS;
+            } else if self.peer.next_deadline().is_some_and(|at| now >= at) {
+                self.input(Input::Tick, Reply::None);
+            }
+            let until = self
+                .peer
+                .next_deadline()
+                .map_or(next_tick, |at| at.min(next_tick));
+            let wait = until.saturating_sub(self.now_ms()).max(1);
+            let mut timer = futures_timer::Delay::new(Duration::from_millis(wait)).fuse();
+            futures::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                done = done_rx.select_next_some() => {
+                    *self.jobs_running.borrow_mut() -= 1;
+                    self.input(
+                        Input::JobDone { output: done.output, elapsed_ms: done.elapsed_ms },
+                        Reply::None,
+                    );
+                }
+                () = timer => {}
+            }
+            if self.shared.borrow().stop {
+                self.shared.borrow_mut().status.state = State::Stopped;
+                return;
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let paused = self.shared.borrow().paused;
+        if paused == self.training {
+            self.training = !paused;
+            self.input(Input::Training(self.training), Reply::None);
+        }
+        self.input(Input::Tick, Reply::None);
+        let now = self.now_ms();
+        let peers = self.swarm.connected_peers().count();
+        match self.alone_since {
+            Some(since) if peers == 0 && now.saturating_sub(since) >= REDIAL_MS => {
+                self.alone_since = Some(now);
+                self.dial_bootstrap();
+            }
+            None if peers == 0 => self.alone_since = Some(now),
+            _ if peers > 0 => self.alone_since = None,
+            _ => {}
+        }
+        let snapshot = self.peer.snapshot();
+        let mut shared = self.shared.borrow_mut();
+        let status = &mut shared.status;
+        status.peers = peers;
+        status.relays = self
+            .relays
+            .iter()
+            .filter(|r| self.swarm.is_connected(r))
+            .count();
+        status.reachable_via_relay = !self.listening_via.is_empty();
+        status.jobs_running = *self.jobs_running.borrow();
+        status.on_snapshot(&snapshot, self.weight, paused);
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for (peer, addrs) in &self.bootstrap {
+            if self.swarm.is_connected(peer) {
+                continue;
+            }
+            let opts = DialOpts::peer_id(*peer).addresses(addrs.clone()).build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn problem(&self, why: String) {
+        self.shared.borrow_mut().status.problem = Some(why);
+    }
+
+    /// Feeds one input to the peer and carries out its effects in order.
+    fn input(&mut self, input: Input<PeerId>, mut reply: Reply) {
+        let effects = self.peer.handle(self.now_ms(), input);
+        for effect in effects {
+            let Some(effect) =
+                self.link
+                    .carry_out(&mut self.swarm.behaviour_mut().peer, effect, &mut reply)
+            else {
+                continue;
+            };
+            match effect {
+                // The tab never votes (no stake), so no record guards a signature; blocks and
+                // parameters come back from peers on the next load.
+                Effect::Persist(_) => {}
+                Effect::Run(job) => self.run_job(job),
+                Effect::Penalise(peer) => {
+                    console_info(&format!("tabswarm: {peer} sent provably bad data"));
+                    if !self.relays.contains(&peer) {
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                }
+                Effect::Event(event) => {
+                    if !matches!(event, Event::Committed { .. } | Event::Tested { .. }) {
+                        console_info(&format!("tabswarm: {event:?}"));
+                    }
+                    self.shared.borrow_mut().status.on_event(&event);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Hands `job` to a worker through the page; its answer (or failure) comes back on the
+    /// loop's channel.
+    fn run_job(&mut self, job: Job) {
+        let bytes = js_sys::Uint8Array::from(jobs::encode(&job).as_slice());
+        let tx = self.done_tx.clone();
+        *self.jobs_running.borrow_mut() += 1;
+        let promise = self.run_job.call1(&JsValue::NULL, &bytes);
+        spawn_local(async move {
+            let answer = match promise {
+                Ok(p) => JsFuture::from(js_sys::Promise::resolve(&p)).await,
+                Err(e) => Err(e),
+            };
+            let done = match answer.map_err(describe).and_then(|v| decode_answer(&v)) {
+                Ok(done) => done,
+                Err(why) => Done {
+                    output: jobs::failed(&job, why),
+                    elapsed_ms: 0,
+                },
+            };
+            // The loop may have stopped; nothing to do then.
+            let _ = tx.unbounded_send(done);
+        });
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<TabBehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(TabBehaviourEvent::Peer(event)) => self.on_protocols(event),
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let addr = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address,
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
+                };
+                self.shared.borrow_mut().status.transport = Some(transport_of(addr).into());
+                let relay = self.relays.contains(&peer_id);
+                self.input(
+                    Input::PeerUp {
+                        peer: peer_id,
+                        relay,
+                    },
+                    Reply::None,
+                );
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                console_info(&format!("tabswarm: disconnected from {peer_id}: {cause:?}"));
+                self.listening_via.remove(&peer_id);
+                self.input(Input::PeerDown { peer: peer_id }, Reply::None);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                console_info(&format!(
+                    "tabswarm: connection to {peer_id:?} failed: {error}"
+                ));
+                if self.swarm.connected_peers().next().is_none() {
+                    self.problem(format!("no peer reachable yet: {error}"));
+                }
+            }
+            _ => {}
+        }
+        if self.swarm.connected_peers().next().is_some() {
+            let mut shared = self.shared.borrow_mut();
+            if shared
+                .status
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.starts_with("no peer reachable"))
+            {
+                shared.status.problem = None;
+            }
+        }
+    }
+
+    fn on_protocols(&mut self, event: ProtocolsEvent) {
+        match self.link.route(&mut self.swarm.behaviour_mut().peer, event) {
+            Routed::Input(input, reply) => self.input(input, reply),
+            Routed::Identified(peer, info) => {
+                let is_relay = info.protocols.iter().any(|p| p.as_ref() == RELAY_HOP);
+                if !is_relay || !self.relays.insert(peer) {
+                    return;
+                }
+                // Other tabs reach this one through the relay (browsers cannot listen).
+                if let Some(addr) = self
+                    .bootstrap
+                    .iter()
+                    .find(|(p, _)| *p == peer)
+                    .and_then(|(_, addrs)| addrs.first())
+                {
+                    let circuit = addr.clone().with(Protocol::P2pCircuit);
+                    if self.swarm.listen_on(circuit).is_ok() {
+                        self.listening_via.insert(peer);
+                    }
+                }
+                self.input(Input::PeerUp { peer, relay: true }, Reply::None);
+            }
+            Routed::Nothing => {}
+        }
+    }
+}
+
+fn decode_answer(v: &JsValue) -> Result<Done, String> {
+    let output = js_sys::Reflect::get(v, &"output".into()).map_err(describe)?;
+    let bytes = output
+        .dyn_ref::<js_sys::Uint8Array>()
+        .ok_or("a worker answered without output bytes")?
+        .to_vec();
+    let elapsed = js_sys::Reflect::get(v, &"elapsedMs".into())
+        .ok()
+        .and_then(|e| e.as_f64())
+        .unwrap_or(0.0);
+    Ok(Done {
+        output: jobs::decode(&bytes).map_err(|e| e.to_string())?,
+        elapsed_ms: elapsed.max(0.0) as u64,
+    })
+}
+
+fn describe(e: JsValue) -> String {
+    e.as_string()
+        .or_else(|| {
+            e.dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// How a connection's address travels, for the page.
+fn transport_of(addr: &Multiaddr) -> &'static str {
+    let mut kind = "other";
+    for p in addr.iter() {
+        match p {
+            Protocol::P2pCircuit => return "relay",
+            Protocol::WebRTCDirect => kind = "webrtc-direct",
+            Protocol::Ws(_) | Protocol::Wss(_) => kind = "websocket",
+            _ => {}
+        }
+    }
+    kind
+}

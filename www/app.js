@@ -1,0 +1,148 @@
+// The volunteer page: nothing runs before the volunteer agrees; then the tab joins the run
+// as a peer (network on this thread, jobs in Web Workers) and shows what it does.
+import init, { Tab } from '/pkg/tabswarm_browser.js';
+import uPlot from '/node_modules/uplot/dist/uPlot.esm.js';
+import { loadSecret } from './identity.js';
+import { WorkerPool } from './pool.js';
+
+const $ = (id) => document.getElementById(id);
+const cores = navigator.hardwareConcurrency || 2;
+
+// Where the run is: the page's server says (`cargo xtask demo` writes /network.json), and
+// ?bootstrap=<multiaddr> (repeatable) and ?genesis=<url> point it elsewhere.
+async function networkConfig() {
+  const q = new URLSearchParams(location.search);
+  let cfg = {};
+  try {
+    const r = await fetch('/network.json', { cache: 'no-store' });
+    if (r.ok) cfg = await r.json();
+  } catch { /* no local network: the query must say */ }
+  if (q.getAll('bootstrap').length) cfg.bootstrap = q.getAll('bootstrap');
+  if (q.get('genesis')) {
+    const r = await fetch(q.get('genesis'));
+    if (!r.ok) throw new Error(`genesis ${q.get('genesis')}: HTTP ${r.status}`);
+    cfg.genesis = await r.text();
+  }
+  if (!cfg.genesis || !cfg.bootstrap?.length) {
+    throw new Error('No network to join: open this page from `cargo xtask demo`, or add ?bootstrap=<multiaddr>&genesis=<url>.');
+  }
+  cfg.dataset ??= '/data/mnist.tsd';
+  return cfg;
+}
+
+function wasmSimdSupported() {
+  // The smallest module using a v128 instruction (i8x16.splat of 0).
+  return WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123,
+    3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]));
+}
+
+function showProblem(text) {
+  $('problem').textContent = text ?? '';
+  $('problem').hidden = !text;
+}
+
+const state = { tab: null, pool: null, chart: null, autoPaused: false, userPaused: false };
+
+function applyPause() {
+  if (!state.tab) return;
+  if (state.userPaused || state.autoPaused) state.tab.pause(); else state.tab.resume();
+  $('pause').textContent = state.userPaused ? 'Resume' : 'Pause';
+}
+
+function watchPower() {
+  document.addEventListener('visibilitychange', () => {
+    state.autoPaused = $('pause-hidden').checked && document.hidden;
+    applyPause();
+  });
+  navigator.getBattery?.().then((b) => {
+    const check = () => {
+      state.autoPaused = $('pause-battery').checked && !b.charging;
+      applyPause();
+    };
+    b.addEventListener('chargingchange', check);
+    check();
+  }).catch(() => {});
+}
+
+function makeChart() {
+  const opts = {
+    width: Math.min(640, $('chart').clientWidth || 320), height: 220,
+    scales: { x: { time: false }, acc: { range: [0, 1] } },
+    series: [
+      { label: 'height' },
+      { label: 'accuracy', scale: 'acc', stroke: '#1a7f37', value: (u, v) => v == null ? '-' : `${(v * 100).toFixed(1)}%` },
+      { label: 'loss', stroke: '#cf222e' },
+    ],
+    axes: [{}, { scale: 'acc' }, { side: 1, grid: { show: false } }],
+  };
+  return new uPlot(opts, [[], [], []], $('chart'));
+}
+
+function render(s) {
+  window.tabStatus = s; // for tests and the curious
+  $('state').textContent = s.state.replace('_', ' ');
+  $('transport').textContent = s.transport ?? '-';
+  $('peers').textContent = `${s.peers} (${s.relays} relay${s.relays === 1 ? '' : 's'})`;
+  $('height').textContent = s.height;
+  $('model').textContent = s.param_hash.slice(0, 16);
+  $('credit').textContent = s.credit;
+  $('samples').textContent = s.samples.toLocaleString();
+  $('announced').textContent = s.updates_announced;
+  $('train-ms').textContent = s.last_train_ms ? `${(s.last_train_ms / 1000).toFixed(1)} s` : '-';
+  $('jobs').textContent = `${s.jobs_running} of ${state.pool.workers.length}`;
+  $('address').textContent = s.address.slice(0, 16);
+  const last = s.history.at(-1);
+  $('accuracy').textContent = last ? `${(last.accuracy * 100).toFixed(1)}% at height ${last.height}` : '-';
+  showProblem(s.problem);
+  if (state.chart && s.history.length) {
+    state.chart.setData([s.history.map((p) => p.height), s.history.map((p) => p.accuracy), s.history.map((p) => p.loss)]);
+  }
+}
+
+async function join() {
+  $('join').disabled = true;
+  $('consent').hidden = true;
+  $('running').hidden = false;
+  try {
+    const cfg = await networkConfig();
+    await init();
+    const size = Number($('workers').value);
+    state.pool = new WorkerPool({ size, dataset: cfg.dataset, genesis: cfg.genesis });
+    $('state').textContent = 'loading the model code and data in workers';
+    await state.pool.ready;
+    const { secret, persistent } = await loadSecret();
+    if (!persistent) showProblem('This browser does not keep site data here: credit starts over on reload.');
+    const log = new URLSearchParams(location.search).get('log') ?? undefined;
+    state.tab = Tab.start(JSON.stringify({ genesis: cfg.genesis, bootstrap: cfg.bootstrap, log }), secret,
+      (job) => state.pool.run(job));
+    state.chart = makeChart();
+    state.pool.duty = Number($('throttle').value) / 100;
+    watchPower();
+    applyPause();
+    setInterval(() => render(JSON.parse(state.tab.status())), 500);
+    window.tabswarmTab = state.tab;
+  } catch (e) {
+    showProblem(String(e?.message ?? e));
+    window.loadError = String(e?.message ?? e);
+  }
+}
+
+function setup() {
+  if (!wasmSimdSupported()) {
+    showProblem('This browser cannot run WebAssembly SIMD, which the trainer needs. A current Chrome, Edge, Firefox or Safari can.');
+    $('join').disabled = true;
+    return;
+  }
+  const w = $('workers');
+  for (let n = 1; n <= cores; n++) w.add(new Option(`${n}`, n));
+  w.value = String(Math.max(1, Math.floor(cores / 2)));
+  $('join').addEventListener('click', join);
+  $('pause').addEventListener('click', () => { state.userPaused = !state.userPaused; applyPause(); });
+  $('throttle').addEventListener('input', () => {
+    $('throttle-value').textContent = `${$('throttle').value}%`;
+    if (state.pool) state.pool.duty = Number($('throttle').value) / 100;
+  });
+  window.ready = true;
+}
+
+setup();
