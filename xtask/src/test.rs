@@ -21,12 +21,7 @@ pub(crate) fn run(browser_only: bool) -> anyhow::Result<()> {
             &mut sh::cargo(&["fmt", "--all", "--", "--check"]),
         )
     })?;
-    s.step("install what is missing", || {
-        install::ensure_wasm_target()?;
-        install::ensure_npm()?;
-        install::ensure_chromium()?;
-        install::ensure_wasm_bindgen().map(|_| ())
-    })?;
+    s.step("install what is missing", install_missing)?;
     s.step("lint (cargo clippy -D warnings)", || {
         sh::run(
             "cargo clippy",
@@ -107,6 +102,14 @@ fn browser_tests(pkg: &Path, data: &Path) -> anyhow::Result<()> {
     result
 }
 
+/// The tools the checks need, each installed once if missing.
+fn install_missing() -> anyhow::Result<()> {
+    install::ensure_wasm_target()?;
+    install::ensure_npm()?;
+    install::ensure_chromium()?;
+    install::ensure_wasm_bindgen().map(|_| ())
+}
+
 fn network_for_tabs(data: &Path) -> anyhow::Result<Testnet> {
     let bins = Binaries {
         node: sh::native_bin(Profile::Dev, "tabswarm-node"),
@@ -128,12 +131,7 @@ fn nextest_available() -> bool {
 /// `--browser-only`: what the browser suite needs, then the suite (for work on the page).
 fn run_browser_only() -> anyhow::Result<()> {
     let mut s = Steps::new();
-    s.step("install what is missing", || {
-        install::ensure_wasm_target()?;
-        install::ensure_npm()?;
-        install::ensure_chromium()?;
-        install::ensure_wasm_bindgen().map(|_| ())
-    })?;
+    s.step("install what is missing", install_missing)?;
     let pkg = s.step(
         "browser build (wasm32 + simd128, wasm-bindgen)",
         wasm::build_browser_pkg,
