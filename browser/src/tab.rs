@@ -39,6 +39,9 @@ extern "C" {
 /// The relay's hop protocol, as identify lists it.
 const RELAY_HOP: &str = "/libp2p/circuit/relay/0.2.0/hop";
 
+/// The problem shown while no peer can be reached (cleared by the first connection).
+const UNREACHABLE: &str = "no peer reachable yet";
+
 /// With no peer for this long, the bootstrap addresses are dialled again.
 const REDIAL_MS: u64 = 5_000;
 
@@ -146,8 +149,9 @@ impl Tab {
             s.status.peer_id = swarm.local_peer_id().to_string();
             s.status.address = hex(&address.0);
         }
-        let driver = Driver::new(swarm, peer, shared.clone(), run_job, bootstrap, weight)?;
-        spawn_local(driver.run());
+        let (driver, done_rx) =
+            Driver::new(swarm, peer, shared.clone(), run_job, bootstrap, weight)?;
+        spawn_local(driver.run(done_rx));
         Ok(Tab { shared })
     }
 
@@ -222,8 +226,7 @@ struct Driver {
     relays: HashSet<PeerId>,
     listening_via: HashSet<PeerId>,
     done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: Option<mpsc::UnboundedReceiver<Done>>,
-    jobs_running: Rc<RefCell<usize>>,
+    jobs_running: usize,
     alone_since: Option<u64>,
     training: bool,
     weight: u32,
@@ -237,7 +240,7 @@ impl Driver {
         run_job: js_sys::Function,
         bootstrap: Vec<Multiaddr>,
         weight: u32,
-    ) -> Result<Self, JsError> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Done>), JsError> {
         // Addresses by peer: one dial per peer tries all its transports at once, and the first
         // that connects wins (webrtc-direct where it works, websocket otherwise).
         let mut by_peer: BTreeMap<PeerId, Vec<Multiaddr>> = BTreeMap::new();
@@ -250,7 +253,7 @@ impl Driver {
             by_peer.entry(id).or_default().push(addr);
         }
         let (done_tx, done_rx) = mpsc::unbounded();
-        Ok(Self {
+        let driver = Self {
             link: Link::new(&peer.run_id()),
             swarm,
             peer,
@@ -261,28 +264,24 @@ impl Driver {
             relays: HashSet::new(),
             listening_via: HashSet::new(),
             done_tx,
-            done_rx: Some(done_rx),
-            jobs_running: Rc::new(RefCell::new(0)),
+            jobs_running: 0,
             alone_since: Some(0),
             training: true,
             weight,
-        })
+        };
+        Ok((driver, done_rx))
     }
 
     fn now_ms(&self) -> u64 {
         (js_sys::Date::now() - self.started).max(0.0) as u64
     }
 
-    async fn run(mut self) {
+    async fn run(mut self, mut done_rx: mpsc::UnboundedReceiver<Done>) {
         if let Err(e) = self.link.subscribe(&mut self.swarm.behaviour_mut().peer) {
             self.problem(format!("subscribing to the run's topics: {e}"));
             return;
         }
         self.dial_bootstrap();
-        self.input(Input::Tick, Reply::None);
-        let Some(mut done_rx) = self.done_rx.take() else {
-            return;
-        };
         // Ticks keep their own schedule: a timer made afresh each turn would never fire while
         // gossip arrives faster than the tick interval (it did: the tab starved its own
         // ticks, and catch-up stalled).
@@ -304,7 +303,7 @@ impl Driver {
             futures::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 done = done_rx.select_next_some() => {
-                    *self.jobs_running.borrow_mut() -= 1;
+                    self.jobs_running -= 1;
                     self.input(
                         Input::JobDone { output: done.output, elapsed_ms: done.elapsed_ms },
                         Reply::None,
@@ -347,7 +346,7 @@ impl Driver {
             .filter(|r| self.swarm.is_connected(r))
             .count();
         status.reachable_via_relay = !self.listening_via.is_empty();
-        status.jobs_running = *self.jobs_running.borrow();
+        status.jobs_running = self.jobs_running;
         status.on_snapshot(&snapshot, self.weight, paused);
     }
 
@@ -404,7 +403,7 @@ impl Driver {
     fn run_job(&mut self, job: Job) {
         let bytes = js_sys::Uint8Array::from(jobs::encode(&job).as_slice());
         let tx = self.done_tx.clone();
-        *self.jobs_running.borrow_mut() += 1;
+        self.jobs_running += 1;
         let promise = self.run_job.call1(&JsValue::NULL, &bytes);
         spawn_local(async move {
             let answer = match promise {
@@ -433,7 +432,18 @@ impl Driver {
                     ConnectedPoint::Dialer { address, .. } => address,
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
                 };
-                self.shared.borrow_mut().status.transport = Some(transport_of(addr).into());
+                {
+                    let mut shared = self.shared.borrow_mut();
+                    shared.status.transport = Some(transport_of(addr).into());
+                    if shared
+                        .status
+                        .problem
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with(UNREACHABLE))
+                    {
+                        shared.status.problem = None;
+                    }
+                }
                 let relay = self.relays.contains(&peer_id);
                 self.input(
                     Input::PeerUp {
@@ -458,21 +468,10 @@ impl Driver {
                     "tabswarm: connection to {peer_id:?} failed: {error}"
                 ));
                 if self.swarm.connected_peers().next().is_none() {
-                    self.problem(format!("no peer reachable yet: {error}"));
+                    self.problem(format!("{UNREACHABLE}: {error}"));
                 }
             }
             _ => {}
-        }
-        if self.swarm.connected_peers().next().is_some() {
-            let mut shared = self.shared.borrow_mut();
-            if shared
-                .status
-                .problem
-                .as_deref()
-                .is_some_and(|p| p.starts_with("no peer reachable"))
-            {
-                shared.status.problem = None;
-            }
         }
     }
 
