@@ -426,6 +426,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             now_ms,
         );
         app.set_credited(ledger.credits().keys().map(|k| Address(*k)));
+        app.set_scoring(roles.validate);
         let run = genesis.run_id();
         let mut peer = Self {
             ctx: TabswarmContext::new(run),
@@ -596,6 +597,8 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             Input::Tick => self.on_tick(),
             Input::Training(on) => {
                 self.training_paused = !on;
+                // A paused volunteer asked for a quiet machine: test figures wait too.
+                self.app_mut().set_quiet(!on);
                 self.start_training();
                 Ok(())
             }
@@ -1127,10 +1130,13 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         if !self.roles.train || self.training_paused || self.syncing() {
             return;
         }
-        let height = self.app().height() + 1;
-        if self.training_for == Some(height) {
+        // One training job at a time: a trainer slower than the chain trains on the newest
+        // parameters once it is free, instead of queueing a job (and a copy of the
+        // parameters) per height it falls behind.
+        if self.training_for.is_some() {
             return;
         }
+        let height = self.app().height() + 1;
         self.training_for = Some(height);
         let trainer = self.key.address();
         let shards = self.genesis.training.shards;

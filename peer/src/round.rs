@@ -116,6 +116,17 @@ pub struct RoundApp {
     credited: BTreeSet<Address>,
     last_report: RoundReport,
     tested_height: u64,
+    /// A test evaluation is running (at most one: a slow machine tests the newest height
+    /// when it is free instead of queueing one job, with a copy of the parameters, per height).
+    testing: bool,
+    /// Newest height a test evaluation was asked for.
+    test_asked: Option<u64>,
+    /// No test evaluations for now (a paused volunteer asked for a quiet machine).
+    quiet: bool,
+    /// Validation scores are computed (validators). A follower (a trainer, a tab) applies
+    /// what more than 2/3 of stake decided, as catch-up does, and spends no compute on
+    /// scoring updates it has no vote on.
+    scoring: bool,
     stats: AppStats,
 }
 
@@ -140,6 +151,10 @@ impl RoundApp {
             credited: BTreeSet::new(),
             last_report: RoundReport::default(),
             tested_height: 0,
+            testing: false,
+            test_asked: None,
+            quiet: false,
+            scoring: true,
             stats: AppStats::default(),
         };
         app.set_committed(height, app.params.clone(), now_ms);
@@ -232,7 +247,9 @@ impl RoundApp {
             self.active_trainers
                 .insert(e.update.header.trainer, e.update.header.height);
         }
-        self.ask_update_score(id);
+        if self.scoring {
+            self.ask_update_score(id);
+        }
         true
     }
 
@@ -255,10 +272,41 @@ impl RoundApp {
     /// A finished test evaluation. The report keeps the newest one, so a status page shows
     /// the last known figure while the next evaluation runs.
     pub fn on_test(&mut self, height: u64, result: Option<(f32, f32)>) {
+        self.testing = false;
         if result.is_some() && height >= self.tested_height {
             self.tested_height = height;
             self.last_report.test = result;
         }
+        self.want_test();
+    }
+
+    /// Scores updates and aggregates (`true`, the default: a validator) or only follows.
+    pub fn set_scoring(&mut self, on: bool) {
+        self.scoring = on;
+        if !on {
+            self.jobs.retain(|j| !matches!(j, Job::Validate { .. }));
+            self.asked.clear();
+        }
+    }
+
+    /// Stops (`true`) or resumes test evaluations; on resuming, the newest height is tested.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
+        self.want_test();
+    }
+
+    /// Asks for a test of the held parameters unless one runs, we are quiet, or this height
+    /// was asked for already.
+    fn want_test(&mut self) {
+        if self.testing || self.quiet || self.test_asked.is_some_and(|h| h >= self.height) {
+            return;
+        }
+        self.testing = true;
+        self.test_asked = Some(self.height);
+        self.jobs.push(Job::Test {
+            height: self.height,
+            params: self.params.clone(),
+        });
     }
 
     fn ask(&mut self, key: ScoreKey, params: Arc<Vec<f32>>) {
@@ -332,13 +380,14 @@ impl RoundApp {
                     missing.payloads.push((u.id, e.update.header.payload_hash));
                 }
                 Some(_) => {
-                    if self.update_passes(&u.id).is_none() {
+                    if self.scoring && self.update_passes(&u.id).is_none() {
                         missing.scoring = true;
                     }
                 }
             }
         }
         if missing.is_empty()
+            && self.scoring
             && proposal.base_param_hash == self.param_hash
             && let Some((_, hash)) = self.aggregate(&proposal.updates)
             && self.aggregate_passes(hash).is_none()
@@ -427,13 +476,12 @@ impl RoundApp {
             test: self.last_report.test,
             ..RoundReport::default()
         };
-        self.jobs.push(Job::Test {
-            height,
-            params: self.params.clone(),
-        });
+        self.want_test();
         // The base every update of the next height is judged against: score it now, while
         // trainers train.
-        self.base_loss();
+        if self.scoring {
+            self.base_loss();
+        }
     }
 
     /// Updates a proposal made in `round` must include: the run's minimum in the first
@@ -472,7 +520,7 @@ impl RoundApp {
             {
                 return false;
             }
-            if self.update_passes(&u.id) != Some(true) {
+            if self.scoring && self.update_passes(&u.id) != Some(true) {
                 return false;
             }
         }
@@ -481,6 +529,9 @@ impl RoundApp {
         };
         if hash != proposal.result_param_hash {
             return false;
+        }
+        if !self.scoring {
+            return true;
         }
         let ok = self.aggregate_passes(hash) == Some(true);
         if !ok {
@@ -801,5 +852,91 @@ mod tests {
         other.value.proposal.result_param_hash = [9; 32];
         assert!(!app.on_commit(&other));
         assert_eq!(app.height(), 1);
+    }
+
+    fn tests_asked(app: &mut RoundApp) -> Vec<u64> {
+        app.take_jobs()
+            .into_iter()
+            .filter_map(|j| match j {
+                Job::Test { height, .. } => Some(height),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_tester_runs_one_test_at_a_time_for_the_newest_height() {
+        let mut app = app(1.0);
+        assert_eq!(
+            tests_asked(&mut app),
+            vec![0],
+            "the held parameters are tested at start"
+        );
+        // Heights commit faster than tests finish: nothing queues behind the running test.
+        for h in 1..=5 {
+            app.set_committed(h, Arc::new(vec![0.5 + h as f32; N]), h * 100);
+        }
+        assert_eq!(tests_asked(&mut app), Vec::<u64>::new());
+        app.on_test(0, Some((2.3, 0.1)));
+        assert_eq!(
+            tests_asked(&mut app),
+            vec![5],
+            "the newest height, skipping 1 to 4"
+        );
+        app.on_test(5, Some((0.5, 0.9)));
+        assert_eq!(
+            tests_asked(&mut app),
+            Vec::<u64>::new(),
+            "height 5 is tested already"
+        );
+        assert_eq!(app.last_report().test, Some((0.5, 0.9)));
+    }
+
+    #[test]
+    fn a_quiet_app_asks_for_no_test_until_it_resumes() {
+        let mut app = app(1.0);
+        app.on_test(0, None); // a failed test still frees the slot
+        let _ = tests_asked(&mut app);
+        app.set_quiet(true);
+        app.set_committed(1, Arc::new(vec![1.0; N]), 100);
+        app.set_committed(2, Arc::new(vec![2.0; N]), 200);
+        assert_eq!(tests_asked(&mut app), Vec::<u64>::new());
+        app.set_quiet(false);
+        assert_eq!(tests_asked(&mut app), vec![2]);
+    }
+
+    fn validate_jobs(app: &mut RoundApp) -> usize {
+        app.take_jobs()
+            .iter()
+            .filter(|j| matches!(j, Job::Validate { .. }))
+            .count()
+    }
+
+    #[test]
+    fn a_follower_scores_nothing_and_accepts_only_what_it_recomputes() {
+        let g = genesis();
+        let mut app = RoundApp::new(&g, 0, vec![0.5; N], 0);
+        app.set_scoring(false);
+        assert_eq!(validate_jobs(&mut app), 0, "a follower scored the base");
+        // Even an update that would fail the harm budget: scoring is the validators' job.
+        let u = add(&mut app, 2, -0.3);
+        assert_eq!(validate_jobs(&mut app), 0, "a follower scored an update");
+        let p = proposal(&mut app, &[u]);
+        assert!(
+            app.missing_for(&p).is_empty(),
+            "a follower waits for scores"
+        );
+        assert!(app.validate(Height(1), Round::new(0), &p));
+        assert_eq!(validate_jobs(&mut app), 0);
+        // What it can check without scores, it still checks: the result must be the mean.
+        let mut wrong = p.clone();
+        wrong.result_param_hash = [9; 32];
+        assert!(!app.validate(Height(1), Round::new(0), &wrong));
+        // A validator of the same state waits for scores.
+        let mut validator = RoundApp::new(&g, 0, vec![0.5; N], 0);
+        let u = add(&mut validator, 2, -0.3);
+        let p = proposal(&mut validator, &[u]);
+        assert!(!validator.missing_for(&p).is_empty());
+        assert!(validate_jobs(&mut validator) >= 2);
     }
 }

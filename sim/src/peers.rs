@@ -134,6 +134,8 @@ pub struct PeerConfig {
     pub workers: usize,
     /// Virtual time of jobs.
     pub cost: Cost,
+    /// Members whose jobs take this many times [`PeerConfig::cost`] (slow machines).
+    pub slowdown: BTreeMap<usize, u64>,
 }
 
 impl PeerConfig {
@@ -156,6 +158,7 @@ impl PeerConfig {
             mesh_degree: 6,
             workers: 2,
             cost: Cost::default(),
+            slowdown: BTreeMap::new(),
         }
     }
 
@@ -222,6 +225,8 @@ struct Slot {
     last_tick: u64,
     queued: VecDeque<Job>,
     busy: usize,
+    /// Most jobs asked for and not yet finished at once (queued or running).
+    peak_jobs: usize,
     /// Gossip ids seen, with when (pruned), for duplicate suppression.
     seen: BTreeMap<[u8; 32], u64>,
     /// Consensus messages received lately (what a replaying validator re-sends).
@@ -342,6 +347,7 @@ impl PeerSim {
                 last_tick: 0,
                 queued: VecDeque::new(),
                 busy: 0,
+                peak_jobs: 0,
                 seen: BTreeMap::new(),
                 history: Vec::new(),
                 events: Vec::new(),
@@ -410,6 +416,12 @@ impl PeerSim {
     /// Events member `i` reported, in order.
     pub fn events(&self, i: usize) -> &[PeerEvent] {
         &self.slots[i].events
+    }
+
+    /// Most jobs member `i` had asked for and not yet got back at once: what a slow
+    /// machine's queue would hold.
+    pub fn peak_jobs(&self, i: usize) -> usize {
+        self.slots[i].peak_jobs
     }
 
     /// Gossip member `i` published, per topic (before any Byzantine rewriting).
@@ -935,6 +947,8 @@ impl PeerSim {
                 Effect::Respond(r) => *answer = Some(r),
                 Effect::Run(job) => {
                     self.slots[i].queued.push_back(job);
+                    let open = self.slots[i].queued.len() + self.slots[i].busy;
+                    self.slots[i].peak_jobs = self.slots[i].peak_jobs.max(open);
                     self.pump_jobs(i);
                 }
                 Effect::Event(e) => self.slots[i].events.push(e),
@@ -1106,7 +1120,8 @@ impl PeerSim {
             let Some(job) = self.slots[i].queued.pop_front() else {
                 return;
             };
-            let elapsed_ms = self.config.cost.of(&job, &self.config.rules);
+            let elapsed_ms = self.config.cost.of(&job, &self.config.rules)
+                * self.config.slowdown.get(&i).copied().unwrap_or(1);
             let output = self.model.run(job, &self.config.rules);
             self.jobs += 1;
             self.slots[i].busy += 1;

@@ -279,7 +279,7 @@ fn a_staked_peer_without_the_validator_role_never_votes() {
 }
 
 #[test]
-fn a_paused_trainer_announces_nothing_new_until_it_resumes() {
+fn a_paused_trainer_announces_and_computes_nothing_new_until_it_resumes() {
     let mut net = net(5, &[100, 100, 100, 100]);
     for i in 0..4 {
         net.start(i, ALL).unwrap();
@@ -291,12 +291,24 @@ fn a_paused_trainer_announces_nothing_new_until_it_resumes() {
     let h = net.height(0);
     assert!(net.run(net.now() + 30_000, |n| n.height(0) > h));
     let paused_at = net.published(4, Topic::Updates);
+    let tested = |n: &PeerSim| {
+        n.events(4)
+            .iter()
+            .filter(|e| matches!(e, Event::Tested { .. }))
+            .count()
+    };
+    let tested_at = tested(&net);
     let h = net.height(0);
     assert!(net.run(net.now() + 60_000, |n| n.height(0) >= h + 3));
     assert_eq!(
         net.published(4, Topic::Updates),
         paused_at,
         "a paused trainer announced updates"
+    );
+    assert_eq!(
+        tested(&net),
+        tested_at,
+        "a paused trainer still ran test jobs"
     );
     assert!(
         net.height(4) >= h + 2,
@@ -307,6 +319,34 @@ fn a_paused_trainer_announces_nothing_new_until_it_resumes() {
         net.run(net.now() + 60_000, |n| n.published(4, Topic::Updates)
             > paused_at),
         "training did not resume"
+    );
+}
+
+#[test]
+fn a_trainer_slower_than_the_chain_holds_one_job_at_a_time() {
+    let mut config = PeerConfig::new(2, 5, &[100, 100, 100, 100]);
+    config.workers = 16; // a machine that would run whatever it is asked, all at once
+    // Member 4's jobs take 40 times as long: its training spans several heights.
+    config.slowdown.insert(4, 40);
+    let model = JobModel::quadratic(&config.rules, 2).unwrap();
+    let mut net = PeerSim::new(config, model).unwrap();
+    for i in 0..4 {
+        net.start(i, ALL).unwrap();
+    }
+    net.start(4, TRAINER).unwrap();
+    net.run(60_000, |_| false);
+    assert!(
+        net.height(0) >= 20 && net.height(4) + 2 >= net.height(0),
+        "the chain stalled or the slow trainer fell behind: heights {} and {}",
+        net.height(0),
+        net.height(4)
+    );
+    // One training job, one test evaluation and one score of the base at most; not a
+    // training job per height it fell behind.
+    assert!(
+        net.peak_jobs(4) <= 3,
+        "{} jobs waiting at once on a slow trainer",
+        net.peak_jobs(4)
     );
 }
 
