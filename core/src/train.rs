@@ -351,6 +351,15 @@ impl Trainer {
         Ok((value, self.flat_gradient(&grads)))
     }
 
+    /// One optimizer step with a gradient computed elsewhere (by [`Trainer::gradient`] on
+    /// another copy of these parameters, or an average of several): data parallelism.
+    pub fn apply_gradient(&mut self, grads: &[f32]) -> Result<(), TrainError> {
+        model::check_len(&self.config.model.layout(), grads.len())?;
+        self.optim.step(&mut self.params, grads);
+        self.sync_model();
+        Ok(())
+    }
+
     /// Runs `steps` optimizer steps on batches from `batches` and returns the change to
     /// the parameters: the update a trainer announces to the network.
     pub fn local_update(

@@ -242,6 +242,16 @@ impl DataPlan {
     pub fn validation(&self) -> &Dataset {
         &self.validation
     }
+
+    /// The run's training rules.
+    pub fn rules(&self) -> &TrainingRules {
+        &self.rules
+    }
+
+    /// Training shard `i` (wrapping around the shards there are).
+    pub fn shard(&self, i: usize) -> Arc<Dataset> {
+        self.shards[i % self.shards.len()].clone()
+    }
 }
 
 /// The batch-order seed of a trainer's job at `height`.
@@ -281,8 +291,7 @@ pub fn run(plan: &DataPlan, job: Job) -> Output {
         } => {
             let result = (|| -> Result<LocalUpdate, TrainError> {
                 let mut model = Trainer::with_params(&config, &params)?;
-                let data = plan.shards[shard % plan.shards.len()].clone();
-                let mut batches = Batches::new(data, config.batch_size, seed);
+                let mut batches = Batches::new(plan.shard(shard), config.batch_size, seed);
                 model.local_update(&mut batches, plan.rules.local_steps as usize)
             })()
             .map_err(|e| e.to_string());

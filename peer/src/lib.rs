@@ -50,6 +50,7 @@
 
 pub mod fetch;
 pub mod jobs;
+pub mod parallel;
 mod peer;
 pub mod pool;
 pub mod round;

@@ -8,6 +8,12 @@ const PIXEL_MEAN: f32 = 0.1307;
 /// MNIST's pixel standard deviation, used to scale inputs.
 const PIXEL_STD: f32 = 0.3081;
 
+/// A pixel (0 = black, 255 = white) as the models see it: centred and scaled by MNIST's
+/// statistics.
+pub fn normalise(pixel: u8) -> f32 {
+    (f32::from(pixel) / 255.0 - PIXEL_MEAN) / PIXEL_STD
+}
+
 /// One mini-batch, ready to become tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
@@ -30,18 +36,24 @@ impl Batch {
         self.labels.is_empty()
     }
 
+    /// Examples `range` of this batch (clamped to its length), as a batch.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        Batch {
+            images: self.images[start * self.image_len..end * self.image_len].to_vec(),
+            labels: self.labels[start..end].to_vec(),
+            image_len: self.image_len,
+        }
+    }
+
     /// The examples `indices` of `dataset` as one batch.
     pub fn from_indices(dataset: &Dataset, indices: &[usize]) -> Batch {
         let image_len = dataset.image_len();
         let mut images = Vec::with_capacity(indices.len() * image_len);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
-            images.extend(
-                dataset
-                    .image(i)
-                    .iter()
-                    .map(|&p| (f32::from(p) / 255.0 - PIXEL_MEAN) / PIXEL_STD),
-            );
+            images.extend(dataset.image(i).iter().map(|&p| normalise(p)));
             labels.push(i64::from(dataset.labels()[i]));
         }
         Batch {

@@ -8,7 +8,7 @@ pub mod format;
 mod split;
 
 pub(crate) use batches::batches_in_order;
-pub use batches::{Batch, Batches};
+pub use batches::{Batch, Batches, normalise};
 pub use format::DecodeError;
 pub use split::Split;
 

@@ -11,6 +11,7 @@ mod cnn;
 mod export;
 mod flat_params;
 mod mlp;
+mod predict;
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +23,7 @@ pub use cnn::Cnn;
 #[cfg(feature = "safetensors")]
 pub use export::ExportError;
 pub use mlp::Mlp;
+pub use predict::PredictError;
 
 use crate::rng::SeededRng;
 
