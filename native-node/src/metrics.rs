@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::metrics::counter::Counter;
@@ -154,6 +154,10 @@ pub(crate) struct Status {
     pub(crate) bytes_sent: u64,
     pub(crate) signer: SignerStatus,
     pub(crate) rejected: Rejected,
+    /// Every trainer's credit in the committed ledger, by hex address (`/credits/{address}`;
+    /// left out of `/status`, whose size must not grow with the number of trainers).
+    #[serde(skip)]
+    pub(crate) credits: std::collections::BTreeMap<String, u64>,
 }
 
 /// The persisted signer state, for checking no double signature happened.
@@ -199,6 +203,7 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/status", get(status_handler))
+        .route("/credits/{address}", get(credit_handler))
         .with_state(shared);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -220,6 +225,29 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse
         )],
         body,
     )
+}
+
+/// One trainer's credit, read from the committed ledger: how a volunteer (or a test) checks
+/// what a tab shows about itself against a node.
+async fn credit_handler(
+    State(shared): State<Arc<Shared>>,
+    Path(address): Path<String>,
+) -> impl IntoResponse {
+    let address = address.to_ascii_lowercase();
+    if address.len() != 64 || !address.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "an address is 64 hex digits (the tab shows its own under 'Your address')",
+        )
+            .into_response();
+    }
+    let (height, credit) = shared
+        .status
+        .lock()
+        .map(|s| (s.height, s.credits.get(&address).copied().unwrap_or(0)))
+        .unwrap_or_default();
+    axum::Json(serde_json::json!({ "address": address, "credit": credit, "height": height }))
+        .into_response()
 }
 
 async fn status_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

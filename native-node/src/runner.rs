@@ -12,7 +12,7 @@ use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, kad};
 use tabswarm_consensus::gate::Verdict;
-use tabswarm_consensus::genesis::Genesis;
+use tabswarm_consensus::genesis::{Genesis, hex};
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::node::Record;
 use tabswarm_peer::jobs::{self, DataPlan, Job};
@@ -351,7 +351,17 @@ impl Runner {
                 .collect(),
         };
         if let Ok(mut status) = self.status.lock() {
-            observe::update_status(&mut status, self.peer.snapshot(), view, &self.metrics);
+            let snapshot = self.peer.snapshot();
+            if snapshot.height != status.height || status.credits.is_empty() {
+                status.credits = self
+                    .peer
+                    .ledger()
+                    .credits()
+                    .iter()
+                    .map(|(address, credit)| (hex(address), *credit))
+                    .collect();
+            }
+            observe::update_status(&mut status, snapshot, view, &self.metrics);
         }
     }
 }
