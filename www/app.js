@@ -1,11 +1,17 @@
 // The volunteer page: nothing runs before the volunteer agrees; then the tab joins the run
 // as a peer (network on this thread, jobs in Web Workers) and shows what it does.
-import init, { Tab } from '/pkg/tabswarm_browser.js';
+import init, { Tab, average_gradients } from '/pkg/tabswarm_browser.js';
 import uPlot from '/node_modules/uplot/dist/uPlot.esm.js';
 import { loadSecret } from './identity.js';
 import { WorkerPool } from './pool.js';
+import { setupTry } from './try.js';
+import { loadCache, saveCache } from './store.js';
 
+// The volunteer page (index.html) and the widget's card (card.html) share this script; the
+// card shows fewer fields, so every field is optional.
 const $ = (id) => document.getElementById(id);
+const set = (id, text) => { const el = $(id); if (el) el.textContent = text; };
+const checked = (id) => $(id)?.checked ?? true;
 const cores = navigator.hardwareConcurrency || 2;
 
 // Where the run is: the page's server says (`cargo xtask demo` writes /network.json), and
@@ -22,6 +28,13 @@ async function networkConfig() {
     const r = await fetch(q.get('genesis'));
     if (!r.ok) throw new Error(`genesis ${q.get('genesis')}: HTTP ${r.status}`);
     cfg.genesis = await r.text();
+  }
+  // ?transport=webrtc-direct or websocket: only that transport (to compare them).
+  const only = q.get('transport');
+  if (only && cfg.bootstrap) {
+    const keep = { 'webrtc-direct': (a) => a.includes('/webrtc-direct/'), websocket: (a) => /\/wss?\//.test(a) }[only];
+    if (!keep) throw new Error(`?transport=${only}: use webrtc-direct or websocket`);
+    cfg.bootstrap = cfg.bootstrap.filter(keep);
   }
   if (!cfg.genesis || !cfg.bootstrap?.length) {
     throw new Error('No network to join: open this page from `cargo xtask demo`, or add ?bootstrap=<multiaddr>&genesis=<url>.');
@@ -51,12 +64,12 @@ function applyPause() {
 
 function watchPower() {
   document.addEventListener('visibilitychange', () => {
-    state.autoPaused = $('pause-hidden').checked && document.hidden;
+    state.autoPaused = checked('pause-hidden') && document.hidden;
     applyPause();
   });
   navigator.getBattery?.().then((b) => {
     const check = () => {
-      state.autoPaused = $('pause-battery').checked && !b.charging;
+      state.autoPaused = checked('pause-battery') && !b.charging;
       applyPause();
     };
     b.addEventListener('chargingchange', check);
@@ -80,19 +93,22 @@ function makeChart() {
 
 function render(s) {
   window.tabStatus = s; // for tests and the curious
-  $('state').textContent = s.state.replace('_', ' ');
-  $('transport').textContent = s.transport ?? '-';
-  $('peers').textContent = `${s.peers} (${s.relays} relay${s.relays === 1 ? '' : 's'})`;
-  $('height').textContent = s.height;
-  $('model').textContent = s.param_hash.slice(0, 16);
-  $('credit').textContent = s.credit;
-  $('samples').textContent = s.samples.toLocaleString();
-  $('announced').textContent = s.updates_announced;
-  $('train-ms').textContent = s.last_train_ms ? `${(s.last_train_ms / 1000).toFixed(1)} s` : '-';
-  $('jobs').textContent = `${s.jobs_running} of ${state.pool.workers.length}`;
-  $('address').textContent = s.address.slice(0, 16);
+  set('state', s.state.replace('_', ' '));
+  set('transport', s.transport ?? '-');
+  const tabs = s.circuit_peers.length ? `, ${s.circuit_peers.length} tab${s.circuit_peers.length === 1 ? '' : 's'} through it` : '';
+  set('peers', `${s.peers} (${s.relays} relay${s.relays === 1 ? '' : 's'}${tabs})`);
+  set('height', s.height);
+  set('model', s.param_hash.slice(0, 16));
+  set('credit', s.credit);
+  set('samples', s.samples.toLocaleString());
+  set('announced', s.updates_announced);
+  const lt = state.pool.lastTrain;
+  set('train-ms', s.last_train_ms ? `${(s.last_train_ms / 1000).toFixed(1)} s${lt ? ` on ${lt.workers} workers` : ''}` : '-');
+  set('jobs', `${s.jobs_running} of ${state.pool.workers.length}`);
+  set('address', s.address);
+  set('rtt', Object.entries(s.rtt).map(([t, r]) => `${t} ${r.p50_ms.toFixed(0)} ms (p90 ${r.p90_ms.toFixed(0)} ms)`).join(', ') || '-');
   const last = s.history.at(-1);
-  $('accuracy').textContent = last ? `${(last.accuracy * 100).toFixed(1)}% at height ${last.height}` : '-';
+  set('accuracy', last ? `${(last.accuracy * 100).toFixed(1)}% at height ${last.height}` : '-');
   showProblem(s.problem);
   if (state.chart && s.history.length) {
     state.chart.setData([s.history.map((p) => p.height), s.history.map((p) => p.accuracy), s.history.map((p) => p.loss)]);
@@ -107,19 +123,28 @@ async function join() {
     const cfg = await networkConfig();
     await init();
     const size = Number($('workers').value);
-    state.pool = new WorkerPool({ size, dataset: cfg.dataset, genesis: cfg.genesis });
-    $('state').textContent = 'loading the model code and data in workers';
+    state.pool = new WorkerPool({ size, dataset: cfg.dataset, genesis: cfg.genesis, average: average_gradients });
+    window.tabswarmPool = state.pool;
+    set('state', 'loading the model code and data in workers');
     await state.pool.ready;
     const { secret, persistent } = await loadSecret();
     if (!persistent) showProblem('This browser does not keep site data here: credit starts over on reload.');
     const log = new URLSearchParams(location.search).get('log') ?? undefined;
     state.tab = Tab.start(JSON.stringify({ genesis: cfg.genesis, bootstrap: cfg.bootstrap, log }), secret,
-      (job) => state.pool.run(job));
-    state.chart = makeChart();
-    state.pool.duty = Number($('throttle').value) / 100;
+      (job, kind) => state.pool.run(job, kind), await loadCache());
+    // The verified chain is kept so the next load resumes from it instead of from genesis.
+    const keep = () => { const bytes = state.tab.take_cache(); if (bytes) saveCache(bytes); };
+    setInterval(keep, 30_000);
+    addEventListener('pagehide', keep);
+    if ($('chart')) state.chart = makeChart();
+    state.pool.duty = Number($('throttle')?.value ?? 100) / 100;
     watchPower();
     applyPause();
     setInterval(() => render(JSON.parse(state.tab.status())), 500);
+    if ($('try')) {
+      $('try').hidden = false;
+      setupTry({ root: document, tab: state.tab, genesis: cfg.genesis, onProblem: showProblem });
+    }
     window.tabswarmTab = state.tab;
   } catch (e) {
     showProblem(String(e?.message ?? e));
@@ -131,6 +156,7 @@ function setup() {
   if (!wasmSimdSupported()) {
     showProblem('This browser cannot run WebAssembly SIMD, which the trainer needs. A current Chrome, Edge, Firefox or Safari can.');
     $('join').disabled = true;
+    window.ready = true; // ready to say why it cannot run
     return;
   }
   const w = $('workers');
@@ -138,7 +164,7 @@ function setup() {
   w.value = String(Math.max(1, Math.floor(cores / 2)));
   $('join').addEventListener('click', join);
   $('pause').addEventListener('click', () => { state.userPaused = !state.userPaused; applyPause(); });
-  $('throttle').addEventListener('input', () => {
+  $('throttle')?.addEventListener('input', () => {
     $('throttle-value').textContent = `${$('throttle').value}%`;
     if (state.pool) state.pool.duty = Number($('throttle').value) / 100;
   });

@@ -1,5 +1,6 @@
 // One Web Worker: its own wasm instance and copy of the run's data, running the peer's jobs
-// (training, scoring, testing) so the page's thread, where the network lives, never waits.
+// (training, scoring, testing), or its share of a training job split across the tab's
+// workers, so the page's thread, where the network lives, never waits.
 import init, { JobRunner } from '/pkg/tabswarm_browser.js';
 
 let runner = null;
@@ -12,16 +13,25 @@ self.onmessage = async (e) => {
       const res = await fetch(m.dataset);
       if (!res.ok) throw new Error(`dataset ${m.dataset}: HTTP ${res.status}`);
       runner = new JobRunner(new Uint8Array(await res.arrayBuffer()), m.genesis);
-      self.postMessage({ type: 'ready' });
-      return;
-    }
-    if (m.type === 'job') {
+      self.postMessage({ id: m.id, ok: true });
+    } else if (m.type === 'job') {
       const t0 = performance.now();
       const output = runner.run(m.job);
       const elapsedMs = performance.now() - t0;
-      self.postMessage({ type: 'done', id: m.id, output, elapsedMs }, [output.buffer]);
+      self.postMessage({ id: m.id, ok: true, output, elapsedMs }, [output.buffer]);
+    } else if (m.type === 'replica') {
+      const slice = runner.replica_start(m.job, m.part, m.parts);
+      self.postMessage({ id: m.id, ok: true, slice }, [slice.buffer]);
+    } else if (m.type === 'apply') {
+      if (runner.replica_apply(m.step) > 0) {
+        const slice = runner.replica_gradient();
+        self.postMessage({ id: m.id, ok: true, slice }, [slice.buffer]);
+      } else {
+        const output = runner.replica_finish();
+        self.postMessage({ id: m.id, ok: true, output }, [output.buffer]);
+      }
     }
   } catch (err) {
-    self.postMessage({ type: 'error', id: m.id, message: String(err?.message ?? err) });
+    self.postMessage({ id: m.id, ok: false, message: String(err?.message ?? err) });
   }
 };

@@ -5,7 +5,8 @@
 //! - [`Tab`] (in a browser only): the libp2p swarm on the page's thread driving the same
 //!   `tabswarm_peer::Peer` as native nodes; its jobs go to Web Workers;
 //! - [`JobRunner`]: what each Web Worker runs (training, scoring, testing), and
-//!   [`WasmTrainer`], the bare trainer the benchmarks and conformance tests use.
+//!   [`WasmTrainer`], the bare trainer the benchmarks and conformance tests use;
+//! - [`ModelRunner`]: the committed model on a volunteer's drawing, and as a SafeTensors file.
 //!
 //! ## Usage (JavaScript)
 //!
@@ -21,10 +22,12 @@
 //! Errors (a bad dataset, an unknown model name) are thrown as JS `Error`s with the same
 //! messages the native node prints.
 
+mod cache;
 mod identity;
 mod status;
 #[cfg(target_arch = "wasm32")]
 mod tab;
+mod try_model;
 mod worker;
 
 use std::sync::Arc;
@@ -34,11 +37,13 @@ use tabswarm_core::perf;
 use tabswarm_core::train::{self, Trainer};
 use wasm_bindgen::prelude::*;
 
+pub use cache::{CACHE_FORMAT, CacheError, ChainCache, MAX_CACHE_BYTES};
 pub use identity::{SECRET_BYTES, TabKeys};
-pub use status::{HISTORY, Point, State, TabStatus};
+pub use status::{HISTORY, Point, RTT_SAMPLES, RttSamples, RttSummary, State, TabStatus};
 #[cfg(target_arch = "wasm32")]
 pub use tab::Tab;
-pub use worker::JobRunner;
+pub use try_model::ModelRunner;
+pub use worker::{JobRunner, average_gradients};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())

@@ -2,6 +2,8 @@
 //! handed to JavaScript as JSON. The tab's contribution is read from committed blocks (the
 //! peer's credit), never from what the tab itself claims.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use serde::Serialize;
 use tabswarm_consensus::genesis::hex;
 use tabswarm_peer::{Event, Snapshot};
@@ -54,8 +56,17 @@ pub struct TabStatus {
     pub relays: usize,
     /// Whether other tabs can reach this one through a relay circuit.
     pub reachable_via_relay: bool,
+    /// Peers (other tabs) connected through a relay circuit.
+    pub circuit_peers: Vec<String>,
+    /// Gossip messages, requests and answers that came over such a circuit.
+    pub circuit_messages: u64,
     /// Committed height held.
     pub height: u64,
+    /// Height of the parameters held: below `height` for a moment when a block committed
+    /// before its updates arrived (the parameters then come with the next checkpoint).
+    pub params_height: u64,
+    /// Height this load resumed from (the cache of an earlier load; 0 without one).
+    pub restored_height: u64,
     /// Hex hash of the parameters held.
     pub param_hash: String,
     /// Updates of this tab included in committed blocks.
@@ -72,6 +83,58 @@ pub struct TabStatus {
     pub history: Vec<Point>,
     /// The newest problem worth showing (cleared when things work again).
     pub problem: Option<String>,
+    /// Ping round trips by transport (`webrtc-direct`, `websocket`, `relay`).
+    pub rtt: BTreeMap<String, RttSummary>,
+}
+
+/// Round trips kept per transport for [`RttSummary`].
+pub const RTT_SAMPLES: usize = 1_000;
+
+/// The distribution of one transport's ping round trips (the newest [`RTT_SAMPLES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct RttSummary {
+    /// Samples behind the figures.
+    pub samples: usize,
+    /// Median (ms).
+    pub p50_ms: f64,
+    /// 90th percentile (ms).
+    pub p90_ms: f64,
+    /// 99th percentile (ms).
+    pub p99_ms: f64,
+    /// Largest (ms).
+    pub max_ms: f64,
+}
+
+/// Round trips of one transport, newest last.
+#[derive(Debug, Clone, Default)]
+pub struct RttSamples(VecDeque<f64>);
+
+impl RttSamples {
+    /// Adds one round trip (ms), forgetting the oldest beyond [`RTT_SAMPLES`].
+    pub fn push(&mut self, ms: f64) {
+        if self.0.len() == RTT_SAMPLES {
+            self.0.pop_front();
+        }
+        self.0.push_back(ms);
+    }
+
+    /// Percentiles by nearest rank.
+    pub fn summary(&self) -> RttSummary {
+        let mut v: Vec<f64> = self.0.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            v.get(((q * v.len() as f64).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        RttSummary {
+            samples: v.len(),
+            p50_ms: rank(0.5),
+            p90_ms: rank(0.9),
+            p99_ms: rank(0.99),
+            max_ms: v.last().copied().unwrap_or(0.0),
+        }
+    }
 }
 
 impl TabStatus {
@@ -130,6 +193,29 @@ impl TabStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_trip_percentiles_by_nearest_rank_over_the_newest_samples() {
+        let mut r = RttSamples::default();
+        assert_eq!(r.summary(), RttSummary::default());
+        for ms in 1..=100 {
+            r.push(f64::from(ms));
+        }
+        let s = r.summary();
+        assert_eq!(
+            (s.samples, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms),
+            (100, 50.0, 90.0, 99.0, 100.0)
+        );
+        for _ in 0..RTT_SAMPLES {
+            r.push(5.0);
+        }
+        let s = r.summary();
+        assert_eq!(
+            (s.samples, s.max_ms),
+            (RTT_SAMPLES, 5.0),
+            "old samples forgotten"
+        );
+    }
 
     #[test]
     fn the_chart_keeps_each_height_once_in_order_and_at_most_history_points() {

@@ -3,10 +3,10 @@
 //! [`tabswarm_peer::Peer`] as every native node. Like the node's runner this file only moves
 //! bytes, time and jobs: events in through [`Link`], effects out in order, jobs to the
 //! page's Web Workers through a JavaScript callback. The tab trains (no stake) and follows
-//! the chain; it keeps nothing between loads but its identity (the page stores the secret).
+//! the chain; between loads the page keeps its identity and its verified chain (`cache.rs`).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ use libp2p::core::ConnectedPoint;
 use libp2p::core::upgrade::Version;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, Transport, noise, relay, websocket_websys, yamux};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, Transport, noise, ping, relay, websocket_websys, yamux};
 use tabswarm_consensus::genesis::{Genesis, hex};
 use tabswarm_net::protocols::{Link, Mesh, Protocols, ProtocolsEvent, Reply, Routed};
 use tabswarm_peer::jobs::{self, Job};
@@ -25,9 +25,10 @@ use tabswarm_peer::{Effect, Event, Input, Peer, Restored, Roles, TICK_MS};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
+use crate::cache::ChainCache;
 use crate::identity::TabKeys;
 use crate::js_err;
-use crate::status::{State, TabStatus};
+use crate::status::{RttSamples, State, TabStatus};
 
 #[wasm_bindgen]
 extern "C" {
@@ -45,6 +46,13 @@ const UNREACHABLE: &str = "no peer reachable yet";
 /// With no peer for this long, the bootstrap addresses are dialled again.
 const REDIAL_MS: u64 = 5_000;
 
+/// A publisher we could not reach through a relay is tried again after this long.
+const CIRCUIT_RETRY_MS: u64 = 60_000;
+
+/// Publishers remembered for [`CIRCUIT_RETRY_MS`] (the oldest are forgotten beyond this, so
+/// a flood of fresh publisher ids costs bounded memory and at most one dial each).
+const CIRCUIT_TRIES: usize = 256;
+
 #[derive(NetworkBehaviour)]
 #[allow(missing_debug_implementations)]
 struct TabBehaviour {
@@ -56,8 +64,19 @@ struct TabBehaviour {
 #[derive(Debug, Default)]
 struct Shared {
     status: TabStatus,
+    model: HeldModel,
+    /// The chain and parameters to keep across loads (`None` until the peer exists).
+    cache: Option<ChainCache>,
     paused: bool,
     stop: bool,
+}
+
+/// The committed parameters the tab holds.
+#[derive(Debug, Default)]
+struct HeldModel {
+    height: u64,
+    hash: [u8; 32],
+    params: std::sync::Arc<Vec<f32>>,
 }
 
 /// Settings from the page.
@@ -112,9 +131,17 @@ pub struct Tab {
 #[wasm_bindgen]
 impl Tab {
     /// Starts a peer of the run in `config` (JSON `{genesis, bootstrap: [multiaddr], agent?}`)
-    /// with the identity `secret` (32 bytes the page keeps). `run_job(Uint8Array)` must return
-    /// a Promise of `{output: Uint8Array, elapsedMs: number}` (a worker's answer).
-    pub fn start(config: &str, secret: &[u8], run_job: js_sys::Function) -> Result<Tab, JsError> {
+    /// with the identity `secret` (32 bytes the page keeps). `run_job(Uint8Array, kind)` (kind:
+    /// `train`, `validate` or `test`) must return a Promise of
+    /// `{output: Uint8Array, elapsedMs: number}` (a worker's answer). `cache` is what
+    /// [`Tab::take_cache`] gave on an earlier load, if the page kept it: the peer verifies it
+    /// and resumes from its height (or starts over, saying why in the console).
+    pub fn start(
+        config: &str,
+        secret: &[u8],
+        run_job: js_sys::Function,
+        cache: Option<Vec<u8>>,
+    ) -> Result<Tab, JsError> {
         let config: Config =
             serde_json::from_str(config).map_err(|e| js_err(format!("bad tab config: {e}")))?;
         init_logs(config.log.as_deref())?;
@@ -141,11 +168,12 @@ impl Tab {
             train: true,
             validate: false,
         };
-        let peer =
-            Peer::new(genesis, keys.consensus, roles, Restored::default(), 0).map_err(js_err)?;
+        let (peer, cache) = resume(genesis, keys.consensus, roles, cache)?;
         let shared = Rc::new(RefCell::new(Shared::default()));
         {
             let mut s = shared.borrow_mut();
+            s.status.restored_height = peer.app().height();
+            s.cache = Some(cache);
             s.status.peer_id = swarm.local_peer_id().to_string();
             s.status.address = hex(&address.0);
         }
@@ -158,6 +186,27 @@ impl Tab {
     /// The page's view as JSON (see `status::TabStatus`).
     pub fn status(&self) -> String {
         self.shared.borrow().status.to_json()
+    }
+
+    /// The committed parameters the tab holds (for trying the model and downloading it), as
+    /// `{height, hash, params: Float32Array}`.
+    pub fn model(&self) -> Result<JsValue, JsError> {
+        let shared = self.shared.borrow();
+        let model = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&model, &k.into(), v);
+        set("height", &JsValue::from(shared.model.height as f64))
+            .map_err(|e| js_err(describe(e)))?;
+        set("hash", &hex(&shared.model.hash).into()).map_err(|e| js_err(describe(e)))?;
+        let params = js_sys::Float32Array::from(shared.model.params.as_slice());
+        set("params", &params).map_err(|e| js_err(describe(e)))?;
+        Ok(model.into())
+    }
+
+    /// The chain and parameters to keep for the next load, encoded, when they moved since the
+    /// last call (`undefined` otherwise). The page stores them and hands them to
+    /// [`Tab::start`].
+    pub fn take_cache(&self) -> Option<Vec<u8>> {
+        self.shared.borrow_mut().cache.as_mut()?.take_new()
     }
 
     /// Pauses training (the tab keeps following the chain and serving what it holds).
@@ -174,6 +223,35 @@ impl Tab {
     pub fn stop(&self) {
         self.shared.borrow_mut().stop = true;
     }
+}
+
+/// The peer, from the chain an earlier load cached when it verifies, from genesis otherwise.
+fn resume(
+    genesis: Genesis,
+    key: tabswarm_consensus::identity::Keypair,
+    roles: Roles,
+    cache: Option<Vec<u8>>,
+) -> Result<(Peer<PeerId>, ChainCache), JsError> {
+    let run = genesis.run_id();
+    match cache.map(|bytes| ChainCache::decode(&bytes, run)) {
+        Some(Ok(restored)) => {
+            let kept = restored.clone();
+            match Peer::new(genesis.clone(), key.clone(), roles, restored, 0) {
+                Ok(peer) => {
+                    let mut cache = ChainCache::new(run, peer.app().height());
+                    cache.keep_restored(&kept);
+                    return Ok((peer, cache));
+                }
+                Err(e) => console_info(&format!(
+                    "tabswarm: the cached chain does not verify ({e}); catching up from genesis"
+                )),
+            }
+        }
+        Some(Err(e)) => console_info(&format!("tabswarm: cache not used: {e}")),
+        None => {}
+    }
+    let peer = Peer::new(genesis, key, roles, Restored::default(), 0).map_err(js_err)?;
+    Ok((peer, ChainCache::new(run, 0)))
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -202,6 +280,9 @@ fn build_swarm(
         .map_err(js_err)?
         .with_behaviour(|key, relay| {
             Protocols::new(key, genesis, agent, Mesh::SMALL)
+                // Round trips every 2 s per connection: the page shows each transport's, and
+                // webrtc-websys's stalls (see DESIGN.md) show up in them.
+                .map(|peer| peer.with_ping_interval(Duration::from_secs(2)))
                 .map(|peer| TabBehaviour { relay, peer })
                 .map_err(BoxError::from)
         })
@@ -224,7 +305,18 @@ struct Driver {
     bootstrap: Vec<(PeerId, Vec<Multiaddr>)>,
     started: f64,
     relays: HashSet<PeerId>,
-    listening_via: HashSet<PeerId>,
+    /// Relays holding a reservation for us, with the address we reach them at.
+    listening_via: HashMap<PeerId, Multiaddr>,
+    /// Peers connected through a relay circuit (other tabs), by connection count.
+    circuit_peers: HashMap<PeerId, usize>,
+    /// Publishers we dialled through a relay, and when.
+    circuit_tries: HashMap<PeerId, u64>,
+    /// Messages and answers that arrived over a circuit.
+    circuit_messages: u64,
+    /// How each open connection travels.
+    transports: HashMap<ConnectionId, &'static str>,
+    /// Ping round trips by transport.
+    rtt: BTreeMap<&'static str, RttSamples>,
     done_tx: mpsc::UnboundedSender<Done>,
     jobs_running: usize,
     alone_since: Option<u64>,
@@ -262,7 +354,12 @@ impl Driver {
             bootstrap: by_peer.into_iter().collect(),
             started: js_sys::Date::now(),
             relays: HashSet::new(),
-            listening_via: HashSet::new(),
+            listening_via: HashMap::new(),
+            circuit_peers: HashMap::new(),
+            circuit_tries: HashMap::new(),
+            circuit_messages: 0,
+            transports: HashMap::new(),
+            rtt: BTreeMap::new(),
             done_tx,
             jobs_running: 0,
             alone_since: Some(0),
@@ -338,6 +435,14 @@ impl Driver {
         }
         let snapshot = self.peer.snapshot();
         let mut shared = self.shared.borrow_mut();
+        let app = self.peer.app();
+        if shared.model.hash != app.param_hash() {
+            shared.model = HeldModel {
+                height: app.height(),
+                hash: app.param_hash(),
+                params: app.params().clone(),
+            };
+        }
         let status = &mut shared.status;
         status.peers = peers;
         status.relays = self
@@ -346,8 +451,17 @@ impl Driver {
             .filter(|r| self.swarm.is_connected(r))
             .count();
         status.reachable_via_relay = !self.listening_via.is_empty();
+        status.circuit_peers = self.circuit_peers.keys().map(|p| p.to_string()).collect();
+        status.circuit_peers.sort();
+        status.circuit_messages = self.circuit_messages;
+        status.rtt = self
+            .rtt
+            .iter()
+            .map(|(t, r)| ((*t).to_string(), r.summary()))
+            .collect();
         status.jobs_running = self.jobs_running;
         status.on_snapshot(&snapshot, self.weight, paused);
+        status.params_height = app.height();
     }
 
     fn dial_bootstrap(&mut self) {
@@ -377,9 +491,13 @@ impl Driver {
                 continue;
             };
             match effect {
-                // The tab never votes (no stake), so no record guards a signature; blocks and
-                // parameters come back from peers on the next load.
-                Effect::Persist(_) => {}
+                // The tab never votes (no stake), so no record guards a signature: blocks and
+                // parameters are kept only so the next load resumes sooner.
+                Effect::Persist(p) => {
+                    if let Some(cache) = self.shared.borrow_mut().cache.as_mut() {
+                        cache.on_persist(&p);
+                    }
+                }
                 Effect::Run(job) => self.run_job(job),
                 Effect::Penalise(peer) => {
                     console_info(&format!("tabswarm: {peer} sent provably bad data"));
@@ -402,9 +520,15 @@ impl Driver {
     /// loop's channel.
     fn run_job(&mut self, job: Job) {
         let bytes = js_sys::Uint8Array::from(jobs::encode(&job).as_slice());
+        // Training may be split across the page's workers (tabswarm_peer::parallel).
+        let kind = match job {
+            Job::Train { .. } => "train",
+            Job::Validate { .. } => "validate",
+            Job::Test { .. } => "test",
+        };
         let tx = self.done_tx.clone();
         self.jobs_running += 1;
-        let promise = self.run_job.call1(&JsValue::NULL, &bytes);
+        let promise = self.run_job.call2(&JsValue::NULL, &bytes, &kind.into());
         spawn_local(async move {
             let answer = match promise {
                 Ok(p) => JsFuture::from(js_sys::Promise::resolve(&p)).await,
@@ -426,12 +550,19 @@ impl Driver {
         match event {
             SwarmEvent::Behaviour(TabBehaviourEvent::Peer(event)) => self.on_protocols(event),
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
                 let addr = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => address,
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
                 };
+                self.transports.insert(connection_id, transport_of(addr));
+                if endpoint.is_relayed() {
+                    *self.circuit_peers.entry(peer_id).or_default() += 1;
+                }
                 {
                     let mut shared = self.shared.borrow_mut();
                     shared.status.transport = Some(transport_of(addr).into());
@@ -455,10 +586,24 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                endpoint,
+                num_established,
                 cause,
                 ..
             } => {
+                self.transports.remove(&connection_id);
+                if endpoint.is_relayed()
+                    && let Some(n) = self.circuit_peers.get_mut(&peer_id)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.circuit_peers.remove(&peer_id);
+                    }
+                }
+                if num_established > 0 {
+                    return;
+                }
                 console_info(&format!("tabswarm: disconnected from {peer_id}: {cause:?}"));
                 self.listening_via.remove(&peer_id);
                 self.input(Input::PeerDown { peer: peer_id }, Reply::None);
@@ -476,8 +621,37 @@ impl Driver {
     }
 
     fn on_protocols(&mut self, event: ProtocolsEvent) {
+        if let ProtocolsEvent::Ping(ping::Event {
+            connection,
+            result: Ok(rtt),
+            ..
+        }) = &event
+            && let Some(transport) = self.transports.get(connection)
+        {
+            self.rtt
+                .entry(transport)
+                .or_default()
+                .push(rtt.as_secs_f64() * 1e3);
+        }
         match self.link.route(&mut self.swarm.behaviour_mut().peer, event) {
-            Routed::Input(input, reply) => self.input(input, reply),
+            Routed::Input(input, reply) => {
+                let from = match &input {
+                    Input::Gossip {
+                        source, publisher, ..
+                    } => {
+                        if let Some(publisher) = publisher {
+                            self.reach_through_relay(*publisher);
+                        }
+                        Some(*source)
+                    }
+                    Input::Request { from, .. } | Input::Response { from, .. } => Some(*from),
+                    _ => None,
+                };
+                if from.is_some_and(|p| self.circuit_peers.contains_key(&p)) {
+                    self.circuit_messages += 1;
+                }
+                self.input(input, reply);
+            }
             Routed::Identified(peer, info) => {
                 let is_relay = info.protocols.iter().any(|p| p.as_ref() == RELAY_HOP);
                 if !is_relay || !self.relays.insert(peer) {
@@ -491,13 +665,58 @@ impl Driver {
                     .and_then(|(_, addrs)| addrs.first())
                 {
                     let circuit = addr.clone().with(Protocol::P2pCircuit);
-                    if self.swarm.listen_on(circuit).is_ok() {
-                        self.listening_via.insert(peer);
+                    if self.swarm.listen_on(circuit.clone()).is_ok() {
+                        self.listening_via.insert(peer, circuit);
                     }
                 }
                 self.input(Input::PeerUp { peer, relay: true }, Reply::None);
             }
             Routed::Nothing => {}
+        }
+    }
+}
+
+impl Driver {
+    /// Other tabs cannot be dialled directly (browsers do not listen), but those that
+    /// listen through one of our relays can be reached through it. A tab learns of them from
+    /// the gossip they publish: a publisher we are not connected to is dialled once through
+    /// each relay we listen on (a native node there has no reservation and the relay refuses
+    /// quickly), and not again for [`CIRCUIT_RETRY_MS`].
+    fn reach_through_relay(&mut self, publisher: PeerId) {
+        if publisher == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&publisher)
+            || self.relays.contains(&publisher)
+            || self.listening_via.is_empty()
+        {
+            return;
+        }
+        let now = self.now_ms();
+        if self
+            .circuit_tries
+            .get(&publisher)
+            .is_some_and(|at| now.saturating_sub(*at) < CIRCUIT_RETRY_MS)
+        {
+            return;
+        }
+        if self.circuit_tries.len() >= CIRCUIT_TRIES {
+            let oldest = self
+                .circuit_tries
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(p, _)| *p);
+            if let Some(oldest) = oldest {
+                self.circuit_tries.remove(&oldest);
+            }
+        }
+        self.circuit_tries.insert(publisher, now);
+        let addrs = self
+            .listening_via
+            .values()
+            .map(|circuit| circuit.clone().with(Protocol::P2p(publisher)))
+            .collect();
+        let opts = DialOpts::peer_id(publisher).addresses(addrs).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%publisher, error = %e, "dial through relay failed");
         }
     }
 }

@@ -6,6 +6,7 @@
 use tabswarm_consensus::genesis::Genesis;
 use tabswarm_core::data::Dataset;
 use tabswarm_peer::jobs::{self, DataPlan, Job};
+use tabswarm_peer::parallel::{Replica, StepGradient};
 use wasm_bindgen::prelude::*;
 
 use crate::js_err;
@@ -15,6 +16,8 @@ use crate::js_err;
 #[derive(Debug)]
 pub struct JobRunner {
     plan: DataPlan,
+    /// This worker's share of a training job split across the tab's workers.
+    replica: Option<Replica>,
 }
 
 #[wasm_bindgen]
@@ -26,6 +29,7 @@ impl JobRunner {
         let dataset = Dataset::decode(dataset).map_err(js_err)?;
         Ok(Self {
             plan: DataPlan::new(&dataset, &genesis.training).map_err(js_err)?,
+            replica: None,
         })
     }
 
@@ -34,4 +38,56 @@ impl JobRunner {
         let job: Job = jobs::decode(job).map_err(js_err)?;
         Ok(jobs::encode(&jobs::run(&self.plan, job)))
     }
+
+    /// Becomes replica `part` of `parts` of the encoded training job `job` (see
+    /// `tabswarm_peer::parallel`); returns the encoded gradient of its first slice.
+    pub fn replica_start(&mut self, job: &[u8], part: u32, parts: u32) -> Result<Vec<u8>, JsError> {
+        let job: Job = jobs::decode(job).map_err(js_err)?;
+        self.replica =
+            Some(Replica::new(&self.plan, job, part as usize, parts as usize).map_err(js_err)?);
+        self.replica_gradient()
+    }
+
+    /// Takes the step every replica takes (an encoded `StepGradient`, the page's average);
+    /// returns how many steps are left.
+    pub fn replica_apply(&mut self, step: &[u8]) -> Result<u32, JsError> {
+        let step: StepGradient = jobs::decode(step).map_err(js_err)?;
+        let replica = self
+            .replica
+            .as_mut()
+            .ok_or_else(|| js_err("no training job split here"))?;
+        replica.apply(&step).map_err(js_err)?;
+        Ok(replica.steps_left() as u32)
+    }
+
+    /// The encoded gradient of this replica's slice of the next batch.
+    pub fn replica_gradient(&mut self) -> Result<Vec<u8>, JsError> {
+        let replica = self
+            .replica
+            .as_mut()
+            .ok_or_else(|| js_err("no training job split here"))?;
+        Ok(jobs::encode(&replica.gradient().map_err(js_err)?))
+    }
+
+    /// The encoded output of the split job, once every step is taken.
+    pub fn replica_finish(&mut self) -> Result<Vec<u8>, JsError> {
+        let replica = self
+            .replica
+            .take()
+            .ok_or_else(|| js_err("no training job split here"))?;
+        Ok(jobs::encode(&replica.finish()))
+    }
+}
+
+/// The page's half of a split training job: the row-weighted mean of the replicas' encoded
+/// slice gradients for one step, encoded for every replica to apply.
+#[wasm_bindgen]
+pub fn average_gradients(slices: js_sys::Array) -> Result<Vec<u8>, JsError> {
+    let slices = slices
+        .iter()
+        .map(|s| jobs::decode(&js_sys::Uint8Array::new(&s).to_vec()).map_err(js_err))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(jobs::encode(
+        &tabswarm_peer::parallel::average(&slices).map_err(js_err)?,
+    ))
 }

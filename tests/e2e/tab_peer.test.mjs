@@ -1,112 +1,224 @@
-// A volunteer's tab joins a running network of native nodes (a relay and validators that
-// `cargo xtask test` starts and describes in TABSWARM_NETWORK): after the volunteer agrees it
-// catches up (blocks verified from genesis, a hash-checked checkpoint), listens through the
-// relay, trains in a Web Worker and gets its updates into committed blocks, holds the very
-// parameters a node holds at the same height, pauses and resumes, and keeps its identity
-// across a reload. No page error on the way (a Rust panic in the tab is one).
+// Volunteers' tabs join a running network of native nodes (a relay and validators that
+// `cargo xtask test` starts and describes in TABSWARM_NETWORK). Two tabs of one browser, as a
+// volunteer would open them: nothing computes before consent; then each catches up (blocks
+// verified from genesis, a hash-checked checkpoint), listens through the relay, trains in a
+// Web Worker and gets its updates into committed blocks (read from a node's ledger, not
+// from the page), holds the very parameters a node holds, reaches the other tab through a
+// relay circuit, pauses (no job runs) and resumes. Closing a tab mid-round does not stop the
+// network; reopened, it has its old identity and credit. No page error on the way.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { launchBrowser, openPage, requireEnv, startServer } from './harness.mjs';
+import { launchBrowser, openPage, pageErrors, serveNetwork } from './harness.mjs';
 
-const HINT = 'run `cargo xtask test` (it starts the network this test joins)';
-let server, browser, network;
+let server, browser, context, network;
+const tabs = {}; // name -> { page, errors, consoleLines }
 
 before(async () => {
-  const file = requireEnv('TABSWARM_NETWORK', HINT);
-  network = JSON.parse(readFileSync(file, 'utf8'));
-  server = await startServer({
-    pkg: requireEnv('TABSWARM_PKG', HINT),
-    data: requireEnv('TABSWARM_DATA', HINT),
-    network: file,
-  });
+  ({ server, network } = await serveNetwork());
   browser = await launchBrowser();
+  context = await browser.newContext(); // one profile: the tabs share IndexedDB and locks
 });
 after(async () => { await browser?.close(); await server?.close(); });
 
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
 async function nodeStatus() {
-  const r = await fetch(network.status[0]);
-  return r.json();
+  return (await fetch(network.status[0])).json();
 }
 
-let consoleLines = [];
+// A trainer's credit in a validator's committed ledger.
+async function ledgerCredit(address) {
+  const url = new URL(`/credits/${address}`, network.status[0]);
+  const r = await fetch(url);
+  const body = await r.text();
+  assert.equal(r.status, 200, `${url}: ${body}`);
+  return JSON.parse(body).credit;
+}
 
-// Polls `fn` in the page every 250 ms until it returns a truthy value or `ms` pass.
-async function waitIn(page, what, ms, fn, arg) {
+const status = (name) => tabs[name].page.evaluate(() => window.tabStatus ?? null);
+
+// Polls `fn` in tab `name` every 250 ms until it returns a truthy value or `ms` pass.
+async function waitIn(name, what, ms, fn, arg) {
+  const { page, consoleLines } = tabs[name];
   const deadline = Date.now() + ms;
   let last;
   while (Date.now() < deadline) {
     last = await page.evaluate(() => window.tabStatus ?? null);
     const v = await page.evaluate(fn, arg);
     if (v) return v;
-    await new Promise((ok) => setTimeout(ok, 250));
+    await sleep(250);
   }
-  throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; tab status: ${JSON.stringify(last)}\n`
-    + `page console (last lines):\n${consoleLines.slice(-80).join('\n')}`);
+  throw new Error(`timed out after ${ms / 1000} s waiting for ${what} in tab ${name}; status: `
+    + `${JSON.stringify(last)}\npage console (last lines):\n${consoleLines.slice(-80).join('\n')}`);
 }
 
-// libp2p-webrtc-websys 0.5 lets the browser call a data channel's callbacks after a failed
-// WebRTC connection dropped them (libp2p/rust-libp2p#5636, #6551; fix proposed in #6558): an
-// uncaught exception with this exact text and no effect on the tab. Anything else fails.
-const UPSTREAM_WEBRTC_CLOSURE = 'closure invoked recursively or after being dropped';
-const realErrors = (errors) => errors.filter((e) => e !== UPSTREAM_WEBRTC_CLOSURE);
-
-async function join(page) {
-  assert.equal(await page.evaluate(() => window.tabStatus ?? null), null, 'nothing runs before consent');
-  await page.click('#join');
-  await waitIn(page, 'the tab to connect', 60_000, () => window.tabStatus?.peers >= 1);
+function assertNoErrors() {
+  for (const [name, { errors }] of Object.entries(tabs)) {
+    assert.deepEqual(pageErrors(errors), [], `page errors in tab ${name}`);
+  }
 }
 
-test('after consent a tab joins, catches up, trains into committed blocks, agrees with the nodes, pauses, and keeps its identity', async () => {
-  const opened = await openPage(browser, server, '/www/index.html');
-  const { page, errors } = opened;
-  consoleLines = opened.consoleLines;
-  await join(page);
-  const s = await page.evaluate(() => window.tabStatus);
-  assert.ok(['websocket', 'webrtc-direct', 'relay'].includes(s.transport), `transport ${s.transport}`);
+// Counts Web Workers the page makes, from before its first script runs.
+function countWorkers() {
+  window.workersMade = 0;
+  const Native = window.Worker;
+  window.Worker = class extends Native {
+    constructor(...args) { super(...args); window.workersMade += 1; }
+  };
+}
 
-  // Catch-up: blocks verified from genesis and a checkpoint the ledger names, then in sync.
-  await waitIn(page, 'the tab to catch up', 120_000, () => window.tabStatus.state === 'running');
-  // Other tabs can reach this one: it listens through the relay.
-  await waitIn(page, 'a relay circuit', 60_000, () => window.tabStatus.reachable_via_relay);
+async function open(name) {
+  tabs[name] = await openPage(context, server, '/www/index.html', { init: countWorkers });
+}
 
-  // Its updates make it into blocks: credit is read from committed blocks, not claimed.
-  await waitIn(page, 'an update of the tab in a committed block', 180_000, () => window.tabStatus.credit >= 1);
+async function join(name, { workers } = {}) {
+  if (workers) await tabs[name].page.selectOption('#workers', String(workers));
+  await tabs[name].page.click('#join');
+  await waitIn(name, 'a connection', 60_000, () => window.tabStatus?.peers >= 1);
+}
+
+test('nothing computes before the volunteer agrees', async () => {
+  await open('a');
+  await sleep(1_000);
+  const before = await tabs.a.page.evaluate(() => ({
+    workers: window.workersMade,
+    wasm: performance.getEntriesByType('resource').filter((e) => e.name.endsWith('.wasm')).length,
+    tab: window.tabStatus ?? null,
+  }));
+  assert.deepEqual(before, { workers: 0, wasm: 0, tab: null }, 'work started before consent');
+  await join('a');
+  assert.ok(await tabs.a.page.evaluate(() => window.workersMade) >= 1, 'no worker after consent');
+});
+
+test('two tabs of one browser are two peers that train into committed blocks and agree with the nodes', async () => {
+  await open('b');
+  // Tab b splits its training across two workers (gradients averaged on the page).
+  await join('b', { workers: 2 });
+  const [a, b] = [await status('a'), await status('b')];
+  assert.notEqual(a.address, b.address, 'two open tabs share one identity');
+  assert.notEqual(a.peer_id, b.peer_id);
+  for (const name of ['a', 'b']) {
+    const s = await status(name);
+    assert.ok(['websocket', 'webrtc-direct', 'relay'].includes(s.transport), `transport ${s.transport}`);
+    await waitIn(name, 'catch-up', 120_000, () => window.tabStatus.state === 'running');
+    await waitIn(name, 'a relay circuit', 60_000, () => window.tabStatus.reachable_via_relay);
+  }
+  // Tab b splits every training job across both its workers: its credit below is for such
+  // updates.
+  await waitIn('b', 'a training job split across two workers', 60_000, () => window.tabswarmPool.lastTrain?.workers === 2);
+  for (const name of ['a', 'b']) {
+    await waitIn(name, 'an update in a committed block', 180_000, () => window.tabStatus.credit >= 1);
+    const { address } = await status(name);
+    // What the tab shows is what the network recorded.
+    let credit = 0;
+    for (let i = 0; i < 40 && credit < 1; i++, await sleep(250)) credit = await ledgerCredit(address);
+    assert.ok(credit >= 1, `the validator's ledger credits tab ${name} with ${credit} updates`);
+  }
 
   // Same height, same parameters as a native validator.
-  let compared = 0;
-  for (let i = 0; i < 300 && compared < 3; i++) {
-    const [tab, node] = await Promise.all([page.evaluate(() => window.tabStatus), nodeStatus()]);
-    if (tab.height === node.height && tab.height > 0) {
-      assert.equal(tab.param_hash, node.param_hash, `parameters differ at height ${tab.height}`);
-      compared++;
+  for (const name of ['a', 'b']) {
+    let compared = 0;
+    for (let i = 0; i < 300 && compared < 3; i++) {
+      const [tab, node] = await Promise.all([status(name), nodeStatus()]);
+      // Parameters held for the height committed (not a moment where a block committed
+      // before its updates arrived).
+      if (tab.height === node.height && tab.params_height === tab.height && tab.height > 0) {
+        assert.equal(tab.param_hash, node.param_hash, `tab ${name}: parameters differ at height ${tab.height}`);
+        compared++;
+      }
+      await sleep(50);
     }
-    await new Promise((ok) => setTimeout(ok, 50));
+    assert.ok(compared >= 1, `never caught tab ${name} and the node at the same height`);
   }
-  assert.ok(compared >= 1, 'never caught the tab and the node at the same height');
 
-  // Test figures of committed parameters came back from the workers.
-  const t = await page.evaluate(() => window.tabStatus);
+  // The chart: committed parameters tested in the workers, from the initial model (height 0,
+  // tested as the tab starts) to now, with the loss falling.
+  const t = await status('a');
   assert.ok(t.history.length >= 2, 'no test figures');
+  assert.equal(t.history[0].height, 0, 'the chart does not start at the initial model');
+  assert.ok(t.history.at(-1).loss < t.history[0].loss - 0.5,
+    `loss did not fall: ${t.history[0].loss} at height 0, ${t.history.at(-1).loss} at ${t.history.at(-1).height}`);
   assert.ok(t.history.at(-1).accuracy > 0.5, `accuracy ${t.history.at(-1).accuracy}`);
+  assert.ok(await tabs.a.page.evaluate(() => document.querySelectorAll('#chart canvas').length >= 1), 'no chart drawn');
+  assertNoErrors();
+});
 
-  // Pause: the tab stays in sync but announces nothing new.
-  await page.click('#pause');
-  await waitIn(page, 'paused', 10_000, () => window.tabStatus.state === 'paused');
-  await new Promise((ok) => setTimeout(ok, 3_000)); // a job already running may finish
-  const before = (await page.evaluate(() => window.tabStatus)).updates_announced;
-  const h0 = (await page.evaluate(() => window.tabStatus)).height;
-  await waitIn(page, 'three more heights while paused', 60_000, (h) => window.tabStatus.height >= h + 3, h0);
-  assert.equal((await page.evaluate(() => window.tabStatus)).updates_announced, before, 'announced while paused');
-  await page.click('#pause');
-  await waitIn(page, 'training again', 60_000, (n) => window.tabStatus.updates_announced > n, before);
-  assert.deepEqual(realErrors(errors), [], 'page errors while running');
+test('the volunteer draws a digit and the committed model reads it; the model downloads as SafeTensors', async () => {
+  const { page } = tabs.a;
+  await page.locator('#try').scrollIntoViewIfNeeded();
+  const pad = await page.locator('#pad').boundingBox();
+  // A "1": one stroke down the middle of the pad.
+  await page.mouse.move(pad.x + pad.width * 0.5, pad.y + pad.height * 0.15);
+  await page.mouse.down();
+  for (let i = 1; i <= 10; i++) await page.mouse.move(pad.x + pad.width * 0.52, pad.y + pad.height * (0.15 + 0.07 * i));
+  await page.mouse.up();
+  const guess = await waitIn('a', 'a guess', 60_000, () => window.lastGuess);
+  assert.ok(Math.abs(guess.probs.reduce((x, y) => x + y, 0) - 1) < 1e-3, `probabilities ${guess.probs}`);
+  assert.equal(guess.digit, 1, `the model read a ${guess.digit}: ${guess.probs.map((p) => p.toFixed(2))}`);
+  assert.match(await page.locator('#guess').textContent(), /reads a 1/);
 
-  // Reload: the same identity (address) comes back from IndexedDB.
-  await page.reload();
-  await page.waitForFunction(() => window.ready === true, null, { timeout: 60_000 });
-  await join(page);
-  assert.equal((await page.evaluate(() => window.tabStatus)).address, s.address, 'a new identity after reload');
-  assert.deepEqual(realErrors(errors), [], 'page errors');
-  await page.close();
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  const name = download.suggestedFilename();
+  const m = name.match(/^tabswarm-mnist-height-(\d+)-([0-9a-f]{8})\.safetensors$/);
+  assert.ok(m, `file name ${name}`);
+  const file = readFileSync(await download.path());
+  const headerLen = Number(file.readBigUInt64LE(0));
+  const header = JSON.parse(file.subarray(8, 8 + headerLen).toString('utf8'));
+  const meta = header.__metadata__;
+  assert.ok(meta['tabswarm.param_hash'].startsWith(m[2]), `exported ${meta['tabswarm.param_hash']}, held ${m[2]}`);
+  const tensors = Object.entries(header).filter(([k]) => k !== '__metadata__');
+  assert.ok(tensors.length >= 2, 'no tensors in the file');
+  const values = tensors.reduce((n, [, t]) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+  assert.equal(file.length, 8 + headerLen + values * 4, 'tensor bytes do not match their shapes');
+  assertNoErrors();
+});
+
+test('tabs reach each other through a relay circuit and exchange messages over it', async () => {
+  const [a, b] = [await status('a'), await status('b')];
+  await waitIn('a', 'a circuit to tab b', 90_000, (id) => window.tabStatus.circuit_peers.includes(id), b.peer_id);
+  await waitIn('b', 'a circuit to tab a', 30_000, (id) => window.tabStatus.circuit_peers.includes(id), a.peer_id);
+  for (const name of ['a', 'b']) {
+    await waitIn(name, 'messages over the circuit', 60_000, () => window.tabStatus.circuit_messages > 0);
+  }
+  assertNoErrors();
+});
+
+test('a paused tab runs no job and announces nothing, then resumes', async () => {
+  await tabs.a.page.click('#pause');
+  await waitIn('a', 'paused', 10_000, () => window.tabStatus.state === 'paused');
+  await waitIn('a', 'running jobs to finish', 60_000, () => window.tabStatus.jobs_running === 0);
+  const before = await status('a');
+  await waitIn('a', 'three more heights while paused', 60_000, (h) => window.tabStatus.height >= h + 3, before.height);
+  const after = await status('a');
+  assert.equal(after.updates_announced, before.updates_announced, 'announced while paused');
+  assert.equal(after.history.length, before.history.length, 'tested new heights while paused');
+  await tabs.a.page.click('#pause');
+  await waitIn('a', 'training again', 60_000, (n) => window.tabStatus.updates_announced > n, before.updates_announced);
+  assertNoErrors();
+});
+
+test('closing a tab mid-round does not stop the network; reopened, it keeps its identity and credit', async () => {
+  await waitIn('a', 'a job in flight', 60_000, () => window.tabStatus.jobs_running >= 1);
+  const { address, peer_id } = await status('a');
+  const credit = await ledgerCredit(address);
+  const height = (await nodeStatus()).height;
+  assertNoErrors();
+  await tabs.a.page.close();
+  delete tabs.a;
+  for (let i = 0; i < 240 && (await nodeStatus()).height < height + 3; i++) await sleep(250);
+  assert.ok((await nodeStatus()).height >= height + 3, 'the network stopped committing when a tab left');
+
+  await open('a');
+  const t0 = Date.now();
+  await join('a');
+  const s = await status('a');
+  assert.equal(s.address, address, 'a reopened tab got a new identity');
+  assert.equal(s.peer_id, peer_id);
+  // It resumed from the chain an earlier load kept (verified again), not from genesis.
+  assert.ok(s.restored_height > 0, 'the reopened tab did not resume from its cached chain');
+  await waitIn('a', 'running again', 60_000, () => window.tabStatus.state === 'running');
+  console.log(`# reopened tab: resumed from height ${s.restored_height}, running after ${(Date.now() - t0) / 1000} s`);
+  await waitIn('a', 'the old credit back', 120_000, (c) => window.tabStatus.state === 'running' && window.tabStatus.credit >= c, credit);
+  assertNoErrors();
 });

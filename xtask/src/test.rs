@@ -87,7 +87,9 @@ fn browser_tests(pkg: &Path, data: &Path) -> anyhow::Result<()> {
     let result = sh::run(
         "node --test tests/e2e",
         Command::new("node")
-            .args(["--test", "--test-concurrency=1", "tests/e2e/"])
+            // TABSWARM_E2E=tests/e2e/<file> runs one file (while working on it).
+            .args(["--test", "--test-concurrency=1"])
+            .arg(std::env::var("TABSWARM_E2E").unwrap_or_else(|_| "tests/e2e/".into()))
             .current_dir(sh::root())
             .env("TABSWARM_PKG", pkg)
             .env("TABSWARM_DATA", data)

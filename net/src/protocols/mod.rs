@@ -75,4 +75,10 @@ impl Protocols {
             fetch: fetch::behaviour(),
         })
     }
+
+    /// Pings each connection every `interval` (libp2p's default: 15 s).
+    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
+        self.ping = ping::Behaviour::new(ping::Config::new().with_interval(interval));
+        self
+    }
 }
