@@ -95,7 +95,7 @@ function render(s) {
   window.tabStatus = s; // for tests and the curious
   set('state', s.state.replace('_', ' '));
   set('transport', s.transport ?? '-');
-  const tabs = s.circuit_peers.length ? `, ${s.circuit_peers.length} tab${s.circuit_peers.length === 1 ? '' : 's'} through it` : '';
+  const tabs = s.circuit_peers.length ? `, ${s.circuit_peers.length} reached through it` : '';
   set('peers', `${s.peers} (${s.relays} relay${s.relays === 1 ? '' : 's'}${tabs})`);
   set('height', s.height);
   set('model', s.param_hash.slice(0, 16));

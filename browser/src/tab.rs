@@ -559,13 +559,19 @@ impl Driver {
                     ConnectedPoint::Dialer { address, .. } => address,
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
                 };
-                self.transports.insert(connection_id, transport_of(addr));
+                // A circuit's endpoint can name only the far peer: ask the endpoint itself.
+                let transport = if endpoint.is_relayed() {
+                    "relay"
+                } else {
+                    transport_of(addr)
+                };
+                self.transports.insert(connection_id, transport);
                 if endpoint.is_relayed() {
                     *self.circuit_peers.entry(peer_id).or_default() += 1;
                 }
                 {
                     let mut shared = self.shared.borrow_mut();
-                    shared.status.transport = Some(transport_of(addr).into());
+                    shared.status.transport = Some(transport.into());
                     if shared
                         .status
                         .problem

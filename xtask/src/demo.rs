@@ -54,6 +54,12 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
             };
             let mut net = Testnet::create(&dir, &bins, &data, spec)?;
             net.start_all()?;
+            // Every node answers its status (and so names its websocket and webrtc-direct
+            // addresses) once it runs: without that wait the page was handed the relay alone,
+            // and tabs reached the nodes only through relay circuits, too slowly to get their
+            // updates into most blocks.
+            let all: Vec<usize> = (0..net.nodes.len()).collect();
+            net.wait_height(&all, 1, Duration::from_secs(180))?;
             Ok(net)
         },
     )?;
