@@ -198,6 +198,20 @@ test('a paused tab runs no job and announces nothing, then resumes', async () =>
   assertNoErrors();
 });
 
+test('a hidden tab pauses by itself and goes on when shown again', async () => {
+  // What the browser does when the volunteer switches tabs: hidden, then a visibilitychange.
+  const setHidden = (hidden) => {
+    Object.defineProperty(document, 'hidden', { value: hidden, configurable: true });
+    Object.defineProperty(document, 'visibilityState', { value: hidden ? 'hidden' : 'visible', configurable: true });
+    document.dispatchEvent(new Event('visibilitychange'));
+  };
+  await tabs.a.page.evaluate(setHidden, true);
+  await waitIn('a', 'paused while hidden', 10_000, () => window.tabStatus.state === 'paused');
+  await tabs.a.page.evaluate(setHidden, false);
+  await waitIn('a', 'running when shown', 10_000, () => window.tabStatus.state === 'running');
+  assertNoErrors();
+});
+
 test('closing a tab mid-round does not stop the network; reopened, it keeps its identity and credit', async () => {
   await waitIn('a', 'a job in flight', 60_000, () => window.tabStatus.jobs_running >= 1);
   const { address, peer_id } = await status('a');
