@@ -23,6 +23,7 @@
 //! messages the native node prints.
 
 mod cache;
+pub mod circuit_dials;
 mod identity;
 mod status;
 #[cfg(target_arch = "wasm32")]
@@ -38,6 +39,7 @@ use tabswarm_core::train::{self, Trainer};
 use wasm_bindgen::prelude::*;
 
 pub use cache::{CACHE_FORMAT, CacheError, ChainCache, MAX_CACHE_BYTES};
+pub use circuit_dials::CircuitDials;
 pub use identity::{SECRET_BYTES, TabKeys};
 pub use status::{HISTORY, Point, RTT_SAMPLES, RttSamples, RttSummary, State, TabStatus};
 #[cfg(target_arch = "wasm32")]

@@ -26,6 +26,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
 use crate::cache::ChainCache;
+use crate::circuit_dials::CircuitDials;
 use crate::identity::TabKeys;
 use crate::js_err;
 use crate::status::{RttSamples, State, TabStatus};
@@ -45,13 +46,6 @@ const UNREACHABLE: &str = "no peer reachable yet";
 
 /// With no peer for this long, the bootstrap addresses are dialled again.
 const REDIAL_MS: u64 = 5_000;
-
-/// A publisher we could not reach through a relay is tried again after this long.
-const CIRCUIT_RETRY_MS: u64 = 60_000;
-
-/// Publishers remembered for [`CIRCUIT_RETRY_MS`] (the oldest are forgotten beyond this, so
-/// a flood of fresh publisher ids costs bounded memory and at most one dial each).
-const CIRCUIT_TRIES: usize = 256;
 
 #[derive(NetworkBehaviour)]
 #[allow(missing_debug_implementations)]
@@ -310,7 +304,7 @@ struct Driver {
     /// Peers connected through a relay circuit (other tabs), by connection count.
     circuit_peers: HashMap<PeerId, usize>,
     /// Publishers we dialled through a relay, and when.
-    circuit_tries: HashMap<PeerId, u64>,
+    circuit_dials: CircuitDials<PeerId>,
     /// Messages and answers that arrived over a circuit.
     circuit_messages: u64,
     /// How each open connection travels.
@@ -356,7 +350,7 @@ impl Driver {
             relays: HashSet::new(),
             listening_via: HashMap::new(),
             circuit_peers: HashMap::new(),
-            circuit_tries: HashMap::new(),
+            circuit_dials: CircuitDials::default(),
             circuit_messages: 0,
             transports: HashMap::new(),
             rtt: BTreeMap::new(),
@@ -687,7 +681,7 @@ impl Driver {
     /// listen through one of our relays can be reached through it. A tab learns of them from
     /// the gossip they publish: a publisher we are not connected to is dialled once through
     /// each relay we listen on (a native node there has no reservation and the relay refuses
-    /// quickly), and not again for [`CIRCUIT_RETRY_MS`].
+    /// quickly), within the budget of [`CircuitDials`].
     fn reach_through_relay(&mut self, publisher: PeerId) {
         if publisher == *self.swarm.local_peer_id()
             || self.swarm.is_connected(&publisher)
@@ -697,24 +691,9 @@ impl Driver {
             return;
         }
         let now = self.now_ms();
-        if self
-            .circuit_tries
-            .get(&publisher)
-            .is_some_and(|at| now.saturating_sub(*at) < CIRCUIT_RETRY_MS)
-        {
+        if !self.circuit_dials.allow(&publisher, now) {
             return;
         }
-        if self.circuit_tries.len() >= CIRCUIT_TRIES {
-            let oldest = self
-                .circuit_tries
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(p, _)| *p);
-            if let Some(oldest) = oldest {
-                self.circuit_tries.remove(&oldest);
-            }
-        }
-        self.circuit_tries.insert(publisher, now);
         let addrs = self
             .listening_via
             .values()
