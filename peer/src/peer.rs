@@ -357,7 +357,6 @@ pub struct Peer<P> {
     /// Consensus timers and when they fire (a list: few, and firing order stays fixed).
     timers: Vec<(Timeout, u64)>,
     training_for: Option<u64>,
-    training_paused: bool,
     peers: BTreeMap<P, bool>,
     requests: BTreeMap<RequestId, (P, Asked)>,
     next_request: u64,
@@ -453,7 +452,6 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             asked_updates: BTreeSet::new(),
             timers: Vec::new(),
             training_for: None,
-            training_paused: false,
             peers: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 0,
@@ -596,8 +594,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             }
             Input::Tick => self.on_tick(),
             Input::Training(on) => {
-                self.training_paused = !on;
-                // A paused volunteer asked for a quiet machine: test figures wait too.
+                // A paused volunteer asked for a quiet machine: no training, no test figures.
                 self.app_mut().set_quiet(!on);
                 self.start_training();
                 Ok(())
@@ -1127,7 +1124,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
     // ---- training ----
 
     fn start_training(&mut self) {
-        if !self.roles.train || self.training_paused || self.syncing() {
+        if !self.roles.train || self.app().is_quiet() || self.syncing() {
             return;
         }
         // One training job at a time: a trainer slower than the chain trains on the newest

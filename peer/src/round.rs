@@ -247,9 +247,7 @@ impl RoundApp {
             self.active_trainers
                 .insert(e.update.header.trainer, e.update.header.height);
         }
-        if self.scoring {
-            self.ask_update_score(id);
-        }
+        self.ask_update_score(id);
         true
     }
 
@@ -289,6 +287,11 @@ impl RoundApp {
         }
     }
 
+    /// Whether test evaluations are stopped (the volunteer paused).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Stops (`true`) or resumes test evaluations; on resuming, the newest height is tested.
     pub fn set_quiet(&mut self, quiet: bool) {
         self.quiet = quiet;
@@ -310,7 +313,8 @@ impl RoundApp {
     }
 
     fn ask(&mut self, key: ScoreKey, params: Arc<Vec<f32>>) {
-        if self.scores.contains_key(&key) || !self.asked.insert(key) {
+        // A follower never asks for a score: it has no vote to give.
+        if !self.scoring || self.scores.contains_key(&key) || !self.asked.insert(key) {
             return;
         }
         self.jobs.push(Job::Validate { key, params });
@@ -329,7 +333,8 @@ impl RoundApp {
 
     fn ask_update_score(&mut self, id: &[u8; 32]) {
         let key = ScoreKey::Update(*id);
-        if self.scores.contains_key(&key) || self.asked.contains(&key) {
+        // Checked before the candidate is built: a follower would copy the parameters for nothing.
+        if !self.scoring || self.scores.contains_key(&key) || self.asked.contains(&key) {
             return;
         }
         let Some(delta) = self.pool.get(id).and_then(|e| e.delta.clone()) else {
@@ -479,9 +484,7 @@ impl RoundApp {
         self.want_test();
         // The base every update of the next height is judged against: score it now, while
         // trainers train.
-        if self.scoring {
-            self.base_loss();
-        }
+        self.base_loss();
     }
 
     /// Updates a proposal made in `round` must include: the run's minimum in the first
