@@ -51,6 +51,7 @@
 pub mod fetch;
 pub mod jobs;
 pub mod parallel;
+pub mod payload;
 mod peer;
 pub mod pool;
 pub mod round;

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::RequestId;
 use crate::fetch::{Blob, Blobs, Fetcher, Purpose};
 use crate::jobs::{self, DataPlan, Job};
+use crate::payload;
 use crate::pool::Admitted;
 use crate::round::{AppStats, RoundApp, RoundReport, short};
 use crate::sync::{self, Claims, Sync};
@@ -753,7 +754,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 if let Some(done) = done {
                     self.blobs.insert(done.address, done.blob.clone());
                     match done.purpose {
-                        Purpose::Update(uid) => self.on_payload(uid, &done.blob)?,
+                        Purpose::Update(_) => self.on_payload(done.address, &done.blob)?,
                         Purpose::Checkpoint(h) => {
                             self.on_checkpoint_blob(from, h, done.blob.bytes.clone())?;
                         }
@@ -903,6 +904,10 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
 
     fn on_update(&mut self, update: SignedUpdate, publisher: P, via: P) -> Verdict {
         let ours = self.app().height();
+        if update.header.height <= ours && self.app_mut().note_late(&update) {
+            // A slow trainer's sign of life: forwarded, so every proposer hears it.
+            return Verdict::Accept;
+        }
         if update.header.height <= ours || update.header.height > ours + 2 {
             self.rejected.wrong_run_or_stale += 1;
             return Verdict::Ignore;
@@ -929,18 +934,35 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         }
     }
 
-    fn on_payload(&mut self, id: [u8; 32], blob: &Blob) -> Result<(), PeerError> {
-        if let Some(delta) = bytes_to_f32s(&blob.bytes)
-            && let Some(update) = self.app().update(&id).copied()
-            && self.app_mut().add_payload(&id, delta)
-            && let Ok(announcement) = update.encode()
-        {
-            self.effects.push(Effect::Persist(Persist::Update {
-                height: update.header.height,
-                id,
-                announcement,
-                payload: blob.bytes.clone(),
-            }));
+    fn on_payload(&mut self, address: [u8; 32], blob: &Blob) -> Result<(), PeerError> {
+        // Every announcement naming these bytes (one trainer's variants may share them).
+        let waiting: Vec<SignedUpdate> = self
+            .app()
+            .pool()
+            .iter()
+            .filter(|(_, e)| e.delta.is_none() && e.update.header.payload_hash == address)
+            .map(|(_, e)| e.update)
+            .collect();
+        for update in waiting {
+            let id = update.id();
+            match payload::decode(&blob.bytes, &update.header.trainer) {
+                Ok(delta) => {
+                    if self.app_mut().add_payload(&id, delta)
+                        && let Ok(announcement) = update.encode()
+                    {
+                        self.effects.push(Effect::Persist(Persist::Update {
+                            height: update.header.height,
+                            id,
+                            announcement,
+                            payload: blob.bytes.clone(),
+                        }));
+                    }
+                }
+                Err(e) => {
+                    debug!(id = %short(&id), error = %e, "update payload refused");
+                    self.app_mut().refuse(&id);
+                }
+            }
         }
         self.release_held()?;
         self.retry_propose()
@@ -954,7 +976,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         if !update.verify(&self.run) || address != update.header.payload_hash {
             return;
         }
-        let Some(delta) = bytes_to_f32s(&blob.bytes) else {
+        let Ok(delta) = payload::decode(&blob.bytes, &update.header.trainer) else {
             return;
         };
         let id = update.id();
@@ -1159,8 +1181,18 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 if height != self.app().height() + 1 || update.base.0 != self.app().param_hash() {
                     debug!(
                         height,
-                        "training finished for a height already decided; dropped"
+                        "training finished for a height already decided; announced as late"
                     );
+                    // Proposers wait for a trainer they know is training (up to the run's
+                    // deadline); without this a trainer slower than the chain's pace is
+                    // never waited for and never gets in.
+                    let (signed, _) = self.sign_update(height, &update);
+                    if let Ok(announcement) = signed.encode() {
+                        self.effects.push(Effect::Publish {
+                            topic: Topic::Updates,
+                            data: announcement,
+                        });
+                    }
                     self.start_training();
                     return Ok(());
                 }
@@ -1191,18 +1223,8 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         height: u64,
         update: tabswarm_core::train::LocalUpdate,
     ) -> Result<(), PeerError> {
-        let (blob, address) = Blob::new(f32s_to_bytes(&update.delta));
-        let header = UpdateHeader {
-            height,
-            base_param_hash: update.base.0,
-            trainer: self.key.address(),
-            samples: jobs::update_weight(&self.genesis.training),
-            loss_before: update.loss_before,
-            loss_after: update.loss_after,
-            payload_hash: address,
-            payload_len: blob.bytes.len() as u32,
-        };
-        let signed = SignedUpdate::sign(header, &self.key, &self.run);
+        let (signed, blob) = self.sign_update(height, &update);
+        let address = signed.header.payload_hash;
         let id = signed.id();
         let Ok(announcement) = signed.encode() else {
             return Ok(());
@@ -1226,6 +1248,26 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             .push(Effect::Event(Event::UpdatePublished { height, id }));
         debug!(height, id = %short(&id), "update announced");
         self.retry_propose()
+    }
+
+    /// Our signed announcement of `update` for `height`, and its payload.
+    fn sign_update(
+        &self,
+        height: u64,
+        update: &tabswarm_core::train::LocalUpdate,
+    ) -> (SignedUpdate, Arc<Blob>) {
+        let (blob, address) = Blob::new(payload::encode(&self.key.address(), &update.delta));
+        let header = UpdateHeader {
+            height,
+            base_param_hash: update.base.0,
+            trainer: self.key.address(),
+            samples: jobs::update_weight(&self.genesis.training),
+            loss_before: update.loss_before,
+            loss_after: update.loss_after,
+            payload_hash: address,
+            payload_len: blob.bytes.len() as u32,
+        };
+        (SignedUpdate::sign(header, &self.key, &self.run), blob)
     }
 
     // ---- time ----

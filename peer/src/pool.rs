@@ -19,8 +19,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use tabswarm_consensus::identity::Address;
 use tabswarm_consensus::update::SignedUpdate;
+use tabswarm_core::chunks::f32s_to_bytes;
 
 /// Announcements from uncredited trainers waiting for their payload.
 pub const MAX_PENDING_NEW: usize = 64;
@@ -42,6 +44,12 @@ pub struct Entry {
     pub score: Option<f32>,
     /// Whether the trainer had credit when this was admitted.
     pub credited: bool,
+    /// Hash of the delta, and the order payloads arrived in here: of two trainers naming one
+    /// delta, the one here first is the original (a copier must fetch it before re-wrapping
+    /// it as its own; see [`crate::payload`]).
+    pub delta_hash: [u8; 32],
+    /// See [`Entry::delta_hash`].
+    pub arrived: u64,
     publisher: u64,
 }
 
@@ -77,6 +85,12 @@ pub struct Pool {
     by_trainer: BTreeMap<(Address, u64), Vec<[u8; 32]>>,
     double: BTreeSet<(Address, u64)>,
     pending_by_publisher: HashMap<u64, usize>,
+    arrivals: u64,
+}
+
+/// Hash of a delta's values (what two trainers' payloads share when one copied the other).
+pub fn delta_hash(delta: &[f32]) -> [u8; 32] {
+    Sha256::digest(f32s_to_bytes(delta)).into()
 }
 
 impl Pool {
@@ -132,6 +146,8 @@ impl Pool {
                 delta: None,
                 score: None,
                 credited,
+                delta_hash: [0; 32],
+                arrived: 0,
                 publisher,
             },
         );
@@ -156,6 +172,7 @@ impl Pool {
         if entry.delta.is_some() {
             return true;
         }
+
         let credited = entry.credited;
         if self.ready() >= MAX_READY {
             // Make room by dropping the worst uncredited update (unscored counts as worst).
@@ -179,8 +196,12 @@ impl Pool {
             }
         }
         self.release_pending(id);
+        self.arrivals += 1;
+        let (arrived, delta_hash) = (self.arrivals, delta_hash(&delta));
         if let Some(e) = self.entries.get_mut(id) {
             e.delta = Some(Arc::new(delta));
+            e.delta_hash = delta_hash;
+            e.arrived = arrived;
         }
         true
     }
@@ -354,6 +375,26 @@ mod tests {
             p.admit(update(9999, 2, W, 0), 2, &BASE, W, 5, false)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn payloads_are_numbered_as_they_arrive_and_a_copy_shares_the_originals_delta_hash() {
+        let mut p = Pool::default();
+        let (original, copy, own) = (update(1, 2, W, 1), update(2, 2, W, 2), update(3, 2, W, 3));
+        for u in [original, copy, own] {
+            p.admit(u, 2, &BASE, W, 0, false).unwrap();
+        }
+        for (u, delta) in [
+            (original, [0.25, -0.5]),
+            (own, [0.25, -0.75]),
+            (copy, [0.25, -0.5]),
+        ] {
+            assert!(p.add_payload(&u.id(), delta.to_vec(), 2));
+        }
+        let e = |u: SignedUpdate| p.get(&u.id()).unwrap().clone();
+        assert_eq!(e(original).delta_hash, e(copy).delta_hash);
+        assert_ne!(e(original).delta_hash, e(own).delta_hash);
+        assert!(e(original).arrived < e(own).arrived && e(own).arrived < e(copy).arrived);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //!   its worst-scored update and tries again.
 //! - Every update has the same weight, fixed by the rules (local steps x batch size).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use malachitebft_core_types::Round;
@@ -29,7 +29,7 @@ use tabswarm_consensus::update::SignedUpdate;
 use tabswarm_core::flat;
 
 use crate::jobs::{Job, ScoreKey, update_weight};
-use crate::pool::{Admitted, Pool, Refusal};
+use crate::pool::{Admitted, Entry, Pool, Refusal};
 
 /// An update whose validation loss exceeds `base * FACTOR + SLACK` is refused as harmful.
 pub const HARM_FACTOR: f32 = 1.5;
@@ -43,8 +43,14 @@ pub const AGGREGATE_SLACK: f32 = 0.02;
 pub const MAX_INCLUDED: usize = 32;
 /// First round in which a proposal may include no update (see `RoundApp::min_updates`).
 pub const EMPTY_FROM_ROUND: i64 = 2;
-/// Heights a trainer counts as active after its last fetched update.
+/// Heights a trainer counts as active after its last fetched update (or late announcement).
 const ACTIVE_HEIGHTS: u64 = 3;
+/// A late announcement (for a height already decided) counts as a sign of life if it is at
+/// most this many heights old: a trainer slower than the chain finishes several heights late.
+pub const LATE_HEIGHTS: u64 = 16;
+/// Most trainers a proposer waits for: past [`MAX_INCLUDED`] it could not include them all
+/// anyway, and trainer keys are free.
+const MAX_ACTIVE: usize = 4 * MAX_INCLUDED;
 
 /// What the application reports about the last commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -76,6 +82,8 @@ pub struct AppStats {
     pub double_announcements: u64,
     /// Times an aggregate was found over the harm budget (a proposer retrying counts again).
     pub aggregates_refused: u64,
+    /// Late announcements taken as a trainer's sign of life.
+    pub late_announcements: u64,
 }
 
 /// What a judgement of a proposal still waits for.
@@ -106,6 +114,8 @@ pub struct RoundApp {
     param_hash: [u8; 32],
     height: u64,
     height_started_ms: u64,
+    /// When the last [`LATE_HEIGHTS`] heights were committed here: (height, ms).
+    commit_times: VecDeque<(u64, u64)>,
     now_ms: u64,
     pool: Pool,
     scores: HashMap<ScoreKey, Option<f32>>,
@@ -141,6 +151,7 @@ impl RoundApp {
             params: Arc::new(params),
             height,
             height_started_ms: now_ms,
+            commit_times: VecDeque::new(),
             now_ms,
             pool: Pool::default(),
             scores: HashMap::new(),
@@ -249,6 +260,47 @@ impl RoundApp {
         }
         self.ask_update_score(id);
         true
+    }
+
+    /// A signature-checked announcement for a height already decided: its trainer is alive
+    /// but slower than the chain. If it arrived within the run's deadline of its base being
+    /// committed here, the trainer could have made that deadline: it counts as active, so
+    /// proposers of the next heights wait for it (up to the deadline), and it gets in instead
+    /// of finishing a height late forever. A trainer slower than the deadline is not waited
+    /// for: it would hold every height to the deadline for nothing. Whether it was news (the
+    /// caller forwards only news: one per trainer and height).
+    pub fn note_late(&mut self, update: &SignedUpdate) -> bool {
+        let h = &update.header;
+        let next = self.height + 1;
+        if h.height > self.height || h.height + LATE_HEIGHTS <= self.height {
+            return false;
+        }
+        let base_committed = self
+            .commit_times
+            .iter()
+            .find(|(height, _)| *height + 1 == h.height)
+            .map(|(_, ms)| *ms);
+        if base_committed
+            .is_none_or(|ms| self.now_ms.saturating_sub(ms) > self.rules.round_deadline_ms)
+        {
+            return false;
+        }
+        let known = self.active_trainers.get(&h.trainer).copied();
+        if known.is_some_and(|last| last >= next)
+            || (known.is_none() && self.active_trainers.len() >= MAX_ACTIVE)
+        {
+            return false;
+        }
+        self.active_trainers.insert(h.trainer, next);
+        self.stats.late_announcements += 1;
+        true
+    }
+
+    /// Forgets an update whose payload came in a form it cannot have (another trainer's, a
+    /// format we do not read).
+    pub fn refuse(&mut self, id: &[u8; 32]) {
+        self.pool.remove(id);
+        self.stats.updates_refused += 1;
     }
 
     /// Forgets an update whose payload could not be fetched.
@@ -470,6 +522,10 @@ impl RoundApp {
         self.params = params;
         self.height = height;
         self.height_started_ms = now_ms;
+        self.commit_times.push_back((height, now_ms));
+        while self.commit_times.len() > LATE_HEIGHTS as usize {
+            self.commit_times.pop_front();
+        }
         self.results.clear();
         self.scores.clear();
         self.asked.clear();
@@ -500,6 +556,21 @@ impl RoundApp {
         }
     }
 
+    /// Whether another trainer's payload with the same delta for the same height arrived here
+    /// first: credit for someone else's work. Payloads name their trainer
+    /// ([`crate::payload`]), so a copier must fetch the original before re-wrapping it, and
+    /// the original is here first. Validators refuse any proposal naming one delta twice.
+    fn is_copy(&self, entry: &Entry) -> bool {
+        let h = &entry.update.header;
+        self.pool.iter().any(|(_, o)| {
+            o.delta.is_some()
+                && o.delta_hash == entry.delta_hash
+                && o.arrived < entry.arrived
+                && o.update.header.height == h.height
+                && o.update.header.trainer != h.trainer
+        })
+    }
+
     fn deadline_passed(&self) -> bool {
         self.now_ms.saturating_sub(self.height_started_ms) >= self.rules.round_deadline_ms
     }
@@ -526,6 +597,15 @@ impl RoundApp {
             if self.scoring && self.update_passes(&u.id) != Some(true) {
                 return false;
             }
+        }
+        // One delta counts once, whoever names it (see `RoundApp::is_copy`).
+        let mut deltas = BTreeSet::new();
+        if !proposal.updates.iter().all(|u| {
+            self.pool
+                .get(&u.id)
+                .is_some_and(|e| deltas.insert(e.delta_hash))
+        }) {
+            return false;
         }
         let Some((_, hash)) = self.aggregate(&proposal.updates) else {
             return false;
@@ -559,6 +639,7 @@ impl Application for RoundApp {
                     && !self
                         .pool
                         .double_announced(&e.update.header.trainer, e.update.header.height)
+                    && !self.is_copy(e)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -585,8 +666,18 @@ impl Application for RoundApp {
         passing.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
         passing.truncate(MAX_INCLUDED);
         let min = self.min_updates(round);
-        let expected = self.active_trainers.len().max(min);
+        let expected = self.active_trainers.len().min(MAX_INCLUDED).max(min);
         if passing.len() < min || (passing.len() < expected && !deadline) {
+            if std::env::var("DBG").is_ok() {
+                eprintln!(
+                    "t={} h={} wait passing={} expected={} unscored={unscored} pool={}",
+                    self.now_ms - self.height_started_ms,
+                    self.height,
+                    passing.len(),
+                    expected,
+                    self.pool.len()
+                );
+            }
             return None;
         }
         // The aggregate must stay within the harm budget: drop the worst until it does.
@@ -680,13 +771,13 @@ mod tests {
         app
     }
 
-    /// A signed update by trainer `seed` with payload `delta`, admitted and fetched.
-    fn add(app: &mut RoundApp, seed: u8, delta: f32) -> IncludedUpdate {
+    /// An update by trainer `seed` for `height`, signed.
+    fn signed(app: &RoundApp, seed: u8, height: u64) -> SignedUpdate {
         let key = Keypair::from_seed([seed; 32]);
         let run = genesis().run_id();
-        let u = SignedUpdate::sign(
+        SignedUpdate::sign(
             UpdateHeader {
-                height: 1,
+                height,
                 base_param_hash: app.param_hash(),
                 trainer: key.address(),
                 samples: update_weight(&app.rules()),
@@ -697,7 +788,13 @@ mod tests {
             },
             &key,
             &run,
-        );
+        )
+    }
+
+    /// A signed update by trainer `seed` with payload `delta`, for the next height, admitted
+    /// and fetched.
+    fn add(app: &mut RoundApp, seed: u8, delta: f32) -> IncludedUpdate {
+        let u = signed(app, seed, app.height() + 1);
         app.announce(u, 1).unwrap();
         assert!(app.add_payload(&u.id(), vec![delta; N]));
         u.included()
@@ -941,5 +1038,98 @@ mod tests {
         let p = proposal(&mut validator, &[u]);
         assert!(!validator.missing_for(&p).is_empty());
         assert!(validate_jobs(&mut validator) >= 2);
+    }
+
+    /// Proposes at height 1 on what is here, answering scores with `loss`; `None` if the
+    /// proposer still waits.
+    fn try_propose(app: &mut RoundApp) -> Option<RoundProposal> {
+        let next = Height(app.height() + 1);
+        (0..6).find_map(|_| {
+            let p = app.propose(next, Round::new(0), app.param_hash());
+            score_all(app, |_| 0.9);
+            p
+        })
+    }
+
+    /// The app moved on to height 1 at 300 ms: a trainer that trained on height 0 is late.
+    fn moved_on() -> RoundApp {
+        let mut app = app(1.0);
+        app.set_committed(1, Arc::new(vec![0.6; N]), 300);
+        let key = ScoreKey::Base(app.param_hash());
+        app.on_score(key, Some(1.0));
+        app
+    }
+
+    #[test]
+    fn a_late_trainer_that_could_make_the_deadline_is_waited_for() {
+        let mut app = moved_on();
+        app.set_now(900); // 900 ms after its base (height 0) was committed: within 1 s
+        let late = signed(&app, 7, 1);
+        assert!(app.note_late(&late));
+        assert!(!app.note_late(&late), "the same trainer twice is no news");
+        add(&mut app, 2, 0.01);
+        assert_eq!(
+            try_propose(&mut app),
+            None,
+            "proposed without waiting for the late trainer"
+        );
+        app.set_now(300 + 1_000);
+        let p = try_propose(&mut app).expect("a proposal at the deadline");
+        assert_eq!(p.updates.len(), 1);
+        assert_eq!(app.stats().late_announcements, 1);
+    }
+
+    #[test]
+    fn a_trainer_slower_than_the_deadline_or_long_gone_is_not_waited_for() {
+        let mut app = moved_on();
+        // 1.2 s after its base: it would hold every height to the deadline for nothing.
+        app.set_now(1_200);
+        assert!(!app.note_late(&signed(&app, 7, 1)));
+        // Older than any height this app remembers.
+        for h in 2..=LATE_HEIGHTS + 1 {
+            app.set_committed(h, Arc::new(vec![h as f32; N]), 1_200);
+        }
+        assert!(!app.note_late(&signed(&app, 8, 1)));
+        // Not late at all: for the next height, that is an announcement.
+        assert!(!app.note_late(&signed(&app, 9, app.height() + 1)));
+        let key = ScoreKey::Base(app.param_hash());
+        app.on_score(key, Some(1.0));
+        add(&mut app, 2, 0.01);
+        assert!(try_propose(&mut app).is_some(), "waited for nobody");
+    }
+
+    #[test]
+    fn a_flood_of_late_announcements_under_fresh_keys_delays_a_height_by_the_deadline_at_most() {
+        let mut app = moved_on();
+        app.set_now(400);
+        let noted = (0..=255u8)
+            .filter(|&seed| app.note_late(&signed(&app, seed, 1)))
+            .count();
+        assert_eq!(noted, MAX_ACTIVE, "active trainers are bounded");
+        add(&mut app, 2, 0.01);
+        assert_eq!(try_propose(&mut app), None);
+        app.set_now(300 + 1_000);
+        assert!(
+            try_propose(&mut app).is_some(),
+            "the flood held the height past the deadline"
+        );
+    }
+
+    #[test]
+    fn a_copied_delta_counts_once_for_the_trainer_whose_payload_came_first() {
+        let mut app = app(1.0);
+        app.set_now(5_000);
+        let original = add(&mut app, 2, 0.01);
+        let copy = add(&mut app, 3, 0.01);
+        let p = try_propose(&mut app).expect("a proposal");
+        assert_eq!(p.updates, vec![original], "the copier was credited");
+        let both = proposal(&mut app, &[original, copy]);
+        app.missing_for(&both);
+        score_all(&mut app, |_| 0.9);
+        assert!(app.missing_for(&both).is_empty());
+        assert!(
+            !app.validate(Height(1), Round::new(0), &both),
+            "one delta counted twice"
+        );
     }
 }

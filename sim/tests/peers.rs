@@ -531,3 +531,46 @@ fn forged_and_replayed_consensus_messages_are_rejected_by_real_peers() {
         "forgeries reached the honest peer and were rejected"
     );
 }
+
+/// Four validators and a trainer whose jobs take `slowdown` times theirs, under a proposer
+/// deadline of `deadline_ms`, for a virtual minute: (heights, the trainer's credit).
+fn slow_trainer(slowdown: u64, deadline_ms: u64) -> (u64, u64) {
+    let mut config = PeerConfig::new(3, 5, &[100, 100, 100, 100]);
+    config.slowdown.insert(4, slowdown);
+    config.rules.round_deadline_ms = deadline_ms;
+    let model = JobModel::quadratic(&config.rules, 3).unwrap();
+    let mut net = PeerSim::new(config, model).unwrap();
+    for i in 0..4 {
+        net.start(i, ALL).unwrap();
+    }
+    net.start(4, TRAINER).unwrap();
+    net.run(60_000, |_| false);
+    let me = net.key(4).address().0;
+    let credit = net
+        .peer(0)
+        .ledger()
+        .credits()
+        .get(&me)
+        .copied()
+        .unwrap_or(0);
+    (net.height(0), credit)
+}
+
+#[test]
+fn a_trainer_slower_than_the_chain_but_within_the_deadline_gets_in() {
+    // Its jobs take 600 ms; the validators' heights about 330 ms. It finishes every job a
+    // height late, says so, and proposers wait for it: without that, it never got in.
+    let (heights, credit) = slow_trainer(30, 1_500);
+    assert!(
+        heights >= 30 && credit * 4 >= heights * 3,
+        "the slow trainer is in {credit} of {heights} blocks"
+    );
+    // Slower than the deadline: not waited for (it would hold every height for nothing).
+    let (fast_heights, credit) = slow_trainer(30, 400);
+    let (normal, _) = slow_trainer(1, 400);
+    assert_eq!(credit, 0);
+    assert!(
+        fast_heights * 10 >= normal * 9,
+        "a trainer that cannot make the deadline slowed the chain: {fast_heights} heights, {normal} with a trainer of normal speed"
+    );
+}

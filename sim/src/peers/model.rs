@@ -136,14 +136,17 @@ impl Quadratic {
                 height,
                 params,
                 shard,
-                ..
+                seed,
             } => {
                 let t = &self.shard_targets[shard % self.shard_targets.len()];
                 let keep = (1.0 - self.eta).powi(rules.local_steps as i32);
+                // Batch order moves a real step a little: two trainers on one shard do not
+                // send one delta (a copy, to validators).
+                let noise = 1.0 + SeededRng::new(seed, "tabswarm-sim/batch-order").uniform(0.01);
                 let delta: Vec<f32> = params
                     .iter()
                     .zip(t)
-                    .map(|(p, t)| (1.0 - keep) * (t - p))
+                    .map(|(p, t)| (1.0 - keep) * noise * (t - p))
                     .collect();
                 let after: Vec<f32> = params.iter().zip(&delta).map(|(p, d)| p + d).collect();
                 Output::Trained {
