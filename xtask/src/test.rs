@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tabswarm_testnet::{Binaries, FAST, Spec, Testnet};
+use tabswarm_testnet::{Binaries, Spec, Testnet};
 
 use crate::install::{self, CHROMIUM};
 use crate::sh::{self, Profile, Steps};
@@ -112,12 +112,27 @@ fn install_missing() -> anyhow::Result<()> {
     install::ensure_wasm_bindgen().map(|_| ())
 }
 
+/// The run the tabs join: the nodes' fast settings, but the default proposer deadline (2 s,
+/// as in the demo). A tab trains slower than native validators; proposers wait for it only
+/// if it can make the deadline, and with 500 ms a 2-worker tab on a busy 2-core machine
+/// (440 ms a job) sometimes could not.
+const TABS: &[&str] = &[
+    "--local-steps",
+    "30",
+    "--round-deadline-ms",
+    "2000",
+    "--checkpoint-every",
+    "5",
+    "--propose-timeout-ms",
+    "4000",
+];
+
 fn network_for_tabs(data: &Path) -> anyhow::Result<Testnet> {
     let bins = Binaries {
         node: sh::native_bin(Profile::Dev, "tabswarm-node"),
         relay: sh::native_bin(Profile::Dev, "tabswarm-relay"),
     };
-    let mut net = Testnet::temp("tab-peer", &bins, data, Spec::new(3, 0).genesis(FAST))?;
+    let mut net = Testnet::temp("tab-peer", &bins, data, Spec::new(3, 0).genesis(TABS))?;
     net.start_all()?;
     net.wait_height(&[0, 1, 2], 1, Duration::from_secs(120))?;
     Ok(net)
