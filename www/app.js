@@ -54,22 +54,28 @@ function showProblem(text) {
   $('problem').hidden = !text;
 }
 
-const state = { tab: null, pool: null, chart: null, autoPaused: false, userPaused: false };
+// Why the tab is paused: the volunteer's button, a hidden page, a laptop on battery. Each
+// reason is kept apart, so showing the page again does not resume a laptop on battery.
+const state = { tab: null, pool: null, chart: null, userPaused: false, hidden: false, onBattery: false };
 
 function applyPause() {
   if (!state.tab) return;
-  if (state.userPaused || state.autoPaused) state.tab.pause(); else state.tab.resume();
+  const paused = state.userPaused
+    || (checked('pause-hidden') && state.hidden)
+    || (checked('pause-battery') && state.onBattery);
+  if (paused) state.tab.pause(); else state.tab.resume();
   $('pause').textContent = state.userPaused ? 'Resume' : 'Pause';
 }
 
 function watchPower() {
+  state.hidden = document.hidden;
   document.addEventListener('visibilitychange', () => {
-    state.autoPaused = checked('pause-hidden') && document.hidden;
+    state.hidden = document.hidden;
     applyPause();
   });
   navigator.getBattery?.().then((b) => {
     const check = () => {
-      state.autoPaused = checked('pause-battery') && !b.charging;
+      state.onBattery = !b.charging;
       applyPause();
     };
     b.addEventListener('chargingchange', check);
@@ -164,6 +170,7 @@ function setup() {
   w.value = String(Math.max(1, Math.floor(cores / 2)));
   $('join').addEventListener('click', join);
   $('pause').addEventListener('click', () => { state.userPaused = !state.userPaused; applyPause(); });
+  for (const id of ['pause-hidden', 'pause-battery']) $(id)?.addEventListener('change', applyPause);
   $('throttle')?.addEventListener('input', () => {
     $('throttle-value').textContent = `${$('throttle').value}%`;
     if (state.pool) state.pool.duty = Number($('throttle').value) / 100;

@@ -2,7 +2,7 @@
 // chromium driven by playwright-core (no browser download, no network).
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -118,3 +118,14 @@ export async function serveNetwork() {
 export const UPSTREAM_WEBRTC_CLOSURE = 'closure invoked recursively or after being dropped';
 export const pageErrors = (errors) => errors.filter((e) => e !== UPSTREAM_WEBRTC_CLOSURE);
 
+
+// Where the tests leave what a person may want to look at (screenshots): `out/e2e/`.
+export const ARTIFACTS = join(ROOT, 'out', 'e2e');
+
+// Saves a screenshot of `page` as `out/e2e/<name>.png`; returns its path.
+export async function screenshot(page, name) {
+  await mkdir(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}

@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { launchBrowser, openPage, pageErrors, serveNetwork } from './harness.mjs';
+import { launchBrowser, openPage, pageErrors, screenshot, serveNetwork } from './harness.mjs';
 
 let server, browser, context, network;
 const tabs = {}; // name -> { page, errors, consoleLines }
@@ -68,8 +68,23 @@ function countWorkers() {
   };
 }
 
+// Headless Chromium has no battery to unplug: the page gets a battery the test controls
+// (charging until told otherwise), with the Battery Status API's shape.
+function fakeBattery() {
+  const battery = new EventTarget();
+  battery.charging = true;
+  battery.set = (charging) => {
+    battery.charging = charging;
+    battery.dispatchEvent(new Event('chargingchange'));
+  };
+  window.fakeBattery = battery;
+  navigator.getBattery = () => Promise.resolve(battery);
+}
+
 async function open(name) {
-  tabs[name] = await openPage(context, server, '/www/index.html', { init: countWorkers });
+  tabs[name] = await openPage(context, server, '/www/index.html', {
+    init: `(${countWorkers})(); (${fakeBattery})();`,
+  });
 }
 
 async function join(name, { workers } = {}) {
@@ -165,6 +180,8 @@ test('the volunteer draws a digit and the committed model reads it; the model do
   assert.ok(Math.abs(guess.probs.reduce((x, y) => x + y, 0) - 1) < 1e-3, `probabilities ${guess.probs}`);
   assert.equal(guess.digit, 1, `the model read a ${guess.digit}: ${guess.probs.map((p) => p.toFixed(2))}`);
   assert.match(await page.locator('#guess').textContent(), /reads a 1/);
+  // What a volunteer sees: status, chart, contribution, the drawn digit read.
+  await screenshot(page, 'volunteer-page');
 
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
   const name = download.suggestedFilename();
@@ -217,6 +234,16 @@ test('a hidden tab pauses by itself and goes on when shown again', async () => {
   await waitIn('a', 'paused while hidden', 10_000, () => window.tabStatus.state === 'paused');
   await tabs.a.page.evaluate(setHidden, false);
   await waitIn('a', 'running when shown', 10_000, () => window.tabStatus.state === 'running');
+
+  // On battery, hidden, shown again: still on battery, so still paused.
+  await tabs.a.page.evaluate(() => window.fakeBattery.set(false));
+  await waitIn('a', 'paused on battery', 10_000, () => window.tabStatus.state === 'paused');
+  await tabs.a.page.evaluate(setHidden, true);
+  await tabs.a.page.evaluate(setHidden, false);
+  await sleep(1_000);
+  assert.equal((await status('a')).state, 'paused', 'showing the page resumed a laptop on battery');
+  await tabs.a.page.evaluate(() => window.fakeBattery.set(true));
+  await waitIn('a', 'running when plugged in', 10_000, () => window.tabStatus.state === 'running');
   assertNoErrors();
 });
 

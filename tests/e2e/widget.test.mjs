@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, launchBrowser, pageErrors, serveNetwork } from './harness.mjs';
+import { ROOT, launchBrowser, pageErrors, screenshot, serveNetwork } from './harness.mjs';
 
 let server, partner, browser;
 
@@ -72,6 +72,7 @@ test('one script tag puts a card on a partner page; after consent it trains and 
   assert.ok(shown.height > 0, `card shows height ${shown.height}`);
   assert.ok(shown.announced >= 1, `card shows ${shown.announced} updates announced`);
   assert.match(shown.accuracy, /%/, 'card shows no accuracy');
+  await screenshot(page, 'partner-widget');
   assert.deepEqual(pageErrors(errors), [], 'page errors');
   await page.close();
 });
