@@ -43,7 +43,7 @@ pub const AGGREGATE_SLACK: f32 = 0.02;
 pub const MAX_INCLUDED: usize = 32;
 /// First round in which a proposal may include no update (see `RoundApp::min_updates`).
 pub const EMPTY_FROM_ROUND: i64 = 2;
-/// Heights a trainer counts as active after its last fetched update (or late announcement).
+/// Heights a trainer counts as active after its last announcement (on time or late).
 const ACTIVE_HEIGHTS: u64 = 3;
 /// A late announcement (for a height already decided) counts as a sign of life if it is at
 /// most this many heights old: a trainer slower than the chain finishes several heights late.
@@ -229,6 +229,12 @@ impl RoundApp {
             credited,
         );
         match result {
+            Ok(Admitted::New) => {
+                // Waited for while its payload downloads: a proposer that went ahead as soon
+                // as the fast trainers' bytes were in left out every trainer on a slower link
+                // (a fresh tab took 100 s to get its first update in).
+                self.mark_active(update.header.trainer, update.header.height);
+            }
             Ok(Admitted::DoubleAnnouncement) => self.stats.double_announcements += 1,
             Err(Refusal::Full | Refusal::TooManyVariants) => self.stats.announcements_dropped += 1,
             Err(Refusal::WrongWeight) => self.stats.updates_refused += 1,
@@ -255,8 +261,7 @@ impl RoundApp {
             return false;
         }
         if let Some(e) = self.pool.get(id) {
-            self.active_trainers
-                .insert(e.update.header.trainer, e.update.header.height);
+            self.mark_active(e.update.header.trainer, e.update.header.height);
         }
         self.ask_update_score(id);
         true
@@ -285,14 +290,23 @@ impl RoundApp {
         {
             return false;
         }
-        let known = self.active_trainers.get(&h.trainer).copied();
-        if known.is_some_and(|last| last >= next)
+        if !self.mark_active(h.trainer, next) {
+            return false;
+        }
+        self.stats.late_announcements += 1;
+        true
+    }
+
+    /// Counts `trainer` active as of `height` (room permitting, see [`MAX_ACTIVE`]); whether
+    /// that was news.
+    fn mark_active(&mut self, trainer: Address, height: u64) -> bool {
+        let known = self.active_trainers.get(&trainer).copied();
+        if known.is_some_and(|last| last >= height)
             || (known.is_none() && self.active_trainers.len() >= MAX_ACTIVE)
         {
             return false;
         }
-        self.active_trainers.insert(h.trainer, next);
-        self.stats.late_announcements += 1;
+        self.active_trainers.insert(trainer, height);
         true
     }
 
@@ -1131,5 +1145,28 @@ mod tests {
             !app.validate(Height(1), Round::new(0), &both),
             "one delta counted twice"
         );
+    }
+
+    #[test]
+    fn a_trainer_whose_payload_is_still_downloading_is_waited_for_until_the_deadline() {
+        let mut app = app(1.0);
+        let slow_link = signed(&app, 7, 1);
+        app.announce(slow_link, 1).unwrap();
+        add(&mut app, 2, 0.01);
+        assert_eq!(
+            try_propose(&mut app),
+            None,
+            "proposed while an announced payload was on its way"
+        );
+        assert!(app.add_payload(&slow_link.id(), vec![0.02; N]));
+        let p = try_propose(&mut app).expect("a proposal once it is here");
+        assert_eq!(p.updates.len(), 2);
+        // One that never arrives holds the height until the deadline, no longer.
+        let mut app = self::app(1.0);
+        app.announce(signed(&app, 7, 1), 1).unwrap();
+        add(&mut app, 2, 0.01);
+        assert_eq!(try_propose(&mut app), None);
+        app.set_now(1_000);
+        assert_eq!(try_propose(&mut app).map(|p| p.updates.len()), Some(1));
     }
 }
