@@ -13,6 +13,7 @@ const $ = (id) => document.getElementById(id);
 const set = (id, text) => { const el = $(id); if (el) el.textContent = text; };
 const checked = (id) => $(id)?.checked ?? true;
 const cores = navigator.hardwareConcurrency || 2;
+const params = new URLSearchParams(location.search);
 
 // Where the run is: the page's server says (`cargo xtask demo` writes /network.json), and
 // ?bootstrap=<multiaddr> (repeatable) and ?genesis=<url> point it elsewhere.
@@ -127,15 +128,18 @@ async function join() {
   $('running').hidden = false;
   try {
     const cfg = await networkConfig();
-    await init();
+    const wasm = await init();
+    window.tabswarmWasmBytes = () => wasm.memory.buffer.byteLength; // benchmarks
     const size = Number($('workers').value);
-    state.pool = new WorkerPool({ size, dataset: cfg.dataset, genesis: cfg.genesis, average: average_gradients });
+    // ?split=always|never overrides the pool's own choice (see pool.js).
+    const split = ['always', 'never'].includes(params.get('split')) ? params.get('split') : 'auto';
+    state.pool = new WorkerPool({ size, dataset: cfg.dataset, genesis: cfg.genesis, average: average_gradients, split });
     window.tabswarmPool = state.pool;
     set('state', 'loading the model code and data in workers');
     await state.pool.ready;
     const { secret, persistent } = await loadSecret();
     if (!persistent) showProblem('This browser does not keep site data here: credit starts over on reload.');
-    const log = new URLSearchParams(location.search).get('log') ?? undefined;
+    const log = params.get('log') ?? undefined;
     state.tab = Tab.start(JSON.stringify({ genesis: cfg.genesis, bootstrap: cfg.bootstrap, log }), secret,
       (job, kind) => state.pool.run(job, kind), await loadCache());
     // The verified chain is kept so the next load resumes from it instead of from genesis.

@@ -1,16 +1,29 @@
-// The tab's workers. A training job is split across every worker (synchronous data
+// The tab's workers. A training job can be split across every worker (synchronous data
 // parallelism, tabswarm_peer::parallel: each worker computes the gradient of its slice of
 // each batch, the page averages them with `average` from the wasm package, every worker
-// applies the average); other jobs go to the first idle worker. A throttle below 100% rests
-// the workers after a job in proportion to its length (duty cycle), so the fans stay quiet.
+// applies the average); other jobs go to the first idle worker. Splitting pays only when a
+// step's compute outweighs moving its gradient through the page twice: for the MNIST MLP at
+// batch 32 a split job took 4x as long as one worker alone (`cargo xtask bench --only
+// browser`). So with `split: 'auto'` the pool times both ways on the first jobs, keeps the
+// faster, and tries the other again now and then (load changes); 'always' and 'never' force
+// one. A throttle below 100% rests the workers after a job in proportion to its length (duty
+// cycle), so the fans stay quiet.
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[s.length >> 1]; };
+const PROBE_JOBS = 3; // training jobs timed each way before choosing
+const REPROBE_EVERY = 40; // training jobs between two tries of the way not chosen
+
 export class WorkerPool {
-  constructor({ size, dataset, genesis, average }) {
+  constructor({ size, dataset, genesis, average, split = 'auto' }) {
     this.duty = 1.0;
     this.average = average;
+    this.split = split;
+    this.timed = { split: [], single: [] }; // recent wall times of training jobs, each way
+    this.trainJobs = 0;
     this.queue = [];
     this.nextId = 1;
     this.workers = [];
     this.lastTrain = null; // {workers, elapsedMs} of the newest training job, for the page
+    this.trainMs = []; // wall time of recent training jobs on the page's clock (benchmarks)
     this.ready = Promise.all(Array.from({ length: size }, () => this.#spawn(dataset, genesis)));
   }
 
@@ -47,10 +60,30 @@ export class WorkerPool {
   // Runs one encoded job of `kind` ('train', 'validate', 'test'); resolves to
   // {output, elapsedMs}.
   run(job, kind) {
+    const train = kind === 'train';
     return new Promise((resolve, reject) => {
-      this.queue.push({ job, all: kind === 'train' && this.workers.length > 1, resolve, reject });
+      this.queue.push({ job, train, all: train && this.#splitNext(), resolve, reject });
       this.#pump();
     });
+  }
+
+  // Whether the next training job is split across the workers.
+  #splitNext() {
+    if (this.workers.length < 2 || this.split === 'never') return false;
+    if (this.split === 'always') return true;
+    const n = this.trainJobs++;
+    if (n < 2 * PROBE_JOBS) return n < PROBE_JOBS; // first each way
+    const faster = this.splitFaster();
+    const reprobe = n % REPROBE_EVERY === 0;
+    const split = reprobe ? !faster : faster;
+    this.choice = { split, reprobe, medians: { split: median(this.timed.split), single: median(this.timed.single) } };
+    return split;
+  }
+
+  // Whether split jobs have been faster than single-worker ones (median of recent times).
+  splitFaster() {
+    const { split, single } = this.timed;
+    return split.length > 0 && single.length > 0 && median(split) < median(single);
   }
 
   #pump() {
@@ -66,7 +99,16 @@ export class WorkerPool {
       const t0 = performance.now();
       const work = item.all ? this.#train(slots, item.job) : this.#single(slots[0], item.job);
       work.then(item.resolve, item.reject).finally(() => {
-        const rest = (performance.now() - t0) * (1 / this.duty - 1);
+        const wall = performance.now() - t0;
+        if (item.train) {
+          this.trainMs.push(wall);
+          if (this.trainMs.length > 256) this.trainMs.shift();
+          const way = this.timed[item.all ? 'split' : 'single'];
+          way.push(wall);
+          if (way.length > 2 * PROBE_JOBS) way.shift();
+          this.lastTrain = { workers: slots.length, elapsedMs: wall };
+        }
+        const rest = wall * (1 / this.duty - 1);
         setTimeout(() => { for (const s of slots) s.busy = false; this.#pump(); }, rest);
       });
     }
@@ -86,11 +128,15 @@ export class WorkerPool {
       const step = this.average(answers.map((a) => a.slice));
       answers = await Promise.all(slots.map((s) => this.#ask(s, { type: 'apply', step: step.slice() })));
       if (answers[0].output) {
-        const elapsedMs = performance.now() - t0;
-        this.lastTrain = { workers: parts, elapsedMs };
-        return { output: answers[0].output, elapsedMs };
+        return { output: answers[0].output, elapsedMs: performance.now() - t0 };
       }
     }
+  }
+
+  // Bytes of wasm memory the workers hold (benchmarks; answered between jobs).
+  async wasmBytes() {
+    const answers = await Promise.all(this.workers.map((s) => this.#ask(s, { type: 'memory' })));
+    return answers.reduce((n, a) => n + a.bytes, 0);
   }
 
   get busy() { return this.workers.filter((s) => s.busy).length; }

@@ -4,12 +4,13 @@
 import init, { JobRunner } from '/pkg/tabswarm_browser.js';
 
 let runner = null;
+let wasm = null;
 
 self.onmessage = async (e) => {
   const m = e.data;
   try {
     if (m.type === 'init') {
-      await init();
+      wasm = await init();
       const res = await fetch(m.dataset);
       if (!res.ok) throw new Error(`dataset ${m.dataset}: HTTP ${res.status}`);
       runner = new JobRunner(new Uint8Array(await res.arrayBuffer()), m.genesis);
@@ -19,6 +20,8 @@ self.onmessage = async (e) => {
       const output = runner.run(m.job);
       const elapsedMs = performance.now() - t0;
       self.postMessage({ id: m.id, ok: true, output, elapsedMs }, [output.buffer]);
+    } else if (m.type === 'memory') {
+      self.postMessage({ id: m.id, ok: true, bytes: wasm?.memory.buffer.byteLength ?? 0 });
     } else if (m.type === 'replica') {
       const slice = runner.replica_start(m.job, m.part, m.parts);
       self.postMessage({ id: m.id, ok: true, slice }, [slice.buffer]);

@@ -140,6 +140,9 @@ pub(crate) struct Status {
     pub(crate) test_accuracy: Option<f32>,
     pub(crate) last_round_updates: usize,
     pub(crate) last_round_samples: u64,
+    /// Announcements of trainers slower than the chain that this node now waits for when
+    /// it proposes (DESIGN.md, "A round", item 9).
+    pub(crate) late_announcements: u64,
     pub(crate) credit: u64,
     pub(crate) listen: Vec<String>,
     /// Peers with a direct connection.

@@ -98,6 +98,7 @@ pub(crate) fn update_status(s: &mut Status, snap: Snapshot, net: NetView, metric
     s.test_accuracy = snap.report.test.map(|t| t.1);
     s.last_round_updates = snap.report.updates;
     s.last_round_samples = snap.report.samples;
+    s.late_announcements = snap.app.late_announcements;
     s.credit = snap.credit;
     s.syncing = snap.syncing;
     s.bytes_received = metrics.bytes_in.get();

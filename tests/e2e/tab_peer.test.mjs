@@ -81,8 +81,8 @@ function fakeBattery() {
   navigator.getBattery = () => Promise.resolve(battery);
 }
 
-async function open(name) {
-  tabs[name] = await openPage(context, server, '/www/index.html', {
+async function open(name, query = '') {
+  tabs[name] = await openPage(context, server, `/www/index.html${query}`, {
     init: `(${countWorkers})(); (${fakeBattery})();`,
   });
 }
@@ -107,8 +107,9 @@ test('nothing computes before the volunteer agrees', async () => {
 });
 
 test('two tabs of one browser are two peers that train into committed blocks and agree with the nodes', async () => {
-  await open('b');
-  // Tab b splits its training across two workers (gradients averaged on the page).
+  // Tab b splits every training job across two workers (gradients averaged on the page),
+  // even where one worker alone is faster (the page's own choice, see pool.js).
+  await open('b', '?split=always');
   await join('b', { workers: 2 });
   const [a, b] = [await status('a'), await status('b')];
   assert.notEqual(a.address, b.address, 'two open tabs share one identity');
@@ -269,5 +270,26 @@ test('closing a tab mid-round does not stop the network; reopened, it keeps its 
   await waitIn('a', 'running again', 60_000, () => window.tabStatus.state === 'running');
   console.log(`# reopened tab: resumed from height ${s.restored_height}, running after ${(Date.now() - t0) / 1000} s`);
   await waitIn('a', 'the old credit back', 120_000, (c) => window.tabStatus.state === 'running' && window.tabStatus.credit >= c, credit);
+  assertNoErrors();
+});
+
+test('with two workers the page times split and single-worker training and keeps the faster', async () => {
+  await open('c');
+  await join('c', { workers: 2 });
+  // Three jobs each way, then the faster way (the other again only every 40 jobs).
+  await waitIn('c', 'six training jobs timed', 180_000, () => window.tabswarmPool.trainMs.length >= 7);
+  // Read between jobs: the newest job ran the way the pool chose for it.
+  await waitIn('c', 'no job running', 30_000, () => window.tabswarmPool.busy === 0);
+  const pool = await tabs.c.page.evaluate(() => {
+    const p = window.tabswarmPool;
+    return { split: p.timed.split, single: p.timed.single, choice: p.choice, last: p.lastTrain.workers };
+  });
+  assert.ok(pool.split.length >= 3, `split jobs timed: ${pool.split}`);
+  assert.ok(pool.single.length >= 3, `single-worker jobs timed: ${pool.single}`);
+  const { medians } = pool.choice;
+  const faster = medians.split < medians.single;
+  assert.equal(pool.choice.split, pool.choice.reprobe ? !faster : faster, `chose the slower way: ${JSON.stringify(pool)}`);
+  assert.equal(pool.last, pool.choice.split ? 2 : 1, `ran another way than chosen: ${JSON.stringify(pool)}`);
+  console.log(`# two workers: split jobs ${pool.split.map(Math.round)} ms, one worker ${pool.single.map(Math.round)} ms`);
   assertNoErrors();
 });

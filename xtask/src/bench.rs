@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: training-step benchmarks, native and in headless Chromium, merged
 //! into `bench/results/train_step.json`, and the consensus benchmark into
-//! `bench/results/consensus.json`, each with the command and the machine. Every measured
+//! `bench/results/consensus.json`, the network into `bench/results/network.json`, and the
+//! volunteer's tab against real nodes into `bench/results/browser.json`, each with the
+//! command and the machine. Every measured
 //! figure is the median of several runs with their min and max (see [`crate::runs`]).
 
 use std::process::Command;
@@ -44,6 +46,8 @@ pub(crate) enum Only {
     Consensus,
     /// Real processes on loopback.
     Network,
+    /// The volunteer's tab in Chromium against a relay and three validators.
+    Browser,
 }
 
 pub(crate) fn run(
@@ -55,6 +59,9 @@ pub(crate) fn run(
     if only == Some(Only::Network) {
         return network(rounds, catch_up_blocks);
     }
+    if only == Some(Only::Browser) {
+        return browser();
+    }
     if only == Some(Only::Consensus) {
         let mut s = Steps::new();
         consensus(&mut s, "cargo xtask bench --only consensus")?;
@@ -64,7 +71,86 @@ pub(crate) fn run(
     train_and_consensus(steps, only.is_none())?;
     if only.is_none() {
         network(rounds, catch_up_blocks)?;
+        browser()?;
     }
+    Ok(())
+}
+
+/// What the issue set for the volunteer's tab (`bench/results/browser.json` quotes them).
+fn browser_targets() -> Value {
+    json!({
+        "page_open_to_first_accepted_update_s": "<= 5 (wasm cached, loopback)",
+        "bundle.gzip_mb": "<= 3 (including libp2p)",
+        "heap_mb": "<= 150 (JS heaps of page and workers; wasm memories in wasm_memory_mb)",
+        "workers.speedup_2_over_1": ">= 1.6 (2-core machine)",
+    })
+}
+
+/// `bench/tab.mjs` against the network `cargo xtask test` gives tabs, folded into
+/// `bench/results/browser.json`.
+fn browser() -> anyhow::Result<()> {
+    let mut s = Steps::new();
+    s.step("install what is missing", crate::test::install_missing)?;
+    let pkg = s.step("browser build", wasm::build_browser_pkg)?;
+    let data = s.step("data", || install::ensure_data(Profile::Dev))?;
+    s.step("build tabswarm-node and tabswarm-relay", || {
+        install::build_bins(Profile::Dev)
+    })?;
+    let load_before = machine::load_average();
+    let raw: Value = s.step(
+        "browser benchmark (headless chromium, relay + 3 validators)",
+        || {
+            let mut net = crate::test::network_for_tabs(&data)?;
+            let network = net.dir.join("network.json");
+            std::fs::write(&network, net.for_browsers()?.to_string())?;
+            let text = sh::output(
+                "node bench/tab.mjs",
+                Command::new("node")
+                    .arg("bench/tab.mjs")
+                    .current_dir(sh::root())
+                    // Each run's figures as they come (stdout carries the JSON).
+                    .stderr(std::process::Stdio::inherit())
+                    .env("TABSWARM_PKG", &pkg)
+                    .env("TABSWARM_DATA", &data)
+                    .env("TABSWARM_NETWORK", &network)
+                    .env("TABSWARM_CHROMIUM", CHROMIUM)
+                    // TABSWARM_BENCH_RUNS=1 for one run while working on it (the file says how
+                    // many runs its figures fold).
+                    .env(
+                        "TABSWARM_BENCH_RUNS",
+                        std::env::var("TABSWARM_BENCH_RUNS").unwrap_or_else(|_| RUNS.to_string()),
+                    ),
+            );
+            if text.is_err() {
+                eprintln!("--- logs of the network ---\n{}", net.logs());
+            }
+            net.stop_all()?;
+            serde_json::from_str(text?.trim()).context("parsing the tab benchmark's output")
+        },
+    )?;
+    let runs = raw["runs"].as_array().context("tab benchmark runs")?;
+    let mut record = machine::record_since(load_before);
+    record["browser"] = json!({ "user_agent": raw["user_agent"] });
+    let report = json!({
+        "command": "cargo xtask bench --only browser",
+        "machine": record,
+        "setup": "a relay and three validators (tabswarm-node, dev profile) on loopback on the \
+                  same machine, as `cargo xtask test` runs them for tabs: 30 local steps of 32 \
+                  examples, proposer deadline 2 s. Each run a fresh Chromium profile: a new \
+                  volunteer (1 worker) opens the page and agrees at once; then comes back with \
+                  2 workers (wasm cached, identity and chain in IndexedDB); then one page per \
+                  transport (?transport=) for 10 pings. Training jobs are timed while the \
+                  validators keep training on the same 2 cores.",
+        "bundle": raw["bundle"],
+        "runs": runs.len(),
+        "results": fold(runs, &[]),
+        "targets": browser_targets(),
+    });
+    let path = results_dir().join("browser.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    s.summary();
+    eprintln!("\n{}", serde_json::to_string_pretty(&report["results"])?);
+    eprintln!("\nwritten to {}", path.display());
     Ok(())
 }
 

@@ -47,7 +47,7 @@ enum Command {
         #[arg(long)]
         browser_only: bool,
     },
-    /// Run the benchmarks; results go to bench/results/{train_step,consensus,network}.json.
+    /// Run the benchmarks; results go to bench/results/{train_step,consensus,network,browser}.json.
     Bench {
         /// Timed steps per configuration (after warm-up).
         #[arg(long, default_value_t = 300)]

@@ -105,7 +105,7 @@ fn browser_tests(pkg: &Path, data: &Path) -> anyhow::Result<()> {
 }
 
 /// The tools the checks need, each installed once if missing.
-fn install_missing() -> anyhow::Result<()> {
+pub(crate) fn install_missing() -> anyhow::Result<()> {
     install::ensure_wasm_target()?;
     install::ensure_npm()?;
     install::ensure_chromium()?;
@@ -127,7 +127,7 @@ const TABS: &[&str] = &[
     "4000",
 ];
 
-fn network_for_tabs(data: &Path) -> anyhow::Result<Testnet> {
+pub(crate) fn network_for_tabs(data: &Path) -> anyhow::Result<Testnet> {
     let bins = Binaries {
         node: sh::native_bin(Profile::Dev, "tabswarm-node"),
         relay: sh::native_bin(Profile::Dev, "tabswarm-relay"),

@@ -1,0 +1,164 @@
+// The volunteer's side of `cargo xtask bench --only browser`, against the relay and three
+// validators it starts (TABSWARM_NETWORK, as in `cargo xtask test`). Per run, in a fresh
+// browser profile:
+//   1. a new volunteer: page open -> consent at once -> first update in a committed block
+//      (the wasm package fetched and compiled on the way), then the tab's memory while it
+//      trains and the time of its training jobs on one worker;
+//   2. the same volunteer comes back (wasm in the browser's cache, identity and chain in
+//      IndexedDB) with two workers: page open -> its next update in a committed block, and
+//      its training jobs split across both workers (?split=always: data parallelism, which
+//      the page would drop where it does not pay);
+//   3. ping round trips over each transport, forced with ?transport=.
+// Prints JSON on stdout: the package's size and one record per run.
+import { gzipSync } from 'node:zlib';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { launchBrowser, openPage, requireEnv, serveNetwork } from '../tests/e2e/harness.mjs';
+
+const RUNS = Number(process.env.TABSWARM_BENCH_RUNS ?? 5);
+const pkg = requireEnv('TABSWARM_PKG', 'run `cargo xtask bench --only browser`');
+const JOBS = 8; // training jobs timed per worker count
+const PINGS = 10; // round trips per transport (one every 2 s)
+
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+// What a volunteer's browser downloads of ours: the wasm package (with libp2p) and its glue.
+function bundle() {
+  let raw = 0;
+  let gzip = 0;
+  for (const f of readdirSync(pkg).filter((f) => /\.(wasm|js)$/.test(f))) {
+    const bytes = readFileSync(join(pkg, f));
+    raw += bytes.length;
+    gzip += gzipSync(bytes, { level: 9 }).length;
+  }
+  return { raw_mb: raw / 1e6, gzip_mb: gzip / 1e6 };
+}
+
+async function until(page, what, ms, fn, arg) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await page.evaluate(fn, arg);
+    if (v) return v;
+    await sleep(250);
+  }
+  const status = await page.evaluate(() => window.tabStatus ?? null);
+  throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; status: ${JSON.stringify(status)}`);
+}
+
+// Opens the page, agrees at once, waits until the committed chain credits this tab with more
+// than `credit` updates; seconds from opening.
+async function volunteer(context, server, { workers, credit, query = '' }) {
+  const t0 = performance.now();
+  const { page } = await openPage(context, server, `/www/index.html${query}`);
+  await page.selectOption('#workers', String(workers));
+  await page.click('#join');
+  // Where the time goes: the chain verified and running, the first update announced, then
+  // the first one in a committed block.
+  const marks = {};
+  const end = Date.now() + 600_000;
+  while (Date.now() < end) {
+    const s = await page.evaluate(() => window.tabStatus ?? null);
+    const at = (performance.now() - t0) / 1000;
+    if (s?.state === 'running') marks.running_s ??= at;
+    if (s?.updates_announced >= 1) marks.announced_s ??= at;
+    if (s?.credit > credit) return { page, seconds: at, marks };
+    await sleep(100);
+  }
+  throw new Error(`no update in a committed block in 600 s: ${JSON.stringify(marks)}`);
+}
+
+// Median time of the tab's next `JOBS` training jobs (ms).
+async function trainingJobs(page) {
+  const first = await page.evaluate(() => window.tabswarmPool.trainMs.length);
+  await until(page, `${JOBS} training jobs`, 300_000, (n) => window.tabswarmPool.trainMs.length >= n, first + JOBS);
+  return median(await page.evaluate((n) => window.tabswarmPool.trainMs.slice(n), first));
+}
+
+// The JS heaps of the page and its workers (the browser's own measurement, resolved at its
+// next garbage collection) and, beside them, the wasm memories of the page and every
+// worker, in MB.
+async function memory(page) {
+  return page.evaluate(async () => {
+    const timeout = new Promise((_, fail) => setTimeout(() => fail(new Error('no measurement in 60 s')), 60_000));
+    const m = await Promise.race([performance.measureUserAgentSpecificMemory(), timeout]);
+    const parts = m.breakdown.filter((b) => b.bytes > 0).map((b) => ({
+      mb: b.bytes / 1e6,
+      types: b.types.join(','),
+      scope: b.attribution.map((a) => a.scope).join(','),
+    }));
+    const wasm = window.tabswarmWasmBytes() + await window.tabswarmPool.wasmBytes();
+    return { mb: m.bytes / 1e6, parts, wasm_mb: wasm / 1e6 };
+  });
+}
+
+async function rtt(context, server, transport) {
+  const { page } = await openPage(context, server, `/www/index.html?transport=${transport}`);
+  await page.click('#join');
+  const r = await until(page, `${PINGS} pings over ${transport}`, 180_000,
+    ([t, n]) => (window.tabStatus?.rtt[t]?.samples >= n ? window.tabStatus.rtt[t] : null), [transport, PINGS]);
+  await page.close();
+  return { p50: r.p50_ms, p99: r.p99_ms };
+}
+
+const { server, network } = await serveNetwork();
+
+async function ledgerCredit(address) {
+  const r = await fetch(new URL(`/credits/${address}`, network.status[0]));
+  if (!r.ok) throw new Error(`credits of ${address}: HTTP ${r.status}`);
+  return (await r.json()).credit;
+}
+const browser = await launchBrowser();
+const out = { bundle: bundle(), runs: [] };
+try {
+  for (let run = 0; run < RUNS; run++) {
+    const context = await browser.newContext(); // a fresh profile: nothing cached
+    // TABSWARM_TAB_QUERY (e.g. ?transport=websocket) narrows the first visit, to find where
+    // its time goes.
+    const query = process.env.TABSWARM_TAB_QUERY ?? '';
+    const fresh = await volunteer(context, server, { workers: 1, credit: 0, query });
+    const transport = await fresh.page.evaluate(() => window.tabStatus.transport);
+    const heap = await memory(fresh.page);
+    const one = await trainingJobs(fresh.page);
+    const address = await fresh.page.evaluate(() => window.tabStatus.address);
+    await fresh.page.close();
+    // What the chain credits once the closed page's last update is in a block or gone.
+    await sleep(10_000);
+    const credit = await ledgerCredit(address);
+    // Every job split across both workers (the page alone would keep whichever way is faster).
+    const back = await volunteer(context, server, { workers: 2, credit, query: '?split=always' });
+    const two = await trainingJobs(back.page);
+    await back.page.close();
+    const record = {
+      page_open_to_first_accepted_update_s: fresh.seconds,
+      page_reopen_to_next_accepted_update_s: back.seconds,
+      first_visit: { ...fresh.marks, transport },
+      return_visit: back.marks,
+      heap_mb: heap.mb,
+      wasm_memory_mb: heap.wasm_mb,
+      train_job_ms: { workers_1: one, workers_2: two },
+      workers: { speedup_2_over_1: one / two },
+      rtt_ms: {
+        websocket: await rtt(context, server, 'websocket'),
+        webrtc: await rtt(context, server, 'webrtc-direct'),
+      },
+    };
+    console.error(`run ${run + 1}/${RUNS}: ${JSON.stringify(record)}; memory by part: ${JSON.stringify(heap.parts)}`);
+    out.runs.push(record);
+    await context.close();
+  }
+  out.user_agent = await (async () => {
+    const page = await browser.newPage();
+    const ua = await page.evaluate(() => navigator.userAgent);
+    await page.close();
+    return ua;
+  })();
+} finally {
+  await browser.close();
+  await server.close();
+}
+console.log(JSON.stringify(out));
