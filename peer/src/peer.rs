@@ -995,6 +995,12 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         for h in held {
             let ready = self.ready_to_judge(&h.msg, &h.source);
             if ready || self.now_ms.saturating_sub(h.since_ms) > HOLD_MS {
+                if !ready {
+                    debug!(
+                        height = message_height(&h.msg),
+                        "proposal judged without all its payloads after holding it {HOLD_MS} ms"
+                    );
+                }
                 self.feed(h.msg)?;
             } else {
                 self.held.push(h);

@@ -704,6 +704,14 @@ impl Application for RoundApp {
             let (_, result) = self.aggregate(&updates)?;
             match self.aggregate_passes(result)? {
                 true => {
+                    tracing::debug!(
+                        height = height.0,
+                        round = round.as_i64(),
+                        included = updates.len(),
+                        expected,
+                        waited_ms = self.now_ms.saturating_sub(self.height_started_ms),
+                        "proposing"
+                    );
                     return Some(RoundProposal {
                         base_param_hash: base,
                         updates,

@@ -121,6 +121,15 @@ fn browser() -> anyhow::Result<()> {
                         std::env::var("TABSWARM_BENCH_RUNS").unwrap_or_else(|_| RUNS.to_string()),
                     ),
             );
+            // The nodes' logs, kept for a look (TABSWARM_NODE_LOG=debug shows proposals).
+            let logs = sh::root().join("out").join("bench").join("browser-network");
+            std::fs::create_dir_all(&logs)?;
+            for entry in std::fs::read_dir(&net.dir)?.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "log") {
+                    std::fs::copy(&path, logs.join(entry.file_name()))?;
+                }
+            }
             if text.is_err() {
                 eprintln!("--- logs of the network ---\n{}", net.logs());
             }
