@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroU8;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -327,8 +328,11 @@ impl Driver {
         bootstrap: Vec<Multiaddr>,
         weight: u32,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Done>), JsError> {
-        // Addresses by peer: one dial per peer tries all its transports at once, and the first
-        // that connects wins (webrtc-direct where it works, websocket otherwise).
+        // Addresses by peer, websocket first: one dial per peer tries them in turn
+        // (`dial_bootstrap`), so webrtc-direct is the fallback where websocket does not
+        // connect (a page on https cannot open ws://). Its stalls in Chromium (round trips
+        // p99 0.3-2.4 s against 22-90 ms, `cargo xtask bench --only browser`) made a tab miss
+        // the proposer's deadline; the first dial racing both let webrtc-direct win at random.
         let mut by_peer: BTreeMap<PeerId, Vec<Multiaddr>> = BTreeMap::new();
         for addr in bootstrap {
             let Some(Protocol::P2p(id)) = addr.iter().last() else {
@@ -337,6 +341,9 @@ impl Driver {
                 )));
             };
             by_peer.entry(id).or_default().push(addr);
+        }
+        for addrs in by_peer.values_mut() {
+            addrs.sort_by_key(|a| transport_of(a) != "websocket");
         }
         let (done_tx, done_rx) = mpsc::unbounded();
         let driver = Self {
@@ -463,7 +470,10 @@ impl Driver {
             if self.swarm.is_connected(peer) {
                 continue;
             }
-            let opts = DialOpts::peer_id(*peer).addresses(addrs.clone()).build();
+            let opts = DialOpts::peer_id(*peer)
+                .addresses(addrs.clone())
+                .override_dial_concurrency_factor(NonZeroU8::MIN)
+                .build();
             if let Err(e) = self.swarm.dial(opts) {
                 tracing::debug!(%peer, error = %e, "dial failed");
             }

@@ -118,6 +118,10 @@ test('two tabs of one browser are two peers that train into committed blocks and
     const s = await status(name);
     assert.ok(['websocket', 'webrtc-direct', 'relay'].includes(s.transport), `transport ${s.transport}`);
     await waitIn(name, 'catch-up', 120_000, () => window.tabStatus.state === 'running');
+    // Websocket where it connects; webrtc-direct (its stalls cost tabs their deadlines) only
+    // where it does not.
+    await waitIn(name, 'round trips over websocket', 30_000, () => window.tabStatus.rtt.websocket?.samples >= 1);
+    assert.equal((await status(name)).rtt['webrtc-direct'], undefined, `tab ${name} dialled webrtc-direct where websocket works`);
     await waitIn(name, 'a relay circuit', 60_000, () => window.tabStatus.reachable_via_relay);
   }
   // Tab b splits every training job across both its workers: its credit below is for such
