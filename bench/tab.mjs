@@ -3,11 +3,11 @@
 // browser profile:
 //   1. a new volunteer: page open -> consent at once -> first update in a committed block
 //      (the wasm package fetched and compiled on the way), then the tab's memory while it
-//      trains and the time of its training jobs on one worker;
+//      trains;
 //   2. the same volunteer comes back (wasm in the browser's cache, identity and chain in
 //      IndexedDB) with two workers: page open -> its next update in a committed block, and
-//      its training jobs split across both workers (?split=always: data parallelism, which
-//      the page would drop where it does not pay);
+//      the training jobs the page timed on one worker and split across both (data
+//      parallelism) before keeping the faster way;
 //   3. ping round trips over each transport, forced with ?transport=.
 // Prints JSON on stdout: the package's size and one record per run.
 import { gzipSync } from 'node:zlib';
@@ -17,7 +17,6 @@ import { launchBrowser, openPage, requireEnv, serveNetwork } from '../tests/e2e/
 
 const RUNS = Number(process.env.TABSWARM_BENCH_RUNS ?? 5);
 const pkg = requireEnv('TABSWARM_PKG', 'run `cargo xtask bench --only browser`');
-const JOBS = 8; // training jobs timed per worker count
 const PINGS = 10; // round trips per transport (one every 2 s)
 
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
@@ -72,11 +71,13 @@ async function volunteer(context, server, { workers, credit, query = '' }) {
   throw new Error(`no update in a committed block in 600 s: ${JSON.stringify(marks)}`);
 }
 
-// Median time of the tab's next `JOBS` training jobs (ms).
+// Median times (ms) of the training jobs the page's pool timed each way when choosing
+// between one worker and a job split across all of them (pool.js).
 async function trainingJobs(page) {
-  const first = await page.evaluate(() => window.tabswarmPool.trainMs.length);
-  await until(page, `${JOBS} training jobs`, 300_000, (n) => window.tabswarmPool.trainMs.length >= n, first + JOBS);
-  return median(await page.evaluate((n) => window.tabswarmPool.trainMs.slice(n), first));
+  await until(page, 'training jobs timed each way', 300_000,
+    () => window.tabswarmPool.timed.single.length >= 3 && window.tabswarmPool.timed.split.length >= 3);
+  const { single, split } = await page.evaluate(() => window.tabswarmPool.timed);
+  return { workers_1: median(single), workers_2: median(split) };
 }
 
 // The JS heaps of the page and its workers (the browser's own measurement, resolved at its
@@ -123,15 +124,14 @@ try {
     const fresh = await volunteer(context, server, { workers: 1, credit: 0, query });
     const transport = await fresh.page.evaluate(() => window.tabStatus.transport);
     const heap = await memory(fresh.page);
-    const one = await trainingJobs(fresh.page);
     const address = await fresh.page.evaluate(() => window.tabStatus.address);
     await fresh.page.close();
     // What the chain credits once the closed page's last update is in a block or gone.
     await sleep(10_000);
     const credit = await ledgerCredit(address);
-    // Every job split across both workers (the page alone would keep whichever way is faster).
-    const back = await volunteer(context, server, { workers: 2, credit, query: '?split=always' });
-    const two = await trainingJobs(back.page);
+    // Two workers: the page times one worker and a split job and keeps the faster.
+    const back = await volunteer(context, server, { workers: 2, credit });
+    const jobs = await trainingJobs(back.page);
     await back.page.close();
     const record = {
       page_open_to_first_accepted_update_s: fresh.seconds,
@@ -140,8 +140,8 @@ try {
       return_visit: back.marks,
       heap_mb: heap.mb,
       wasm_memory_mb: heap.wasm_mb,
-      train_job_ms: { workers_1: one, workers_2: two },
-      workers: { speedup_2_over_1: one / two },
+      train_job_ms: jobs,
+      workers: { speedup_2_over_1: jobs.workers_1 / jobs.workers_2 },
       rtt_ms: {
         websocket: await rtt(context, server, 'websocket'),
         webrtc: await rtt(context, server, 'webrtc-direct'),

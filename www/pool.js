@@ -72,7 +72,8 @@ export class WorkerPool {
     if (this.workers.length < 2 || this.split === 'never') return false;
     if (this.split === 'always') return true;
     const n = this.trainJobs++;
-    if (n < 2 * PROBE_JOBS) return n < PROBE_JOBS; // first each way
+    // One worker first (the way that cannot be slow), then split.
+    if (n < 2 * PROBE_JOBS) return n >= PROBE_JOBS;
     const faster = this.splitFaster();
     const reprobe = n % REPROBE_EVERY === 0;
     const split = reprobe ? !faster : faster;

@@ -147,9 +147,10 @@ fn browser() -> anyhow::Result<()> {
                   same machine, as `cargo xtask test` runs them for tabs: 30 local steps of 32 \
                   examples, proposer deadline 2 s. Each run a fresh Chromium profile: a new \
                   volunteer (1 worker) opens the page and agrees at once; then comes back with \
-                  2 workers (wasm cached, identity and chain in IndexedDB); then one page per \
-                  transport (?transport=) for 10 pings. Training jobs are timed while the \
-                  validators keep training on the same 2 cores.",
+                  2 workers (wasm cached, identity and chain in IndexedDB), whose page times 3 \
+                  training jobs on one worker and 3 split across both before keeping the \
+                  faster; then one page per transport (?transport=) for 10 pings. Training \
+                  jobs are timed while the validators keep training on the same 2 cores.",
         "bundle": raw["bundle"],
         "runs": runs.len(),
         "results": fold(runs, &[]),
