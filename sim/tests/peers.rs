@@ -324,16 +324,11 @@ fn a_paused_trainer_announces_and_computes_nothing_new_until_it_resumes() {
 
 #[test]
 fn a_trainer_slower_than_the_chain_holds_one_job_at_a_time() {
-    let mut config = PeerConfig::new(2, 5, &[100, 100, 100, 100]);
-    config.workers = 16; // a machine that would run whatever it is asked, all at once
-    // Member 4's jobs take 40 times as long: its training spans several heights.
-    config.slowdown.insert(4, 40);
-    let model = JobModel::quadratic(&config.rules, 2).unwrap();
-    let mut net = PeerSim::new(config, model).unwrap();
-    for i in 0..4 {
-        net.start(i, ALL).unwrap();
-    }
-    net.start(4, TRAINER).unwrap();
+    let mut net = quadratic(2, 1, |config| {
+        config.workers = 16; // a machine that would run whatever it is asked, all at once
+        // Member 4's jobs take 40 times as long: its training spans several heights.
+        config.slowdown.insert(4, 40);
+    });
     net.run(60_000, |_| false);
     assert!(
         net.height(0) >= 20 && net.height(4) + 2 >= net.height(0),
@@ -535,15 +530,10 @@ fn forged_and_replayed_consensus_messages_are_rejected_by_real_peers() {
 /// Four validators and a trainer whose jobs take `slowdown` times theirs, under a proposer
 /// deadline of `deadline_ms`, for a virtual minute: (heights, the trainer's credit).
 fn slow_trainer(slowdown: u64, deadline_ms: u64) -> (u64, u64) {
-    let mut config = PeerConfig::new(3, 5, &[100, 100, 100, 100]);
-    config.slowdown.insert(4, slowdown);
-    config.rules.round_deadline_ms = deadline_ms;
-    let model = JobModel::quadratic(&config.rules, 3).unwrap();
-    let mut net = PeerSim::new(config, model).unwrap();
-    for i in 0..4 {
-        net.start(i, ALL).unwrap();
-    }
-    net.start(4, TRAINER).unwrap();
+    let mut net = quadratic(3, 1, |config| {
+        config.slowdown.insert(4, slowdown);
+        config.rules.round_deadline_ms = deadline_ms;
+    });
     net.run(60_000, |_| false);
     let me = net.key(4).address().0;
     let credit = net
