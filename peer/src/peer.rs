@@ -904,18 +904,19 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
 
     fn on_update(&mut self, update: SignedUpdate, publisher: P, via: P) -> Verdict {
         let ours = self.app().height();
-        if update.header.samples != jobs::update_weight(&self.genesis.training) {
-            // A weight the rules do not give: a lie no honest relay forwards.
-            self.rejected.bad_signature += 1;
-            return Verdict::Reject;
-        }
-        if update.header.height <= ours && self.app_mut().note_late(&update) {
+        let weight_ok = update.header.samples == jobs::update_weight(&self.genesis.training);
+        if update.header.height <= ours && weight_ok && self.app_mut().note_late(&update) {
             // A slow trainer's sign of life: forwarded, so every proposer hears it.
             return Verdict::Accept;
         }
         if update.header.height <= ours || update.header.height > ours + 2 {
             self.rejected.wrong_run_or_stale += 1;
             return Verdict::Ignore;
+        }
+        if !weight_ok {
+            // A weight the rules do not give: a lie no honest relay forwards.
+            self.rejected.bad_signature += 1;
+            return Verdict::Reject;
         }
         let id = update.id();
         match self.app_mut().announce(update, publisher_hash(&publisher)) {
