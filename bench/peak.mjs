@@ -110,7 +110,7 @@ export async function prepare() {
   return ready;
 }
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+export const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 // GFLOP/s of each prepared kernel: calls of about 20 ms, median of 7, and (where the port
 // count makes it unambiguous) the clock that rate implies: near the core's real clock, the

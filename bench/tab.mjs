@@ -13,18 +13,14 @@
 import { gzipSync } from 'node:zlib';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { launchBrowser, openPage, requireEnv, serveNetwork } from '../tests/e2e/harness.mjs';
+import { launchBrowser, openPage, requireEnv, serveNetwork, until } from '../tests/e2e/harness.mjs';
+import { median } from './peak.mjs';
 
 const RUNS = Number(process.env.TABSWARM_BENCH_RUNS ?? 5);
 const pkg = requireEnv('TABSWARM_PKG', 'run `cargo xtask bench --only browser`');
 const PINGS = 10; // round trips per transport (one every 2 s)
 
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 // What a volunteer's browser downloads of ours: the wasm package (with libp2p) and its glue.
 function bundle() {
@@ -36,17 +32,6 @@ function bundle() {
     gzip += gzipSync(bytes, { level: 9 }).length;
   }
   return { raw_mb: raw / 1e6, gzip_mb: gzip / 1e6 };
-}
-
-async function until(page, what, ms, fn, arg) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await page.evaluate(fn, arg);
-    if (v) return v;
-    await sleep(250);
-  }
-  const status = await page.evaluate(() => window.tabStatus ?? null);
-  throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; status: ${JSON.stringify(status)}`);
 }
 
 // Opens the page, agrees at once, waits until the committed chain credits this tab with more

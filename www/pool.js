@@ -23,7 +23,7 @@ export class WorkerPool {
     this.nextId = 1;
     this.workers = [];
     this.lastTrain = null; // {workers, elapsedMs} of the newest training job, for the page
-    this.trainMs = []; // wall time of recent training jobs on the page's clock (benchmarks)
+    this.trained = 0; // training jobs finished
     this.ready = Promise.all(Array.from({ length: size }, () => this.#spawn(dataset, genesis)));
   }
 
@@ -102,8 +102,7 @@ export class WorkerPool {
       work.then(item.resolve, item.reject).finally(() => {
         const wall = performance.now() - t0;
         if (item.train) {
-          this.trainMs.push(wall);
-          if (this.trainMs.length > 256) this.trainMs.shift();
+          this.trained += 1;
           const way = this.timed[item.all ? 'split' : 'single'];
           way.push(wall);
           if (way.length > 2 * PROBE_JOBS) way.shift();

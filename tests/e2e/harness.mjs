@@ -129,3 +129,16 @@ export async function screenshot(page, name) {
   await page.screenshot({ path, fullPage: true });
   return path;
 }
+
+// Polls `fn(arg)` in `page` every 250 ms until it returns a truthy value (returned) or `ms`
+// pass (an error with the tab's status).
+export async function until(page, what, ms, fn, arg) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await page.evaluate(fn, arg);
+    if (v) return v;
+    await new Promise((ok) => setTimeout(ok, 250));
+  }
+  const status = await page.evaluate(() => window.tabStatus ?? null);
+  throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; status: ${JSON.stringify(status)}`);
+}

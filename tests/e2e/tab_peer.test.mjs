@@ -281,7 +281,7 @@ test('with two workers the page times split and single-worker training and keeps
   await open('c');
   await join('c', { workers: 2 });
   // Three jobs each way, then the faster way (the other again only every 40 jobs).
-  await waitIn('c', 'six training jobs timed', 180_000, () => window.tabswarmPool.trainMs.length >= 7);
+  await waitIn('c', 'six training jobs timed', 180_000, () => window.tabswarmPool.trained >= 7);
   // Read between jobs: the newest job ran the way the pool chose for it.
   await waitIn('c', 'no job running', 30_000, () => window.tabswarmPool.busy === 0);
   const pool = await tabs.c.page.evaluate(() => {

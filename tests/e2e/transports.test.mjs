@@ -5,7 +5,7 @@
 // the tab follows the chain on either transport.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, openPage, pageErrors, serveNetwork } from './harness.mjs';
+import { launchBrowser, openPage, pageErrors, serveNetwork, until } from './harness.mjs';
 
 let server, browser, network;
 
@@ -15,17 +15,7 @@ before(async () => {
 });
 after(async () => { await browser?.close(); await server?.close(); });
 
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 const nodeHeight = async () => (await (await fetch(network.status[0])).json()).height;
-
-async function until(page, what, ms, fn, arg) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await page.evaluate(fn, arg)) return;
-    await sleep(250);
-  }
-  throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; status: ${JSON.stringify(await page.evaluate(() => window.tabStatus ?? null))}`);
-}
 
 // How late the page's timers fire over `ms`: a blocked main thread shows here.
 function eventLoopLag(ms) {
