@@ -1,5 +1,5 @@
 // Browser half of `cargo xtask bench`: tabswarm's wasm training step (both backends, SGD and
-// Adam), burn's matmul at the step's shapes, the same MLP in TF.js 4.22 on its wasm backend
+// Adam; flex also in the relaxed-SIMD build, as `flex-relaxed`), burn's matmul at the step's shapes, the same MLP in TF.js 4.22 on its wasm backend
 // (SIMD, one thread), and wasm SIMD peak kernels (bench/peak.mjs), all in one headless
 // Chromium page, several whole runs. Prints JSON on stdout, one record per run.
 import { launchBrowser, openPage, requireEnv, startServer } from '../tests/e2e/harness.mjs';
@@ -22,7 +22,9 @@ const browser = await launchBrowser();
 try {
   const { page } = await openPage(browser, server, '/bench/page.html');
   const result = await page.evaluate(async ({ RUNS, WARMUP }) => {
-    const { WasmTrainer, matmul_gflops } = window.tabswarm;
+    // [name in the records, build, burn backend]; the relaxed build only where it loaded.
+    const SETUPS = [['flex', window.tabswarm, 'flex'], ['ndarray', window.tabswarm, 'ndarray']];
+    if (window.tabswarmRelaxed) SETUPS.push(['flex-relaxed', window.tabswarmRelaxed, 'flex']);
     const peak = await import('/bench/peak.mjs');
     const now = () => performance.now();
     const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
@@ -78,9 +80,9 @@ try {
     // V8 first runs wasm through its baseline compiler and swaps in optimised code for hot
     // functions in the background; warm every configuration up before timing any of them,
     // or whichever is measured first looks ~20% slower. TF.js gets the same.
-    for (const backend of ['flex', 'ndarray']) {
+    for (const [, build, backend] of SETUPS) {
       for (const [optimizer] of CONFIGS) {
-        const w = new WasmTrainer(window.dataset, 'mlp', backend, optimizer, 0.01, 64, 1n);
+        const w = new build.WasmTrainer(window.dataset, 'mlp', backend, optimizer, 0.01, 64, 1n);
         w.steps(WARMUP.prewarm_steps);
         w.free();
       }
@@ -94,9 +96,9 @@ try {
 
     for (let run = 0; run < RUNS; run++) {
       const rec = { peak: peak.measure(kernels, now), steps: [], matmul: {}, tfjs: [] };
-      for (const backend of ['flex', 'ndarray']) {
+      for (const [name, build, backend] of SETUPS) {
         for (const [optimizer, lr] of CONFIGS) {
-          const t = new WasmTrainer(window.dataset, 'mlp', backend, optimizer, lr, 64, 0n);
+          const t = new build.WasmTrainer(window.dataset, 'mlp', backend, optimizer, lr, 64, 0n);
           t.steps(WARMUP.warmup_steps);
           const times = [];
           for (let i = 0; i < WARMUP.timed_steps; i++) { const t0 = now(); t.step(); times.push(now() - t0); }
@@ -107,7 +109,7 @@ try {
           }
           const med = median(times);
           rec.steps.push({
-            backend, optimizer, model: 'mlp', batch: 64, timed_steps: WARMUP.timed_steps,
+            backend: name, optimizer, model: 'mlp', batch: 64, timed_steps: WARMUP.timed_steps,
             median_ms: med, p10_ms: quantile(times, 0.1), p90_ms: quantile(times, 0.9),
             gflops: FLOPS / (med / 1e3) / 1e9,
             phases_median_ms: { input: median(phases.input), forward_and_loss: median(phases.forward), backward: median(phases.backward), optimizer: median(phases.optimizer) },
@@ -117,12 +119,12 @@ try {
         const shapes = [[64, 784, 128], [64, 128, 10], [128, 64, 10], [64, 10, 128], [784, 64, 128]];
         let total = 0;
         const per = shapes.map(([m, k, n]) => {
-          const g = matmul_gflops(backend, m, k, n, 200, now);
+          const g = build.matmul_gflops(backend, m, k, n, 200, now);
           const ms = (2 * m * k * n) / (g * 1e9) * 1e3;
           total += ms;
           return { shape: [m, k, n], median_ms: ms, gflops: g };
         });
-        rec.matmul[backend] = { step_matmuls: per, step_matmuls_ms: total, gflops_at_step_shapes: FLOPS / (total / 1e3) / 1e9 };
+        rec.matmul[name] = { step_matmuls: per, step_matmuls_ms: total, gflops_at_step_shapes: FLOPS / (total / 1e3) / 1e9 };
       }
       for (const [optimizer, lr] of CONFIGS) {
         const m = tfjsModel(optimizer, lr);

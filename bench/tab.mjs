@@ -22,16 +22,20 @@ const PINGS = 10; // round trips per transport (one every 2 s)
 
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
-// What a volunteer's browser downloads of ours: the wasm package (with libp2p) and its glue.
+// What a volunteer's browser downloads of ours: the glue JS and one of the two wasm builds
+// (with libp2p), relaxed SIMD where the browser has it, as this Chromium does.
 function bundle() {
-  let raw = 0;
-  let gzip = 0;
-  for (const f of readdirSync(pkg).filter((f) => /\.(wasm|js)$/.test(f))) {
-    const bytes = readFileSync(join(pkg, f));
-    raw += bytes.length;
-    gzip += gzipSync(bytes, { level: 9 }).length;
-  }
-  return { raw_mb: raw / 1e6, gzip_mb: gzip / 1e6 };
+  const size = (files) => {
+    const bytes = files.map((f) => readFileSync(join(pkg, f)));
+    return {
+      raw_mb: bytes.reduce((n, b) => n + b.length, 0) / 1e6,
+      gzip_mb: bytes.reduce((n, b) => n + gzipSync(b, { level: 9 }).length, 0) / 1e6,
+    };
+  };
+  const glue = readdirSync(pkg).filter((f) => f.endsWith('.js'));
+  const simd128 = size([...glue, 'tabswarm_browser_bg.wasm']);
+  const relaxed = size([...glue, 'tabswarm_browser_relaxed_bg.wasm']);
+  return { ...relaxed, builds: { simd128, relaxed } };
 }
 
 // Opens the page, agrees at once, waits until the committed chain credits this tab with more

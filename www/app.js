@@ -6,6 +6,7 @@ import { loadSecret } from './identity.js';
 import { WorkerPool } from './pool.js';
 import { setupTry } from './try.js';
 import { loadCache, saveCache } from './store.js';
+import { chooseKernels, loadWasm, simd128Supported } from './kernels.js';
 
 // The volunteer page (index.html) and the widget's card (card.html) share this script; the
 // card shows fewer fields, so every field is optional.
@@ -42,12 +43,6 @@ async function networkConfig() {
   }
   cfg.dataset ??= '/data/mnist.tsd';
   return cfg;
-}
-
-function wasmSimdSupported() {
-  // The smallest module using a v128 instruction (i8x16.splat of 0).
-  return WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123,
-    3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]));
 }
 
 function showProblem(text) {
@@ -128,12 +123,15 @@ async function join() {
   $('running').hidden = false;
   try {
     const cfg = await networkConfig();
-    const wasm = await init();
+    // ?kernels=simd128 runs the baseline build where relaxed SIMD would be chosen.
+    const { wasm, kernels } = await loadWasm(init, chooseKernels(params.get('kernels') ?? undefined));
+    set('kernels', kernels === 'relaxed' ? 'WebAssembly relaxed SIMD (fused multiply-add)' : 'WebAssembly SIMD');
+    window.tabswarmKernels = kernels; // tests and benchmarks
     window.tabswarmWasmBytes = () => wasm.memory.buffer.byteLength; // benchmarks
     const size = Number($('workers').value);
     // ?split=always|never overrides the pool's own choice (see pool.js).
     const split = ['always', 'never'].includes(params.get('split')) ? params.get('split') : 'auto';
-    state.pool = new WorkerPool({ size, dataset: cfg.dataset, genesis: cfg.genesis, average: average_gradients, split });
+    state.pool = new WorkerPool({ size, dataset: cfg.dataset, genesis: cfg.genesis, kernels, average: average_gradients, split });
     window.tabswarmPool = state.pool;
     set('state', 'loading the model code and data in workers');
     await state.pool.ready;
@@ -142,10 +140,19 @@ async function join() {
     const log = params.get('log') ?? undefined;
     state.tab = Tab.start(JSON.stringify({ genesis: cfg.genesis, bootstrap: cfg.bootstrap, log }), secret,
       (job, kind) => state.pool.run(job, kind), await loadCache());
-    // The verified chain is kept so the next load resumes from it instead of from genesis.
-    const keep = () => { const bytes = state.tab.take_cache(); if (bytes) saveCache(bytes); };
+    // The verified chain is kept so the next load resumes from it instead of from genesis:
+    // every 5 s until a first copy is stored (a volunteer may close the tab within the first
+    // minute, and a write begun as the page closes may never finish), then every 30 s (the
+    // whole chain is written each time), and when the page is hidden or closed.
+    let stored = false;
+    const keep = () => {
+      const bytes = state.tab.take_cache();
+      if (bytes) saveCache(bytes).then(() => { stored = true; });
+    };
+    const early = setInterval(() => { if (stored) clearInterval(early); else keep(); }, 5_000);
     setInterval(keep, 30_000);
     addEventListener('pagehide', keep);
+    document.addEventListener('visibilitychange', () => { if (document.hidden) keep(); });
     if ($('chart')) state.chart = makeChart();
     state.pool.duty = Number($('throttle')?.value ?? 100) / 100;
     watchPower();
@@ -153,7 +160,7 @@ async function join() {
     setInterval(() => render(JSON.parse(state.tab.status())), 500);
     if ($('try')) {
       $('try').hidden = false;
-      setupTry({ root: document, tab: state.tab, genesis: cfg.genesis, onProblem: showProblem });
+      setupTry({ root: document, tab: state.tab, genesis: cfg.genesis, kernels, onProblem: showProblem });
     }
     window.tabswarmTab = state.tab;
   } catch (e) {
@@ -163,7 +170,7 @@ async function join() {
 }
 
 function setup() {
-  if (!wasmSimdSupported()) {
+  if (!simd128Supported()) {
     showProblem('This browser cannot run WebAssembly SIMD, which the trainer needs. A current Chrome, Edge, Firefox or Safari can.');
     $('join').disabled = true;
     window.ready = true; // ready to say why it cannot run

@@ -1,6 +1,7 @@
 // The "Try the model" worker: the run's model without its data, answering guesses on the
 // volunteer's drawings and writing SafeTensors files, so neither waits behind training jobs.
 import init, { ModelRunner } from '/pkg/tabswarm_browser.js';
+import { loadWasm } from './kernels.js';
 
 let runner = null;
 
@@ -8,7 +9,7 @@ self.onmessage = async (e) => {
   const m = e.data;
   try {
     if (m.type === 'init') {
-      await init();
+      await loadWasm(init, m.kernels);
       runner = new ModelRunner(m.genesis);
       self.postMessage({ id: m.id, ok: true });
     } else if (m.type === 'predict') {

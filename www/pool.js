@@ -13,7 +13,7 @@ const PROBE_JOBS = 3; // training jobs timed each way before choosing
 const REPROBE_EVERY = 40; // training jobs between two tries of the way not chosen
 
 export class WorkerPool {
-  constructor({ size, dataset, genesis, average, split = 'auto' }) {
+  constructor({ size, dataset, genesis, kernels, average, split = 'auto' }) {
     this.duty = 1.0;
     this.average = average;
     this.split = split;
@@ -24,10 +24,10 @@ export class WorkerPool {
     this.workers = [];
     this.lastTrain = null; // {workers, elapsedMs} of the newest training job, for the page
     this.trained = 0; // training jobs finished
-    this.ready = Promise.all(Array.from({ length: size }, () => this.#spawn(dataset, genesis)));
+    this.ready = Promise.all(Array.from({ length: size }, () => this.#spawn(dataset, genesis, kernels)));
   }
 
-  #spawn(dataset, genesis) {
+  #spawn(dataset, genesis, kernels) {
     const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     const slot = { w, busy: true, waiting: new Map() };
     w.onmessage = (e) => {
@@ -42,7 +42,7 @@ export class WorkerPool {
       for (const waiter of slot.waiting.values()) waiter.reject(why);
       slot.waiting.clear();
     };
-    return this.#ask(slot, { type: 'init', dataset, genesis }).then(() => {
+    return this.#ask(slot, { type: 'init', dataset, genesis, kernels }).then(() => {
       slot.busy = false;
       this.workers.push(slot);
       this.#pump();

@@ -43,7 +43,7 @@ export function toMnist(canvas) {
 }
 
 class ModelWorker {
-  constructor(genesis) {
+  constructor(genesis, kernels) {
     this.worker = new Worker(new URL('./model-worker.js', import.meta.url), { type: 'module' });
     this.next = 1;
     this.waiting = new Map();
@@ -53,7 +53,7 @@ class ModelWorker {
       this.waiting.delete(id);
       if (ok) w?.resolve(rest); else w?.reject(new Error(message));
     };
-    this.ready = this.call({ type: 'init', genesis });
+    this.ready = this.call({ type: 'init', genesis, kernels });
   }
 
   call(msg, transfer = []) {
@@ -66,13 +66,13 @@ class ModelWorker {
 }
 
 // Wires the pad in `root` to `tab` (for its committed model) once the tab runs.
-export function setupTry({ root, tab, genesis, onProblem }) {
+export function setupTry({ root, tab, genesis, kernels, onProblem }) {
   const pad = root.querySelector('#pad');
   const guess = root.querySelector('#guess');
   const bars = root.querySelector('#probs');
   const ctx = pad.getContext('2d');
   let worker = null;
-  const model = () => (worker ??= new ModelWorker(genesis));
+  const model = () => (worker ??= new ModelWorker(genesis, kernels));
   let drawing = false;
   let last = null;
 

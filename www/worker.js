@@ -2,6 +2,7 @@
 // (training, scoring, testing), or its share of a training job split across the tab's
 // workers, so the page's thread, where the network lives, never waits.
 import init, { JobRunner } from '/pkg/tabswarm_browser.js';
+import { loadWasm } from './kernels.js';
 
 let runner = null;
 let wasm = null;
@@ -10,7 +11,8 @@ self.onmessage = async (e) => {
   const m = e.data;
   try {
     if (m.type === 'init') {
-      wasm = await init();
+      // The page chose the build (kernels.js); every worker runs the same one.
+      ({ wasm } = await loadWasm(init, m.kernels));
       const res = await fetch(m.dataset);
       if (!res.ok) throw new Error(`dataset ${m.dataset}: HTTP ${res.status}`);
       runner = new JobRunner(new Uint8Array(await res.arrayBuffer()), m.genesis);

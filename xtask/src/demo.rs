@@ -26,7 +26,7 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
         install::build_bins(Profile::Release)
     })?;
     let pkg = s.step(
-        "the volunteer page (wasm32 + simd128, wasm-bindgen)",
+        "the volunteer page (wasm32, simd128 and relaxed SIMD, wasm-bindgen)",
         || {
             install::ensure_wasm_target()?;
             install::ensure_npm()?;

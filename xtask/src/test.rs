@@ -36,7 +36,7 @@ pub(crate) fn run(browser_only: bool) -> anyhow::Result<()> {
         )
     })?;
     let pkg = s.step(
-        "browser build (wasm32 + simd128, wasm-bindgen)",
+        "browser build (wasm32, simd128 and relaxed SIMD, wasm-bindgen)",
         wasm::build_browser_pkg,
     )?;
     s.step(
@@ -150,7 +150,7 @@ fn run_browser_only() -> anyhow::Result<()> {
     let mut s = Steps::new();
     s.step("install what is missing", install_missing)?;
     let pkg = s.step(
-        "browser build (wasm32 + simd128, wasm-bindgen)",
+        "browser build (wasm32, simd128 and relaxed SIMD, wasm-bindgen)",
         wasm::build_browser_pkg,
     )?;
     let data = s.step("data (data/mnist.tsd)", || {
