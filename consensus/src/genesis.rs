@@ -7,7 +7,8 @@
 //!   "version": 1,
 //!   "name": "mnist-mlp-demo",
 //!   "initial_param_hash": "<64 hex chars: hash of the initial flat parameter vector>",
-//!   "aggregation_rule": "mean",            // the only rule implemented so far (see below)
+//!   "aggregation_rule": "median",          // or "mean", {"trimmed_mean": {"trim_per_mille": 200}},
+//!                                          // {"centered_clip": {"iterations": 3}}; see below
 //!   "timeouts_ms": {                       // optional; these are the defaults
 //!     "propose": 3000, "propose_delta": 500,
 //!     "prevote": 1000, "prevote_delta": 500,
@@ -50,19 +51,50 @@ impl fmt::Debug for RunId {
     }
 }
 
-/// How the round's accepted updates are combined into the next parameters.
+/// How the round's accepted updates are combined into the next parameters
+/// (`tabswarm_core::robust` says what each rule withstands and costs).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AggregationRule {
-    /// Plain mean of the deltas.
+    /// Plain mean of the deltas: one hostile trainer moves it arbitrarily far (the control).
     Mean,
-    /// Coordinate-wise median.
+    /// Coordinate-wise median: robust while fewer than half the included updates are hostile.
     Median,
     /// Coordinate-wise mean after dropping the given share at each end.
     TrimmedMean {
-        /// Share dropped at each end, in thousandths.
+        /// Share dropped at each end, in thousandths (below 500).
         trim_per_mille: u16,
     },
+    /// Centered clipping from the coordinate-wise median (Karimireddy et al. 2021).
+    CenteredClip {
+        /// Clipping steps (1 to [`MAX_CLIP_ITERATIONS`]).
+        iterations: u8,
+    },
+}
+
+/// Most centered-clipping steps a genesis may ask for: each costs every validator a pass over
+/// every included update.
+pub const MAX_CLIP_ITERATIONS: u8 = 10;
+
+impl AggregationRule {
+    fn check(self) -> Result<(), GenesisError> {
+        match self {
+            AggregationRule::TrimmedMean { trim_per_mille } if trim_per_mille >= 500 => {
+                Err(GenesisError::Unsupported(
+                    "aggregation_rule: trimmed_mean's trim_per_mille is the share dropped at each \
+                     end and must be below 500 (e.g. 200 drops the lowest and highest fifth)",
+                ))
+            }
+            AggregationRule::CenteredClip { iterations }
+                if iterations == 0 || iterations > MAX_CLIP_ITERATIONS =>
+            {
+                Err(GenesisError::Unsupported(
+                    "aggregation_rule: centered_clip's iterations must be 1 to 10 (3 is typical)",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Consensus timeouts in milliseconds; each grows by its delta per round (views).
@@ -323,12 +355,7 @@ impl Genesis {
             return Err(GenesisError::Timeouts("max is below a base timeout"));
         }
         file.training.check()?;
-        if file.aggregation_rule != AggregationRule::Mean {
-            return Err(GenesisError::Unsupported(
-                "aggregation_rule: only \"mean\" is implemented; median and trimmed_mean are \
-                 reserved for the robust-aggregation rules and refused until they exist",
-            ));
-        }
+        file.aggregation_rule.check()?;
         let mut seen = BTreeSet::new();
         let mut validators = Vec::with_capacity(file.validators.len());
         let mut total: u64 = 0;
@@ -454,18 +481,60 @@ mod tests {
     }
 
     #[test]
-    fn aggregation_rules_not_implemented_are_refused_when_the_genesis_is_made() {
+    fn every_aggregation_rule_is_accepted_with_sound_parameters_and_refused_without() {
         for rule in [
+            AggregationRule::Mean,
             AggregationRule::Median,
+            AggregationRule::TrimmedMean { trim_per_mille: 0 },
             AggregationRule::TrimmedMean {
-                trim_per_mille: 100,
+                trim_per_mille: 499,
+            },
+            AggregationRule::CenteredClip { iterations: 1 },
+            AggregationRule::CenteredClip {
+                iterations: MAX_CLIP_ITERATIONS,
             },
         ] {
             let mut f = file(&[1, 1]);
             f.aggregation_rule = rule;
+            let g = Genesis::from_file(f).expect("accepted");
+            assert_eq!(g.aggregation_rule, rule);
+        }
+        for (rule, says) in [
+            (
+                AggregationRule::TrimmedMean {
+                    trim_per_mille: 500,
+                },
+                "below 500",
+            ),
+            (AggregationRule::CenteredClip { iterations: 0 }, "1 to 10"),
+            (AggregationRule::CenteredClip { iterations: 11 }, "1 to 10"),
+        ] {
+            let mut f = file(&[1, 1]);
+            f.aggregation_rule = rule;
             let err = Genesis::from_file(f).expect_err("refused");
-            assert!(matches!(err, GenesisError::Unsupported(_)), "{err}");
-            assert!(err.to_string().contains("only \"mean\""), "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn aggregation_rules_read_from_json_as_documented() {
+        for (json, rule) in [
+            (r#""median""#, AggregationRule::Median),
+            (
+                r#"{"trimmed_mean": {"trim_per_mille": 200}}"#,
+                AggregationRule::TrimmedMean {
+                    trim_per_mille: 200,
+                },
+            ),
+            (
+                r#"{"centered_clip": {"iterations": 3}}"#,
+                AggregationRule::CenteredClip { iterations: 3 },
+            ),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<AggregationRule>(json).expect(json),
+                rule
+            );
         }
     }
 

@@ -37,6 +37,14 @@ pub enum FlatError {
     /// A weight is negative, NaN or infinite, or all weights are zero.
     #[error("weights must be finite, non-negative and not all zero")]
     BadWeights,
+    /// A trimmed mean was asked to drop every value.
+    #[error("cannot trim {trim} values at each end of {vectors}: at least one must be left")]
+    TrimTooLarge {
+        /// Values to drop at each end.
+        trim: usize,
+        /// How many vectors were given.
+        vectors: usize,
+    },
 }
 
 fn check_same_len(expected: usize, found: usize) -> Result<(), FlatError> {

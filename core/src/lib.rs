@@ -42,6 +42,7 @@ pub mod model;
 pub mod optim;
 pub mod perf;
 pub mod rng;
+pub mod robust;
 pub mod train;
 
 pub use backend::Backend;

@@ -9,6 +9,8 @@ use clap::Args;
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
+use tabswarm_consensus::genesis::{AggregationRule, MAX_CLIP_ITERATIONS};
+
 use crate::cli::DEFAULT_DATA;
 
 /// Where a node keeps its state unless told otherwise.
@@ -70,6 +72,52 @@ pub(crate) struct GenesisArgs {
     /// Propose timeout of round 0, in ms (must exceed training plus the deadline).
     #[arg(long, default_value_t = 6000)]
     pub(crate) propose_timeout_ms: u64,
+    /// How validators combine a height's updates: `median`, `trimmed-mean:<per mille dropped
+    /// at each end>`, `centered-clip:<iterations>` (robust to a hostile minority of trainers),
+    /// or `mean` (not robust: one trainer can steer it).
+    #[arg(long, default_value = DEFAULT_AGGREGATION, value_parser = parse_aggregation)]
+    pub(crate) aggregation: AggregationRule,
+}
+
+/// The aggregation rule of new runs: robust, and fine with the few updates of a small run.
+pub(crate) const DEFAULT_AGGREGATION: &str = "centered-clip:3";
+
+/// `--aggregation`'s value as a genesis rule (genesis checks the numbers' ranges).
+pub(crate) fn parse_aggregation(text: &str) -> Result<AggregationRule, String> {
+    let (name, arg) = match text.split_once(':') {
+        Some((name, arg)) => (name, Some(arg)),
+        None => (text, None),
+    };
+    let number = |what: &str| {
+        arg.ok_or_else(|| {
+            format!(
+                "{name} needs {what}: e.g. {name}:{}",
+                if name == "trimmed-mean" { 200 } else { 3 }
+            )
+        })?
+        .parse::<u16>()
+        .map_err(|_| format!("{text:?}: {what} must be a whole number"))
+    };
+    let rule = match name {
+        "mean" | "median" if arg.is_some() => {
+            return Err(format!("{text:?}: {name} takes no parameter"));
+        }
+        "mean" => AggregationRule::Mean,
+        "median" => AggregationRule::Median,
+        "trimmed-mean" => AggregationRule::TrimmedMean {
+            trim_per_mille: number("the per mille dropped at each end")?,
+        },
+        "centered-clip" => AggregationRule::CenteredClip {
+            iterations: u8::try_from(number("a number of iterations")?)
+                .map_err(|_| format!("{text:?}: at most {MAX_CLIP_ITERATIONS} iterations"))?,
+        },
+        _ => {
+            return Err(format!(
+                "{text:?}: use median, trimmed-mean:<per mille>, centered-clip:<iterations> or mean"
+            ));
+        }
+    };
+    Ok(rule)
 }
 
 #[derive(Debug, Args, Default)]
@@ -302,6 +350,40 @@ pub(crate) struct ExportArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregation_flags_read_as_rules_and_bad_ones_say_what_to_write() {
+        for (text, rule) in [
+            ("mean", AggregationRule::Mean),
+            ("median", AggregationRule::Median),
+            (
+                "trimmed-mean:200",
+                AggregationRule::TrimmedMean {
+                    trim_per_mille: 200,
+                },
+            ),
+            (
+                "centered-clip:3",
+                AggregationRule::CenteredClip { iterations: 3 },
+            ),
+        ] {
+            assert_eq!(parse_aggregation(text), Ok(rule), "{text}");
+        }
+        assert_eq!(
+            parse_aggregation(DEFAULT_AGGREGATION),
+            Ok(AggregationRule::CenteredClip { iterations: 3 })
+        );
+        for (text, says) in [
+            ("krum", "use median"),
+            ("trimmed-mean", "e.g. trimmed-mean:200"),
+            ("centered-clip:x", "whole number"),
+            ("centered-clip:300", "at most 10"),
+            ("median:3", "takes no parameter"),
+        ] {
+            let err = parse_aggregation(text).expect_err(text);
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn flags_beat_the_config_file_which_beats_defaults() {

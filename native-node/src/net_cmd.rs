@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use prometheus_client::registry::Registry;
 use tabswarm_consensus::genesis::{
-    AggregationRule, Genesis, GenesisFile, LocalOptimizer, ModelArch, TimeoutsMs, TrainingRules,
-    ValidatorEntry, hex,
+    Genesis, GenesisFile, LocalOptimizer, ModelArch, TimeoutsMs, TrainingRules, ValidatorEntry, hex,
 };
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_core::chunks::bytes_to_f32s;
@@ -120,7 +119,7 @@ pub(crate) fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         version: 1,
         name: args.name,
         initial_param_hash: flat::param_hash(&params).to_hex(),
-        aggregation_rule: AggregationRule::Mean,
+        aggregation_rule: args.aggregation,
         timeouts_ms: TimeoutsMs {
             propose: args.propose_timeout_ms,
             max: TimeoutsMs::default().max.max(args.propose_timeout_ms),

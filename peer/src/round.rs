@@ -26,7 +26,7 @@ use tabswarm_consensus::identity::Address;
 use tabswarm_consensus::ledger::Block;
 use tabswarm_consensus::node::Application;
 use tabswarm_consensus::update::SignedUpdate;
-use tabswarm_core::flat;
+use tabswarm_core::{flat, robust};
 
 use crate::jobs::{Job, ScoreKey, update_weight};
 use crate::pool::{Admitted, Entry, Pool, Refusal};
@@ -108,6 +108,8 @@ impl Missing {
 #[derive(Debug)]
 pub struct RoundApp {
     rules: TrainingRules,
+    /// How included updates combine (genesis); proposals naming another rule are refused.
+    rule: AggregationRule,
     weight: u32,
     /// Committed parameters after `height`.
     params: Arc<Vec<f32>>,
@@ -146,6 +148,7 @@ impl RoundApp {
         let rules = genesis.training;
         let mut app = Self {
             rules,
+            rule: genesis.aggregation_rule,
             weight: update_weight(&rules),
             param_hash: flat::param_hash(&params).0,
             params: Arc::new(params),
@@ -468,7 +471,8 @@ impl RoundApp {
         missing
     }
 
-    /// The parameters after the mean of the listed updates (all must be fetched).
+    /// The parameters after the genesis rule's aggregate of the listed updates (all must be
+    /// fetched).
     fn aggregate(&mut self, updates: &[IncludedUpdate]) -> Option<(Arc<Vec<f32>>, [u8; 32])> {
         if updates.is_empty() {
             return Some((self.params.clone(), self.param_hash));
@@ -477,12 +481,10 @@ impl RoundApp {
         for u in updates {
             deltas.push(self.pool.get(&u.id)?.delta.clone()?);
         }
-        // Equal weights: the rules give every update the same number of examples.
-        let weights = vec![f64::from(self.weight); deltas.len()];
         let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
-        let mean = flat::weighted_mean(&slices, &weights).ok()?;
+        let combined = combine(self.rule, &slices, self.weight)?;
         let mut next = self.params.to_vec();
-        flat::apply_delta(&mut next, &mean, 1.0).ok()?;
+        flat::apply_delta(&mut next, &combined, 1.0).ok()?;
         let hash = flat::param_hash(&next).0;
         let next = self
             .results
@@ -593,6 +595,11 @@ impl RoundApp {
         if height.0 != self.height + 1 || proposal.base_param_hash != self.param_hash {
             return false;
         }
+        // The rule is the run's, not the proposer's choice: a proposer free to pick the mean
+        // would undo a robust genesis.
+        if proposal.aggregation_rule != self.rule {
+            return false;
+        }
         if proposal.updates.len() < self.min_updates(round) {
             return false;
         }
@@ -635,6 +642,25 @@ impl RoundApp {
             self.stats.aggregates_refused += 1;
         }
         ok
+    }
+}
+
+/// The aggregate delta of `deltas` under `rule` (`tabswarm_core::robust`); `None` when the
+/// inputs are refused (no updates, ragged lengths).
+fn combine(rule: AggregationRule, deltas: &[&[f32]], weight: u32) -> Option<Vec<f32>> {
+    match rule {
+        AggregationRule::Mean => {
+            // Equal weights: the rules give every update the same number of examples.
+            let weights = vec![f64::from(weight); deltas.len()];
+            flat::weighted_mean(deltas, &weights).ok()
+        }
+        AggregationRule::Median => robust::coordinate_median(deltas).ok(),
+        AggregationRule::TrimmedMean { trim_per_mille } => {
+            robust::trimmed_mean(deltas, robust::trim_count(deltas.len(), trim_per_mille)).ok()
+        }
+        AggregationRule::CenteredClip { iterations } => {
+            robust::centered_clip(deltas, u32::from(iterations)).ok()
+        }
     }
 }
 
@@ -715,7 +741,7 @@ impl Application for RoundApp {
                     return Some(RoundProposal {
                         base_param_hash: base,
                         updates,
-                        aggregation_rule: AggregationRule::Mean,
+                        aggregation_rule: self.rule,
                         result_param_hash: result,
                     });
                 }
@@ -734,7 +760,7 @@ impl Application for RoundApp {
         (min == 0).then_some(RoundProposal {
             base_param_hash: base,
             updates: Vec::new(),
-            aggregation_rule: AggregationRule::Mean,
+            aggregation_rule: self.rule,
             result_param_hash: base,
         })
     }
@@ -764,12 +790,16 @@ mod tests {
     const N: usize = 8;
 
     fn genesis() -> Genesis {
+        genesis_with(AggregationRule::Mean)
+    }
+
+    fn genesis_with(rule: AggregationRule) -> Genesis {
         let params = vec![0.5f32; N];
         Genesis::from_file(GenesisFile {
             version: 1,
             name: "round-tests".into(),
             initial_param_hash: hex(&flat::param_hash(&params).0),
-            aggregation_rule: AggregationRule::Mean,
+            aggregation_rule: rule,
             timeouts_ms: Default::default(),
             training: TrainingRules {
                 min_updates: 1,
@@ -786,7 +816,11 @@ mod tests {
 
     /// An app at height 0 holding `[0.5; N]`, with the base scored at `base_loss`.
     fn app(base_loss: f32) -> RoundApp {
-        let g = genesis();
+        app_with(AggregationRule::Mean, base_loss)
+    }
+
+    fn app_with(rule: AggregationRule, base_loss: f32) -> RoundApp {
+        let g = genesis_with(rule);
         let mut app = RoundApp::new(&g, 0, vec![0.5; N], 0);
         let key = ScoreKey::Base(app.param_hash());
         app.on_score(key, Some(base_loss));
@@ -842,8 +876,91 @@ mod tests {
         RoundProposal {
             base_param_hash: app.param_hash(),
             updates,
-            aggregation_rule: AggregationRule::Mean,
+            aggregation_rule: app.rule,
             result_param_hash: hash,
+        }
+    }
+
+    #[test]
+    fn a_proposal_naming_another_aggregation_rule_than_the_runs_is_refused() {
+        // Scores every update and aggregate `p` needs (all fine), then judges it.
+        let judge = |app: &mut RoundApp, p: &RoundProposal| {
+            for _ in 0..4 {
+                if app.missing_for(p).is_empty() {
+                    break;
+                }
+                score_all(app, |_| 0.9);
+            }
+            app.validate(Height(1), Round::new(0), p)
+        };
+        let mut app = app_with(AggregationRule::Median, 1.0);
+        // Distinct deltas: one delta named twice is refused as a copy (`is_copy`).
+        let ups = [
+            add(&mut app, 2, 0.1),
+            add(&mut app, 3, 0.12),
+            add(&mut app, 4, 5.0),
+        ];
+        let honest = proposal(&mut app, &ups);
+        assert!(judge(&mut app, &honest));
+        // The mean of the same updates, named as such: what a proposer steering the run
+        // towards the outlier would send.
+        app.rule = AggregationRule::Mean;
+        let mean = proposal(&mut app, &ups);
+        app.rule = AggregationRule::Median;
+        assert_ne!(mean.result_param_hash, honest.result_param_hash);
+        assert!(!judge(&mut app, &mean));
+        // The median's result under the wrong name is refused too.
+        let renamed = RoundProposal {
+            aggregation_rule: AggregationRule::Mean,
+            ..honest
+        };
+        assert!(!judge(&mut app, &renamed));
+    }
+
+    #[test]
+    fn under_a_robust_rule_a_hostile_minority_does_not_move_the_committed_model() {
+        for rule in [
+            AggregationRule::Median,
+            AggregationRule::TrimmedMean {
+                trim_per_mille: 250,
+            },
+            AggregationRule::CenteredClip { iterations: 3 },
+        ] {
+            let mut app = app_with(rule, 1.0);
+            let ups = [
+                add(&mut app, 2, 0.1),
+                add(&mut app, 3, 0.11),
+                add(&mut app, 4, 0.09),
+                add(&mut app, 5, -1000.0), // sign flipped and scaled
+            ];
+            let p = proposal(&mut app, &ups);
+            assert_eq!(p.aggregation_rule, rule);
+            assert!(app.on_commit(&block_of(p)), "{rule:?}");
+            // 0.5 + 0.1 whatever the fourth update says (centered clipping moves a little).
+            assert!(
+                app.params().iter().all(|x| (x - 0.6).abs() < 0.05),
+                "{rule:?}: {:?}",
+                app.params()
+            );
+        }
+    }
+
+    /// A committed block holding `proposal` at height 1.
+    fn block_of(proposal: RoundProposal) -> Block {
+        Block {
+            height: Height(1),
+            parent: [0; 32],
+            value: tabswarm_consensus::context::Value {
+                proposal,
+                evidence: vec![],
+            },
+            certificate: tabswarm_consensus::ledger::CommitCert {
+                height: Height(1),
+                round: Round::new(0),
+                value_id: tabswarm_consensus::context::ValueId([0; 32]),
+                signatures: vec![],
+            },
+            credits: vec![],
         }
     }
 
@@ -947,21 +1064,7 @@ mod tests {
         let a = add(&mut app, 2, 0.2);
         let b = add(&mut app, 3, 0.4);
         let p = proposal(&mut app, &[a, b]);
-        let block = Block {
-            height: Height(1),
-            parent: [0; 32],
-            value: tabswarm_consensus::context::Value {
-                proposal: p.clone(),
-                evidence: vec![],
-            },
-            certificate: tabswarm_consensus::ledger::CommitCert {
-                height: Height(1),
-                round: Round::new(0),
-                value_id: tabswarm_consensus::context::ValueId([0; 32]),
-                signatures: vec![],
-            },
-            credits: vec![],
-        };
+        let block = block_of(p.clone());
         assert!(app.on_commit(&block));
         assert_eq!(app.height(), 1);
         assert_eq!(app.param_hash(), p.result_param_hash);
