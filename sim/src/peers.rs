@@ -20,6 +20,7 @@
 //! lying about its height, a server of bad chunks); raw gossip goes in with
 //! [`PeerSim::inject`].
 
+mod attack;
 mod disk;
 mod model;
 
@@ -47,6 +48,7 @@ use tabswarm_peer::{Effect, Event as PeerEvent, Input, Peer, Persist, RequestId,
 use crate::byzantine::{self, Behaviour};
 use crate::config::{Crash, Partition};
 use crate::sim::roll;
+pub use attack::Attack;
 pub use disk::Disk;
 pub use model::{Cost, JobModel, Quadratic, synthetic_dataset};
 
@@ -79,14 +81,19 @@ pub fn small_rules() -> TrainingRules {
     }
 }
 
-/// A genesis staking keys `0..stakes.len()` (see [`key`]) with `rules`, fast timeouts.
-pub fn genesis(stakes: &[u64], rules: TrainingRules) -> Result<Genesis, String> {
+/// A genesis staking keys `0..stakes.len()` (see [`key`]) with `rules` and `rule`, fast
+/// timeouts.
+pub fn genesis(
+    stakes: &[u64],
+    rules: TrainingRules,
+    rule: AggregationRule,
+) -> Result<Genesis, String> {
     let params = jobs::initial_params(&rules).map_err(|e| e.to_string())?;
     Genesis::from_file(GenesisFile {
         version: 1,
         name: "tabswarm-sim".into(),
         initial_param_hash: hex(&flat::param_hash(&params).0),
-        aggregation_rule: AggregationRule::Mean,
+        aggregation_rule: rule,
         timeouts_ms: fast_timeouts(),
         training: rules,
         validators: stakes
@@ -136,6 +143,10 @@ pub struct PeerConfig {
     pub cost: Cost,
     /// Members whose jobs take this many times [`PeerConfig::cost`] (slow machines).
     pub slowdown: BTreeMap<usize, u64>,
+    /// How the run combines updates (genesis).
+    pub aggregation_rule: AggregationRule,
+    /// Hostile trainers: members whose updates are rewritten after honest training.
+    pub attacks: BTreeMap<usize, Attack>,
 }
 
 impl PeerConfig {
@@ -159,6 +170,8 @@ impl PeerConfig {
             workers: 2,
             cost: Cost::default(),
             slowdown: BTreeMap::new(),
+            aggregation_rule: AggregationRule::Mean,
+            attacks: BTreeMap::new(),
         }
     }
 
@@ -326,7 +339,7 @@ impl PeerSim {
     /// A network of `config.members` empty slots (start members with [`PeerSim::start`] or
     /// [`PeerSim::start_all`]), computing jobs with `model`.
     pub fn new(config: PeerConfig, model: JobModel) -> Result<Self, PeerSimError> {
-        let genesis = genesis(&config.stakes, config.rules)?;
+        let genesis = genesis(&config.stakes, config.rules, config.aggregation_rule)?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let n = config.members;
         let latency = (0..n)
@@ -1122,7 +1135,16 @@ impl PeerSim {
             };
             let elapsed_ms = self.config.cost.of(&job, &self.config.rules)
                 * self.config.slowdown.get(&i).copied().unwrap_or(1);
-            let output = self.model.run(job, &self.config.rules);
+            let seed = match &job {
+                Job::Train { seed, .. } => *seed,
+                _ => 0,
+            };
+            let mut output = self.model.run(job, &self.config.rules);
+            if let (Some(attack), Output::Trained { result: Ok(u), .. }) =
+                (self.config.attacks.get(&i), &mut output)
+            {
+                attack.apply(&mut u.delta, seed);
+            }
             self.jobs += 1;
             self.slots[i].busy += 1;
             let epoch = self.slots[i].epoch;

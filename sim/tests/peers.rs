@@ -7,12 +7,12 @@
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
 use tabswarm_consensus::gate::Verdict;
-use tabswarm_consensus::genesis::RunId;
+use tabswarm_consensus::genesis::{AggregationRule, RunId};
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_peer::wire::{Request, Response, Topic};
 use tabswarm_peer::{Event, Roles};
-use tabswarm_sim::peers::{ALL, JobModel, PeerConfig, PeerReport, PeerSim, TRAINER};
+use tabswarm_sim::peers::{ALL, Attack, JobModel, PeerConfig, PeerReport, PeerSim, TRAINER};
 use tabswarm_sim::{Behaviour, Crash, Partition};
 
 /// Runs until `done` or `until` (virtual ms); whether `done`.
@@ -562,5 +562,54 @@ fn a_trainer_slower_than_the_chain_but_within_the_deadline_gets_in() {
     assert!(
         fast_heights * 10 >= normal * 9,
         "a trainer that cannot make the deadline slowed the chain: {fast_heights} heights, {normal} with a trainer of normal speed"
+    );
+}
+
+/// The quadratic model's accuracy at validator 0 after [`ATTACK_RUN_MS`] with six trainers
+/// beside the four validators (who train too), the first `hostile` of them running `attack`,
+/// under `rule`.
+fn accuracy_under_attack(rule: AggregationRule, hostile: usize, attack: Attack) -> f32 {
+    let mut net = quadratic(11, 6, |config| {
+        config.aggregation_rule = rule;
+        for t in 0..hostile {
+            config.attacks.insert(4 + t, attack);
+        }
+    });
+    net.run(ATTACK_RUN_MS, |_| false);
+    assert_safe(&net.report());
+    let height = net.height(0);
+    assert!(height >= 10, "{rule:?}: only {height} heights");
+    let accuracy = net.accuracy(0).expect("validator 0 tested a height");
+    eprintln!("{rule:?}, {hostile} x {attack:?}: accuracy {accuracy:.4} at height {height}");
+    accuracy
+}
+
+/// Virtual time of each attack run.
+const ATTACK_RUN_MS: u64 = 8_000;
+
+#[test]
+fn a_robust_rule_keeps_a_fifth_of_sign_flipping_trainers_from_stalling_the_model() {
+    // 2 of 10 trainers send -3.6 times their honest delta: under the mean their 2 x 3.6
+    // cancels 7.2 of the 8 honest updates, and the aggregate still lowers the loss a little,
+    // so it passes the harm budget and nobody is dropped.
+    let flip = Attack::SignFlip { scale: 3.6 };
+    let clean = accuracy_under_attack(AggregationRule::Mean, 0, flip);
+    let mean = accuracy_under_attack(AggregationRule::Mean, 2, flip);
+    for rule in [
+        AggregationRule::Median,
+        AggregationRule::TrimmedMean {
+            trim_per_mille: 250,
+        },
+        AggregationRule::CenteredClip { iterations: 3 },
+    ] {
+        let robust = accuracy_under_attack(rule, 2, flip);
+        assert!(
+            robust >= clean - 0.01,
+            "{rule:?}: {robust:.3} against {clean:.3} without attackers"
+        );
+    }
+    assert!(
+        mean < clean - 0.10,
+        "the mean (the control) held {mean:.3} against {clean:.3}: the attack did nothing"
     );
 }
