@@ -1,8 +1,9 @@
 //! # tabswarm-core
 //!
 //! Everything a tabswarm peer does that is the same in a browser tab and on a server:
-//! the models and their training (burn), the MNIST data format, and the plain scalar
-//! maths on flat parameter vectors that every peer must reproduce bit for bit.
+//! the models and their training (burn), the MNIST data format, the encrypted data layer
+//! ([`vault`]: shards, manifests, grants), and the plain scalar maths on flat parameter
+//! vectors that every peer must reproduce bit for bit.
 //!
 //! This crate does no I/O, reads no clock and starts no runtime: callers hand it bytes,
 //! seeds and batches, and it hands back numbers. It compiles to `wasm32-unknown-unknown`.
@@ -44,5 +45,6 @@ pub mod perf;
 pub mod rng;
 pub mod robust;
 pub mod train;
+pub mod vault;
 
 pub use backend::Backend;
