@@ -567,8 +567,8 @@ fn a_trainer_slower_than_the_chain_but_within_the_deadline_gets_in() {
 
 /// The quadratic model's accuracy at validator 0 after [`ATTACK_RUN_MS`] with six trainers
 /// beside the four validators (who train too), the first `hostile` of them running `attack`,
-/// under `rule`.
-fn accuracy_under_attack(rule: AggregationRule, hostile: usize, attack: Attack) -> f32 {
+/// under `rule`; and how many of the hostile trainers' updates went into blocks.
+fn accuracy_under_attack(rule: AggregationRule, hostile: usize, attack: Attack) -> (f32, u64) {
     let mut net = quadratic(11, 6, |config| {
         config.aggregation_rule = rule;
         for t in 0..hostile {
@@ -580,8 +580,15 @@ fn accuracy_under_attack(rule: AggregationRule, hostile: usize, attack: Attack) 
     let height = net.height(0);
     assert!(height >= 10, "{rule:?}: only {height} heights");
     let accuracy = net.accuracy(0).expect("validator 0 tested a height");
-    eprintln!("{rule:?}, {hostile} x {attack:?}: accuracy {accuracy:.4} at height {height}");
-    accuracy
+    let credits = net.peer(0).ledger().credits().clone();
+    let included: u64 = (4..4 + hostile)
+        .filter_map(|t| credits.get(&net.key(t).address().0))
+        .sum();
+    eprintln!(
+        "{rule:?}, {hostile} x {attack:?}: accuracy {accuracy:.4} at height {height}, \
+         {included} hostile updates in blocks"
+    );
+    (accuracy, included)
 }
 
 /// Virtual time of each attack run.
@@ -593,8 +600,8 @@ fn a_robust_rule_keeps_a_fifth_of_sign_flipping_trainers_from_stalling_the_model
     // cancels 7.2 of the 8 honest updates, and the aggregate still lowers the loss a little,
     // so it passes the harm budget and nobody is dropped.
     let flip = Attack::SignFlip { scale: 3.6 };
-    let clean = accuracy_under_attack(AggregationRule::Mean, 0, flip);
-    let mean = accuracy_under_attack(AggregationRule::Mean, 2, flip);
+    let (clean, _) = accuracy_under_attack(AggregationRule::Mean, 0, flip);
+    let (mean, _) = accuracy_under_attack(AggregationRule::Mean, 2, flip);
     for rule in [
         AggregationRule::Median,
         AggregationRule::TrimmedMean {
@@ -602,7 +609,7 @@ fn a_robust_rule_keeps_a_fifth_of_sign_flipping_trainers_from_stalling_the_model
         },
         AggregationRule::CenteredClip { iterations: 3 },
     ] {
-        let robust = accuracy_under_attack(rule, 2, flip);
+        let (robust, _) = accuracy_under_attack(rule, 2, flip);
         assert!(
             robust >= clean - 0.01,
             "{rule:?}: {robust:.3} against {clean:.3} without attackers"
@@ -612,4 +619,29 @@ fn a_robust_rule_keeps_a_fifth_of_sign_flipping_trainers_from_stalling_the_model
         mean < clean - 0.10,
         "the mean (the control) held {mean:.3} against {clean:.3}: the attack did nothing"
     );
+}
+
+#[test]
+fn scaled_and_noise_updates_fail_the_harm_line_and_never_reach_a_block() {
+    // A fifth of trainers sending x100 their delta or pure noise: each such update raises the
+    // validation loss past the per-update line, so validators refuse it under any rule, the
+    // mean included, and the model trains as if they were not there.
+    let rule = AggregationRule::CenteredClip { iterations: 3 };
+    let (clean, _) = accuracy_under_attack(rule, 0, Attack::Scale { factor: 1.0 });
+    for attack in [
+        Attack::Scale { factor: 100.0 },
+        Attack::Noise { sigma: 1.0 },
+    ] {
+        for rule in [rule, AggregationRule::Mean] {
+            let (under, included) = accuracy_under_attack(rule, 2, attack);
+            assert_eq!(
+                included, 0,
+                "{rule:?}, {attack:?}: hostile updates were committed"
+            );
+            assert!(
+                under >= clean - 0.01,
+                "{rule:?}, {attack:?}: {under:.3} against {clean:.3} without attackers"
+            );
+        }
+    }
 }
