@@ -1,7 +1,8 @@
 // Browser half of `cargo xtask bench`: tabswarm's wasm training step (both backends, SGD and
-// Adam; flex also in the relaxed-SIMD build, as `flex-relaxed`), burn's matmul at the step's shapes, the same MLP in TF.js 4.22 on its wasm backend
-// (SIMD, one thread), and wasm SIMD peak kernels (bench/peak.mjs), all in one headless
-// Chromium page, several whole runs. Prints JSON on stdout, one record per run.
+// Adam; flex also in the relaxed-SIMD build, as `flex-relaxed`), burn's matmul at the step's
+// shapes, the same MLP in TF.js 4.22 on its wasm backend (SIMD, one thread), and wasm SIMD
+// peak kernels (bench/peak.mjs), all in one headless Chromium page, several whole runs.
+// Prints JSON on stdout, one record per run.
 import { launchBrowser, openPage, requireEnv, startServer } from '../tests/e2e/harness.mjs';
 
 const STEPS = Number(process.env.TABSWARM_BENCH_STEPS ?? 300);

@@ -126,7 +126,6 @@ async function join() {
     // ?kernels=simd128 runs the baseline build where relaxed SIMD would be chosen.
     const { wasm, kernels } = await loadWasm(init, chooseKernels(params.get('kernels') ?? undefined));
     set('kernels', kernels === 'relaxed' ? 'WebAssembly relaxed SIMD (fused multiply-add)' : 'WebAssembly SIMD');
-    window.tabswarmKernels = kernels; // tests and benchmarks
     window.tabswarmWasmBytes = () => wasm.memory.buffer.byteLength; // benchmarks
     const size = Number($('workers').value);
     // ?split=always|never overrides the pool's own choice (see pool.js).

@@ -47,7 +47,7 @@ pub enum FlatError {
     },
 }
 
-fn check_same_len(expected: usize, found: usize) -> Result<(), FlatError> {
+pub(crate) fn check_same_len(expected: usize, found: usize) -> Result<(), FlatError> {
     if expected == found {
         Ok(())
     } else {

@@ -17,18 +17,13 @@
 //! `total_cmp` orders them beyond every finite value, so they are dropped like any other
 //! extreme; [`centered_clip`] gives an input with a non-finite distance no weight.
 
-use crate::flat::FlatError;
+use crate::flat::{FlatError, check_same_len};
 
 /// Checks that there is at least one vector and all have the first one's length.
 fn check(vectors: &[&[f32]]) -> Result<usize, FlatError> {
     let first = vectors.first().ok_or(FlatError::Empty)?;
     for v in vectors {
-        if v.len() != first.len() {
-            return Err(FlatError::LengthMismatch {
-                expected: first.len(),
-                found: v.len(),
-            });
-        }
+        check_same_len(first.len(), v.len())?;
     }
     Ok(first.len())
 }
