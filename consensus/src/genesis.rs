@@ -258,6 +258,102 @@ pub struct GenesisFile {
     pub training: TrainingRules,
     /// The stake table.
     pub validators: Vec<ValidatorEntry>,
+    /// Training data on the network (absent: every peer reads the dataset from a local file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataFile>,
+}
+
+/// Most holders a run may ask for per shard.
+pub const MAX_REPLICATION: u32 = 16;
+
+fn default_replication() -> u32 {
+    3
+}
+
+/// The run's data on the network, as written in the genesis file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    /// Hex ed25519 public key of the data owner, who signs the manifest, grants and
+    /// membership certificates.
+    pub owner: String,
+    /// Who may read the data.
+    pub access: AccessFile,
+    /// Storage peers that hold each shard (default 3).
+    #[serde(default = "default_replication")]
+    pub replication: u32,
+}
+
+/// Who may read a run's data, as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AccessFile {
+    /// Anyone: the dataset key is published in the genesis (hex, 32 bytes).
+    Open {
+        /// The dataset key of every epoch.
+        key: String,
+    },
+    /// Members only: each gets the key in a grant from the owner.
+    Closed,
+}
+
+/// Who may read a run's data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    /// Anyone: the key is public.
+    Open {
+        /// The dataset key.
+        key: [u8; 32],
+    },
+    /// Members with a grant.
+    Closed,
+}
+
+/// The run's data on the network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPolicy {
+    /// The data owner's key.
+    pub owner: Address,
+    /// Who may read.
+    pub access: Access,
+    /// Holders per shard.
+    pub replication: u32,
+}
+
+impl DataPolicy {
+    fn from_file(file: &DataFile) -> Result<Self, GenesisError> {
+        let owner = Address(parse_hex32("data.owner", &file.owner)?);
+        if owner.public_key().is_none() {
+            return Err(GenesisError::Data(
+                "owner is not a valid ed25519 public key",
+            ));
+        }
+        let access = match &file.access {
+            AccessFile::Open { key } => Access::Open {
+                key: parse_hex32("data.access.key", key)?,
+            },
+            AccessFile::Closed => Access::Closed,
+        };
+        if !(1..=MAX_REPLICATION).contains(&file.replication) {
+            return Err(GenesisError::Data("replication must be between 1 and 16"));
+        }
+        Ok(Self {
+            owner,
+            access,
+            replication: file.replication,
+        })
+    }
+
+    fn to_file(&self) -> DataFile {
+        DataFile {
+            owner: hex(&self.owner.0),
+            access: match &self.access {
+                Access::Open { key } => AccessFile::Open { key: hex(key) },
+                Access::Closed => AccessFile::Closed,
+            },
+            replication: self.replication,
+        }
+    }
 }
 
 /// Why a genesis was refused.
@@ -310,6 +406,9 @@ pub enum GenesisError {
     /// A training rule out of range.
     #[error("training: {0}")]
     Training(&'static str),
+    /// The data section is unsound.
+    #[error("data: {0}")]
+    Data(&'static str),
     /// An option the format names but this build does not implement: accepted, it would
     /// make a run in which no height ever commits.
     #[error("{0}")]
@@ -331,6 +430,8 @@ pub struct Genesis {
     pub training: TrainingRules,
     /// Validators sorted by address, each with positive stake.
     pub validators: Vec<(Address, u64)>,
+    /// Training data on the network, if the run keeps it there.
+    pub data: Option<DataPolicy>,
 }
 
 impl Genesis {
@@ -386,6 +487,7 @@ impl Genesis {
             return Err(GenesisError::StakeOverflow);
         }
         validators.sort();
+        let data = file.data.as_ref().map(DataPolicy::from_file).transpose()?;
         Ok(Self {
             name: file.name,
             initial_param_hash,
@@ -393,6 +495,7 @@ impl Genesis {
             timeouts_ms: t,
             training: file.training,
             validators,
+            data,
         })
     }
 
@@ -413,6 +516,7 @@ impl Genesis {
                     stake: *stake,
                 })
                 .collect(),
+            data: self.data.as_ref().map(DataPolicy::to_file),
         }
     }
 
@@ -463,6 +567,7 @@ mod tests {
 
     fn file(stakes: &[u64]) -> GenesisFile {
         GenesisFile {
+            data: None,
             version: 1,
             name: "t".into(),
             initial_param_hash: hex(&[7; 32]),
@@ -478,6 +583,38 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_data_section_round_trips_changes_the_run_and_is_checked() {
+        let owner = hex(&Keypair::from_seed([9; 32]).address().0);
+        let plain = Genesis::from_file(file(&[1])).unwrap();
+        let mut f = file(&[1]);
+        f.data = Some(DataFile {
+            owner: owner.clone(),
+            access: AccessFile::Closed,
+            replication: 3,
+        });
+        let closed = Genesis::from_file(f.clone()).unwrap();
+        assert_eq!(closed.data.as_ref().unwrap().access, Access::Closed);
+        assert_ne!(closed.run_id(), plain.run_id());
+        assert_eq!(Genesis::from_json(&closed.to_json()).unwrap(), closed);
+        let json = r#"{"owner":"OWNER","access":{"kind":"open","key":"KEY"}}"#
+            .replace("OWNER", &owner)
+            .replace("KEY", &hex(&[4; 32]));
+        f.data = Some(serde_json::from_str(&json).unwrap());
+        let open = Genesis::from_file(f.clone()).unwrap();
+        let data = open.data.unwrap();
+        assert_eq!(data.access, Access::Open { key: [4; 32] });
+        assert_eq!(data.replication, 3, "the default");
+        for (replication, ok) in [(0, false), (1, true), (MAX_REPLICATION, true), (17, false)] {
+            f.data.as_mut().unwrap().replication = replication;
+            assert_eq!(Genesis::from_file(f.clone()).is_ok(), ok, "{replication}");
+        }
+        f.data.as_mut().unwrap().replication = 3;
+        f.data.as_mut().unwrap().owner = "zz".into();
+        let err = Genesis::from_file(f).unwrap_err().to_string();
+        assert!(err.contains("data.owner"), "{err}");
     }
 
     #[test]

@@ -212,6 +212,11 @@ impl Keypair {
         }
     }
 
+    /// The 32-byte secret seed (what other keys of this identity derive from).
+    pub fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     /// The public half.
     pub fn public_key(&self) -> VerifyingKey {
         self.key.verifying_key()

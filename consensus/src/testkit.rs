@@ -20,6 +20,7 @@ pub fn key(i: u32) -> Keypair {
 /// JSON genesis with these validators and fast timeouts (propose 300 ms, votes 100 ms).
 pub fn genesis_json(validators: &[(Address, u64)]) -> String {
     let file = GenesisFile {
+        data: None,
         version: 1,
         name: "testkit".into(),
         initial_param_hash: hex(&[0; 32]),
@@ -60,6 +61,7 @@ pub fn genesis(stakes: &[u64]) -> Genesis {
         .collect();
     Genesis::from_file(
         serde_json::from_str(&genesis_json(&validators)).unwrap_or_else(|_| GenesisFile {
+            data: None,
             version: 0,
             name: String::new(),
             initial_param_hash: String::new(),

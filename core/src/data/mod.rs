@@ -124,6 +124,30 @@ impl Dataset {
         }
     }
 
+    /// The examples of `parts` in order, or `None` if there are none or their image sizes or
+    /// class counts differ.
+    pub fn concat<'a>(parts: impl IntoIterator<Item = &'a Dataset>) -> Option<Dataset> {
+        let mut parts = parts.into_iter().peekable();
+        let first = *parts.peek()?;
+        let (rows, cols, classes) = (first.rows, first.cols, first.classes);
+        let mut labels = Vec::new();
+        let mut pixels = Vec::new();
+        for p in parts {
+            if (p.rows, p.cols, p.classes) != (rows, cols, classes) {
+                return None;
+            }
+            labels.extend_from_slice(&p.labels);
+            pixels.extend_from_slice(&p.pixels);
+        }
+        Some(Dataset {
+            rows,
+            cols,
+            classes,
+            labels,
+            pixels,
+        })
+    }
+
     /// How many examples each class has.
     pub fn class_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.classes()];

@@ -72,7 +72,7 @@ impl Schema {
 /// One shard as the manifest lists it.
 #[derive(Copy, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
-    /// SHA-256 of the shard's wire bytes.
+    /// Content address of the shard's wire bytes ([`super::address_of`]).
     pub address: ShardAddress,
     /// Wire length in bytes.
     pub size: u32,
@@ -90,6 +90,58 @@ impl std::fmt::Debug for ShardEntry {
     }
 }
 
+/// What the shards are for, in index order: the first `train` shards are training data, the
+/// next `validation` the held-out set validators score updates on, the last `test` the set
+/// peers report accuracy on. (A run's data also needs a validation shard: checked where a run
+/// uses it, not by this format.)
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Training shards.
+    pub train: u32,
+    /// Validation shards, after the training shards.
+    pub validation: u32,
+    /// Test shards, last.
+    pub test: u32,
+}
+
+/// The part of a dataset a shard belongs to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    /// Training data.
+    Train,
+    /// Held-out data validators score on.
+    Validation,
+    /// Test data.
+    Test,
+}
+
+impl Layout {
+    /// Total shards.
+    pub fn len(&self) -> u64 {
+        u64::from(self.train) + u64::from(self.validation) + u64::from(self.test)
+    }
+
+    /// Whether the layout lists no shard.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The part shard `index` belongs to, if it is inside the layout.
+    pub fn part(&self, index: u32) -> Option<Part> {
+        let i = u64::from(index);
+        let (t, v) = (u64::from(self.train), u64::from(self.validation));
+        if i < t {
+            Some(Part::Train)
+        } else if i < t + v {
+            Some(Part::Validation)
+        } else if i < self.len() {
+            Some(Part::Test)
+        } else {
+            None
+        }
+    }
+}
+
 /// The shards of one dataset epoch. Shard `i` is `shards[i]`; its index is in its AAD.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -99,6 +151,8 @@ pub struct Manifest {
     pub epoch: u64,
     /// What every sample looks like.
     pub schema: Schema,
+    /// Which shards are training, validation and test data.
+    pub layout: Layout,
     /// The shards, in index order.
     pub shards: Vec<ShardEntry>,
 }
@@ -111,6 +165,9 @@ impl Manifest {
         }
         if self.shards.len() > MAX_SHARDS {
             return Err("more than 65,536 shards");
+        }
+        if self.layout.len() != self.shards.len() as u64 {
+            return Err("the layout's shard counts do not add up to the shards listed");
         }
         for entry in &self.shards {
             let samples = entry.samples as usize;
@@ -231,6 +288,11 @@ impl SignedManifest {
         &self.signature
     }
 
+    /// The epoch it claims (unverified: for filing stored copies, never for trusting them).
+    pub fn epoch(&self) -> u64 {
+        self.manifest.epoch
+    }
+
     /// Version byte, then the canonical postcard encoding.
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(self)
@@ -268,6 +330,10 @@ pub(super) mod tests {
             run_id: [5; 32],
             epoch: 1,
             schema,
+            layout: Layout {
+                train: shards.len() as u32,
+                ..Layout::default()
+            },
             shards: shards
                 .iter()
                 .enumerate()
@@ -410,10 +476,16 @@ pub(super) mod tests {
                     cols,
                     classes,
                 };
+                let n = shards.len() as u32;
                 Manifest {
                     run_id,
                     epoch,
                     schema,
+                    layout: Layout {
+                        train: n - n / 3 - n / 4,
+                        validation: n / 3,
+                        test: n / 4,
+                    },
                     shards: shards
                         .into_iter()
                         .map(|(address, n)| ShardEntry {

@@ -2,7 +2,7 @@
 //!
 //! A data owner seals a dataset into shards ([`seal_dataset`]): each is a `.tsd` file of a
 //! fixed number of samples, encrypted with AES-256-GCM under the epoch's [`DatasetKey`] and
-//! named by the SHA-256 of its bytes. The owner signs the [`Manifest`] listing them
+//! named by its content address (a chunked blob's, so it is fetched and checked in chunks). The owner signs the [`Manifest`] listing them
 //! ([`SignedManifest`]) and, for each member, a [`Grant`] that seals the dataset key to the
 //! member's X25519 key with HPKE (RFC 9180). Anyone with the owner's public key can check
 //! shards they store against the manifest; only members with a grant can read them.
@@ -61,14 +61,16 @@ pub use certificate::{Certificate, CertificateError, MAX_CERTIFICATE_BYTES, Memb
 pub use codec::{DecodeError, EncodeError, VERSION};
 pub use grant::{Grant, GrantBody, GrantError, MAX_GRANT_BYTES, SEALED_KEY_LEN};
 pub use key::DatasetKey;
-pub use manifest::{MAX_MANIFEST_BYTES, MAX_SHARDS, Manifest, Schema, ShardEntry, SignedManifest};
+pub use manifest::{
+    Layout, MAX_MANIFEST_BYTES, MAX_SHARDS, Manifest, Part, Schema, ShardEntry, SignedManifest,
+};
 pub use member::{MemberKey, MemberSecret};
 pub use shard::{
     MAX_SHARD_BYTES, NONCE_LEN, SHARD_OVERHEAD, SHARD_VERSION, Shard, ShardAddress, ShardError,
     TAG_LEN, address_of,
 };
 pub use signature::{CERTIFICATE_DOMAIN, GRANT_DOMAIN, MANIFEST_DOMAIN, Signature, VerifyError};
-pub use split::{SealError, Sealed, seal_dataset};
+pub use split::{SealError, Sealed, seal_dataset, seal_shards};
 
 /// A run's id: the SHA-256 of its genesis (consensus's `RunId` holds the same bytes).
 pub type RunId = [u8; 32];

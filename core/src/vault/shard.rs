@@ -1,8 +1,9 @@
 //! One encrypted, content-addressed shard.
 //!
 //! Wire form: `version (1) || nonce (12) || AES-256-GCM ciphertext of a .tsd file (tag last)`.
-//! Its address is the SHA-256 of exactly those bytes, so a storage node without the key can
-//! still check what it holds or fetched against the manifest.
+//! Its address is the blob address of exactly those bytes (SHA-256 of the list of its 64 KiB
+//! chunks' SHA-256s, [`crate::chunks`]), so a storage node without the key can still check
+//! what it holds or fetched against the manifest, chunk by chunk.
 //!
 //! Nonces are 96 random bits from the caller's CryptoRng. A nonce derived from the shard
 //! index would repeat if the owner ever sealed different samples at the same index under the
@@ -13,7 +14,6 @@
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
-use sha2::{Digest, Sha256};
 
 use super::{DatasetKey, RunId};
 use crate::data::{self, Dataset};
@@ -31,7 +31,7 @@ pub const MAX_SHARD_BYTES: usize = 8 * 1024 * 1024;
 
 const AAD_DOMAIN: &[u8] = b"tabswarm/shard/v1\0";
 
-/// The SHA-256 of a shard's wire bytes.
+/// A shard's content address (see [`address_of`]).
 pub type ShardAddress = [u8; 32];
 
 /// Why a shard was not sealed or opened. Each says what to do.
@@ -155,9 +155,11 @@ fn cipher(key: &DatasetKey) -> Aes256Gcm {
     Aes256Gcm::new(key.secret_bytes().into())
 }
 
-/// The address of shard bytes, whether or not they are a valid shard.
+/// The address of shard bytes, whether or not they are a valid shard: the address of the
+/// bytes as a chunked blob ([`crate::chunks::Manifest::hash`]), so peers fetch a shard in
+/// hashed 64 KiB chunks like any blob and a bad holder costs one chunk, never the shard.
 pub fn address_of(bytes: &[u8]) -> ShardAddress {
-    Sha256::digest(bytes).into()
+    crate::chunks::Manifest::of(bytes).hash()
 }
 
 impl Shard {
@@ -223,7 +225,7 @@ impl Shard {
         self.bytes
     }
 
-    /// Its content address: the SHA-256 of the wire bytes.
+    /// Its content address (see [`address_of`]).
     pub fn address(&self) -> ShardAddress {
         address_of(&self.bytes)
     }

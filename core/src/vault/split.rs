@@ -1,7 +1,7 @@
 //! Sealing a whole dataset: cut into shards of a fixed sample count, each encrypted.
 
 use super::DatasetKey;
-use super::manifest::{MAX_SHARDS, Manifest, Schema, ShardEntry};
+use super::manifest::{Layout, MAX_SHARDS, Manifest, Schema, ShardEntry};
 use super::shard::{MAX_SHARD_BYTES, Shard, ShardError};
 use crate::data::Dataset;
 
@@ -44,6 +44,17 @@ pub enum SealError {
         /// Shards that would be made.
         shards: usize,
     },
+    /// Nothing to seal, or an empty part.
+    #[error("no samples to seal: every shard needs at least one sample")]
+    Empty,
+    /// The layout does not count the parts given.
+    #[error("the layout lists {layout} shards but {parts} parts were given")]
+    Layout {
+        /// Shards the layout lists.
+        layout: u64,
+        /// Parts given.
+        parts: usize,
+    },
     /// A shard failed to seal.
     #[error(transparent)]
     Shard(#[from] ShardError),
@@ -75,18 +86,58 @@ pub fn seal_dataset<R: rand_core::CryptoRng + ?Sized>(
     if count > MAX_SHARDS {
         return Err(SealError::TooManyShards { shards: count });
     }
-    let mut shards = Vec::with_capacity(count);
-    let mut entries = Vec::with_capacity(count);
-    for (index, start) in (0..dataset.len()).step_by(per).enumerate() {
-        let indices: Vec<usize> = (start..(start + per).min(dataset.len())).collect();
-        // count <= MAX_SHARDS, so the index fits in u32.
-        let index = index as u32;
-        let shard = Shard::seal(key, index, &dataset.subset(&indices), rng)?;
+    let parts: Vec<Dataset> = (0..dataset.len())
+        .step_by(per)
+        .map(|start| {
+            let indices: Vec<usize> = (start..(start + per).min(dataset.len())).collect();
+            dataset.subset(&indices)
+        })
+        .collect();
+    let layout = Layout {
+        // count <= MAX_SHARDS, so it fits in u32.
+        train: count as u32,
+        ..Layout::default()
+    };
+    seal_shards(&parts, layout, key, rng)
+}
+
+/// Seals each of `parts` as one shard, in order, under `key`: a run's data as its plan cut it
+/// (training shards, then validation, then test, as `layout` says).
+pub fn seal_shards<R: rand_core::CryptoRng + ?Sized>(
+    parts: &[Dataset],
+    layout: Layout,
+    key: &DatasetKey,
+    rng: &mut R,
+) -> Result<Sealed, SealError> {
+    if parts.len() > MAX_SHARDS {
+        return Err(SealError::TooManyShards {
+            shards: parts.len(),
+        });
+    }
+    if layout.len() != parts.len() as u64 {
+        return Err(SealError::Layout {
+            layout: layout.len(),
+            parts: parts.len(),
+        });
+    }
+    let first = parts.first().ok_or(SealError::Empty)?;
+    let schema = Schema::of(first).ok_or(SealError::BadSchema)?;
+    let mut shards = Vec::with_capacity(parts.len());
+    let mut entries = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        if Schema::of(part) != Some(schema) {
+            return Err(SealError::BadSchema);
+        }
+        if part.is_empty() {
+            return Err(SealError::Empty);
+        }
+        // parts.len() <= MAX_SHARDS, so the index fits in u32.
+        let shard = Shard::seal(key, index as u32, part, rng)?;
         entries.push(ShardEntry {
             address: shard.address(),
-            // Bounded by MAX_SHARD_BYTES (checked above).
+            // Bounded by MAX_SHARD_BYTES (Shard::seal checks).
             size: shard.as_bytes().len() as u32,
-            samples: indices.len() as u32,
+            samples: part.len() as u32,
         });
         shards.push(shard);
     }
@@ -95,6 +146,7 @@ pub fn seal_dataset<R: rand_core::CryptoRng + ?Sized>(
             run_id: *key.run_id(),
             epoch: key.epoch(),
             schema,
+            layout,
             shards: entries,
         },
         shards,
@@ -188,5 +240,49 @@ mod tests {
         };
         assert!(seal_dataset(&big, max_samples as u32, &key, &mut rng).is_ok());
         assert!(seal_dataset(&big, max_samples as u32 + 1, &key, &mut rng).is_err());
+    }
+
+    #[test]
+    fn a_runs_parts_seal_one_shard_each_and_the_layout_names_their_part() {
+        use crate::vault::{Layout, Part};
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let key = DatasetKey::generate([3; 32], 1, &mut rng);
+        let parts = vec![samples(5, 1), samples(4, 2), samples(3, 3), samples(2, 4)];
+        let layout = Layout {
+            train: 2,
+            validation: 1,
+            test: 1,
+        };
+        let sealed = seal_shards(&parts, layout, &key, &mut rng).unwrap();
+        let counts: Vec<u32> = sealed.manifest.shards.iter().map(|e| e.samples).collect();
+        assert_eq!(counts, [5, 4, 3, 2]);
+        let named: Vec<_> = (0..5).map(|i| sealed.manifest.layout.part(i)).collect();
+        assert_eq!(
+            named,
+            [
+                Some(Part::Train),
+                Some(Part::Train),
+                Some(Part::Validation),
+                Some(Part::Test),
+                None
+            ]
+        );
+        let opened = sealed
+            .manifest
+            .open_shard(2, sealed.shards[2].as_bytes(), &key)
+            .unwrap();
+        assert_eq!(opened, parts[2]);
+        let wrong = Layout { train: 3, ..layout };
+        assert_eq!(
+            seal_shards(&parts, wrong, &key, &mut rng).unwrap_err(),
+            SealError::Layout {
+                layout: 5,
+                parts: 4
+            }
+        );
+        assert_eq!(
+            seal_shards(&[], Layout::default(), &key, &mut rng).unwrap_err(),
+            SealError::Empty
+        );
     }
 }
