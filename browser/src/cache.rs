@@ -143,6 +143,7 @@ impl ChainCache {
             persisted,
             params: vec![(stored.height, stored.params)],
             updates: Vec::new(),
+            data: Default::default(),
         })
     }
 }

@@ -162,6 +162,9 @@ impl Tab {
         let roles = Roles {
             train: true,
             validate: false,
+            // A tab does not store for others; two training shards keep its download small.
+            store: false,
+            max_train_shards: 2,
         };
         let (peer, cache) = resume(genesis, keys.consensus, roles, cache)?;
         let shared = Rc::new(RefCell::new(Shared::default()));

@@ -80,6 +80,8 @@ pub enum Purpose {
     Update([u8; 32]),
     /// Parameters committed at a height.
     Checkpoint(u64),
+    /// A shard of the run's data, by index in the manifest.
+    Shard(u32),
 }
 
 #[derive(Debug)]

@@ -226,6 +226,35 @@ impl DataPlan {
         })
     }
 
+    /// A plan from parts fetched from the network (a run's sealed data, DESIGN.md "Data"):
+    /// training shards as they are, the validation and test shards each joined into one set.
+    pub fn from_parts(
+        rules: &TrainingRules,
+        train: Vec<Arc<Dataset>>,
+        validation: &[Arc<Dataset>],
+        test: &[Arc<Dataset>],
+    ) -> Result<Self, PlanError> {
+        if train.is_empty() {
+            return Err(PlanError("no training shard".into()));
+        }
+        Ok(Self {
+            rules: *rules,
+            shards: train,
+            validation: join(validation)?,
+            test: Arc::new(join(test)?),
+        })
+    }
+
+    /// The training shards.
+    pub fn shards(&self) -> &[Arc<Dataset>] {
+        &self.shards
+    }
+
+    /// The test set.
+    pub fn test(&self) -> &Dataset {
+        &self.test
+    }
+
     /// The shard a trainer works on at `height`: a hash of (run, height, trainer).
     pub fn shard_for(shards: u32, run: &RunId, height: u64, trainer: &Address) -> usize {
         let mut h = Sha256::new();
@@ -252,6 +281,12 @@ impl DataPlan {
     pub fn shard(&self, i: usize) -> Arc<Dataset> {
         self.shards[i % self.shards.len()].clone()
     }
+}
+
+fn join(parts: &[Arc<Dataset>]) -> Result<Dataset, PlanError> {
+    Dataset::concat(parts.iter().map(|p| &**p)).ok_or_else(|| {
+        PlanError("no validation or test shard, or shards of different image sizes".into())
+    })
 }
 
 /// The batch-order seed of a trainer's job at `height`.

@@ -31,7 +31,7 @@
 //! # let key = tabswarm_consensus::identity::Keypair::from_seed([1; 32]);
 //! # let genesis = tabswarm_consensus::genesis::Genesis::from_json(
 //! #     &tabswarm_consensus::testkit::genesis_json(&[(key.address(), 1)]))?;
-//! let roles = Roles { train: false, validate: true };
+//! let roles = Roles { train: false, validate: true, store: false, max_train_shards: 0 };
 //! let mut peer: Peer<u32> = Peer::new(genesis, key, roles, Restored::default(), 0)?;
 //! for effect in peer.handle(10, Input::Tick) {
 //!     match effect {
@@ -48,6 +48,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs)]
 
+pub mod data;
 pub mod fetch;
 pub mod jobs;
 pub mod parallel;
@@ -59,8 +60,8 @@ pub mod sync;
 pub mod wire;
 
 pub use peer::{
-    Effect, Event, HOLD_MS, Input, MAX_HELD, Peer, PeerError, Persist, Rejections, Restored, Roles,
-    Snapshot, TICK_MS,
+    DataSnapshot, Effect, Event, HOLD_MS, Input, MAX_HELD, MAX_WAITING_JOBS, Peer, PeerError,
+    Persist, Rejections, Restored, RestoredData, Roles, Snapshot, TICK_MS,
 };
 
 /// A request's id, chosen by the peer (not by the transport), carried back with its answer.

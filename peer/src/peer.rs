@@ -21,6 +21,7 @@ use tabswarm_core::flat;
 use tracing::{debug, info, warn};
 
 use crate::RequestId;
+use crate::data::{Action as DataAction, DataEvent, DataRecord, DataState, DataUses};
 use crate::fetch::{Blob, Blobs, Fetcher, Purpose};
 use crate::jobs::{self, DataPlan, Job};
 use crate::payload;
@@ -36,6 +37,8 @@ use crate::wire::{
 pub const HOLD_MS: u64 = 6_000;
 /// Proposals held back at once (more are judged at once).
 pub const MAX_HELD: usize = 64;
+/// Jobs held while the run's data is not here yet.
+pub const MAX_WAITING_JOBS: usize = 256;
 /// How often a driver should call [`Input::Tick`] at the least.
 pub const TICK_MS: u64 = 100;
 
@@ -47,6 +50,11 @@ pub struct Roles {
     /// Vote (only counts if the genesis stakes our key). Off: the peer follows consensus
     /// without signing anything, even when staked.
     pub validate: bool,
+    /// Hold shards of the run's data for others (storage role; runs with data on the
+    /// network only).
+    pub store: bool,
+    /// Most training shards to fetch for our own training (0: all of them).
+    pub max_train_shards: u32,
 }
 
 /// What a driver restores from its store before creating the peer.
@@ -59,6 +67,19 @@ pub struct Restored {
     pub params: Vec<(u64, Vec<u8>)>,
     /// Stored announcements and payloads of the height in progress.
     pub updates: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Stored data records (runs with data on the network).
+    pub data: RestoredData,
+}
+
+/// The data records a driver stored ([`Persist::Data`]), given back at start.
+#[derive(Debug, Clone, Default)]
+pub struct RestoredData {
+    /// Signed manifests (the newest that verifies is used).
+    pub manifests: Vec<Vec<u8>>,
+    /// Grants.
+    pub grants: Vec<Vec<u8>>,
+    /// Shards, each with the address it was stored under.
+    pub shards: Vec<([u8; 32], Vec<u8>)>,
 }
 
 /// Something that happened, for logs, metrics and user interfaces.
@@ -117,6 +138,8 @@ pub enum Event {
     },
     /// Local training failed.
     TrainingFailed(String),
+    /// The run's data on the network.
+    Data(DataEvent),
 }
 
 /// Something to make durable. Drivers write it before carrying out any later effect.
@@ -145,6 +168,8 @@ pub enum Persist {
         /// Payload bytes.
         payload: Vec<u8>,
     },
+    /// A record of the run's data (manifest, grant, shard, pruning of old epochs).
+    Data(DataRecord),
 }
 
 /// What the driver must do, in order.
@@ -175,6 +200,10 @@ pub enum Effect<P> {
     Respond(Response),
     /// Run a job off the event loop and feed its output back.
     Run(Job),
+    /// Run every later job on this data (runs with data on the network: sent once the
+    /// shards this peer needs arrived, and again when it holds more training shards; no job
+    /// comes before the first).
+    UsePlan(Arc<DataPlan>),
     /// This peer sent provably bad data: lower its score or disconnect it.
     Penalise(P),
     /// Something happened.
@@ -299,6 +328,23 @@ pub struct Snapshot {
     pub pool: (usize, usize),
     /// Downloads in progress.
     pub downloads: usize,
+    /// The run's data, in runs that keep it on the network.
+    pub data: Option<DataSnapshot>,
+}
+
+/// What a peer holds of the run's data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataSnapshot {
+    /// The manifest's epoch (0: none yet).
+    pub epoch: u64,
+    /// Shards the manifest lists.
+    pub shards: usize,
+    /// Shards held, by index.
+    pub held: Vec<u32>,
+    /// Whether we can read them (a grant, or an open run).
+    pub has_key: bool,
+    /// Whether training and scoring have the data they need.
+    pub ready: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +354,7 @@ enum Asked {
     Checkpoint,
     Update,
     Fetch,
+    Data,
 }
 
 #[derive(Debug)]
@@ -358,6 +405,12 @@ pub struct Peer<P> {
     /// Consensus timers and when they fire (a list: few, and firing order stays fixed).
     timers: Vec<(Timeout, u64)>,
     training_for: Option<u64>,
+    /// The run's data on the network, if the genesis puts it there.
+    data: Option<DataState<P>>,
+    /// Training shards in the plan the driver runs jobs on (0: no plan yet).
+    plan_shards: u32,
+    /// Jobs held until the first plan.
+    waiting_jobs: Vec<Job>,
     peers: BTreeMap<P, bool>,
     requests: BTreeMap<RequestId, (P, Asked)>,
     next_request: u64,
@@ -398,6 +451,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             persisted,
             params,
             updates,
+            data: stored_data,
         } = restored;
         let ledger = Ledger::verify_chain(genesis.clone(), &persisted.blocks)?;
         let height = ledger.height().0;
@@ -428,6 +482,28 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         app.set_credited(ledger.credits().keys().map(|k| Address(*k)));
         app.set_scoring(roles.validate);
         let run = genesis.run_id();
+        let data = match &genesis.data {
+            Some(policy) => Some(
+                DataState::new(
+                    policy.clone(),
+                    run,
+                    key.address(),
+                    &key.seed(),
+                    DataUses {
+                        store: roles.store,
+                        read: roles.train || roles.validate,
+                        max_train: roles.max_train_shards,
+                    },
+                )
+                .ok_or_else(|| PeerError::Params("the data owner's key is invalid".into()))?,
+            ),
+            None => None,
+        };
+        let plan_shards = if data.is_some() {
+            0
+        } else {
+            genesis.training.shards
+        };
         let mut peer = Self {
             ctx: TabswarmContext::new(run),
             run,
@@ -453,6 +529,9 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             asked_updates: BTreeSet::new(),
             timers: Vec::new(),
             training_for: None,
+            data,
+            plan_shards,
+            waiting_jobs: Vec::new(),
             peers: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 0,
@@ -466,6 +545,14 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         peer.publish_params_blob();
         for (announcement, payload) in updates {
             peer.restore_update(&announcement, payload);
+        }
+        if let Some(d) = &mut peer.data {
+            let actions = d.restore(
+                stored_data.manifests,
+                stored_data.grants,
+                stored_data.shards,
+            );
+            peer.carry_data(actions);
         }
         Ok(peer)
     }
@@ -541,6 +628,13 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             rejected: self.rejected,
             pool: (app.pool().len(), app.pool().ready()),
             downloads: self.fetcher.len(),
+            data: self.data.as_ref().map(|d| DataSnapshot {
+                epoch: d.manifest().map_or(0, |m| m.epoch),
+                shards: d.manifest().map_or(0, |m| m.shards.len()),
+                held: d.held().collect(),
+                has_key: d.has_key(),
+                ready: d.ready(),
+            }),
         }
     }
 
@@ -608,7 +702,16 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             warn!(error = %e, "consensus error");
         }
         for job in self.app_mut().take_jobs() {
-            self.effects.push(Effect::Run(job));
+            if self.plan_shards == 0 {
+                // No data yet: jobs wait for the first plan (bounded: the oldest go first;
+                // a score that never comes makes the proposal's holder judge without it).
+                if self.waiting_jobs.len() >= MAX_WAITING_JOBS {
+                    self.waiting_jobs.remove(0);
+                }
+                self.waiting_jobs.push(job);
+            } else {
+                self.effects.push(Effect::Run(job));
+            }
         }
         for bad in self.fetcher.take_banned() {
             self.effects.push(Effect::Penalise(bad));
@@ -649,15 +752,22 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
 
     /// Answers a peer's question from what we hold; never more than the limits allow.
     fn answer(&mut self, request: Request) -> Response {
+        if let Some(response) = self.data.as_ref().and_then(|d| d.answer(&request)) {
+            return response;
+        }
+        let shard = |address: &[u8; 32]| self.data.as_ref().and_then(|d| d.blob(address));
         match request {
-            Request::Manifest { address } => {
-                self.blobs.get(&address).map_or(Response::NotFound, |b| {
+            Request::Manifest { address } => self
+                .blobs
+                .get(&address)
+                .or_else(|| shard(&address))
+                .map_or(Response::NotFound, |b| {
                     Response::Manifest(b.manifest.clone())
-                })
-            }
+                }),
             Request::Chunk { address, index } => self
                 .blobs
                 .get(&address)
+                .or_else(|| shard(&address))
                 .and_then(|b| {
                     b.manifest
                         .range(index as usize)
@@ -700,6 +810,9 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             Request::Status => Response::Status {
                 height: self.ledger().height().0,
             },
+            Request::DataManifest | Request::Grant { .. } | Request::Grants { .. } => {
+                Response::NotFound
+            }
         }
     }
 
@@ -752,11 +865,19 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 let (sends, done) = self.fetcher.on_chunk(id, &bytes);
                 self.send_fetches(sends);
                 if let Some(done) = done {
-                    self.blobs.insert(done.address, done.blob.clone());
+                    if !matches!(done.purpose, Purpose::Shard(_)) {
+                        self.blobs.insert(done.address, done.blob.clone());
+                    }
                     match done.purpose {
                         Purpose::Update(_) => self.on_payload(done.address, &done.blob)?,
                         Purpose::Checkpoint(h) => {
                             self.on_checkpoint_blob(from, h, done.blob.bytes.clone())?;
+                        }
+                        Purpose::Shard(index) => {
+                            if let Some(d) = &mut self.data {
+                                let actions = d.on_shard(index, done.blob);
+                                self.carry_data(actions);
+                            }
                         }
                     }
                 }
@@ -778,6 +899,18 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 {
                     self.on_update(update, from.clone(), from);
                 }
+            }
+            (Asked::Data, response) => {
+                let Some(d) = &mut self.data else {
+                    return Ok(());
+                };
+                let actions = match response {
+                    Response::DataManifest(bytes) => d.on_manifest(from, bytes.into_vec()),
+                    Response::Grant(bytes) => d.on_grants(from, vec![bytes]),
+                    Response::Grants(list) => d.on_grants(from, list),
+                    _ => Vec::new(),
+                };
+                self.carry_data(actions);
             }
             (Asked::Status, Response::Status { height }) => {
                 if let Phase::Syncing {
@@ -810,6 +943,22 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 }
                 let publisher = publisher.unwrap_or_else(|| source.clone());
                 self.on_update(update, publisher, source)
+            }
+            Topic::Data => {
+                let now = self.now_ms;
+                let publisher = publisher.unwrap_or(source);
+                match self
+                    .data
+                    .as_mut()
+                    .map(|d| d.on_holdings(publisher, data, now))
+                {
+                    None => Verdict::Ignore,
+                    Some(true) => Verdict::Accept,
+                    Some(false) => {
+                        self.rejected.malformed += 1;
+                        Verdict::Reject
+                    }
+                }
             }
             _ => {
                 let Ok(msg) = Message::decode(data) else {
@@ -1131,6 +1280,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         self.fetcher.retain(|p| match p {
             Purpose::Update(id) => pool_ids.contains(id),
             Purpose::Checkpoint(h) => *h > height,
+            Purpose::Shard(_) => true,
         });
         self.requests
             .retain(|id, (_, a)| *a != Asked::Fetch || self.fetcher.owns(id));
@@ -1150,6 +1300,71 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         self.params_missing || self.app().height() != self.ledger().height().0
     }
 
+    // ---- data ----
+
+    fn carry_data(&mut self, actions: Vec<DataAction<P>>) {
+        for action in actions {
+            match action {
+                DataAction::Persist(record) => {
+                    self.effects.push(Effect::Persist(Persist::Data(record)));
+                }
+                DataAction::Ask(to, request) => {
+                    self.send(to, request, Asked::Data);
+                }
+                DataAction::Fetch {
+                    index,
+                    address,
+                    holders,
+                } => {
+                    for holder in holders {
+                        let sends = self.fetcher.want(address, Purpose::Shard(index), holder);
+                        self.send_fetches(sends);
+                    }
+                }
+                DataAction::Publish(data) => self.effects.push(Effect::Publish {
+                    topic: Topic::Data,
+                    data,
+                }),
+                DataAction::Penalise(peer) => self.effects.push(Effect::Penalise(peer)),
+                DataAction::Event(e) => {
+                    if let DataEvent::Damaged { index } = &e {
+                        warn!(index, "a stored shard was damaged: fetching it again");
+                    }
+                    self.effects.push(Effect::Event(Event::Data(e)));
+                }
+            }
+        }
+        self.use_new_plan();
+    }
+
+    /// Hands the driver a plan once the data this peer needs is here (and a larger one when
+    /// more training shards arrive), then the jobs that waited for it.
+    fn use_new_plan(&mut self) {
+        let rules = self.genesis.training;
+        let Some(plan) = self.data.as_mut().and_then(|d| d.take_plan(&rules)) else {
+            return;
+        };
+        match plan {
+            Ok(plan) => {
+                let first = self.plan_shards == 0;
+                self.plan_shards = plan.shards().len() as u32;
+                info!(train_shards = self.plan_shards, "data ready");
+                self.effects
+                    .push(Effect::Event(Event::Data(DataEvent::Ready {
+                        train: self.plan_shards as usize,
+                    })));
+                self.effects.push(Effect::UsePlan(Arc::new(plan)));
+                for job in std::mem::take(&mut self.waiting_jobs) {
+                    self.effects.push(Effect::Run(job));
+                }
+                if first {
+                    self.start_training();
+                }
+            }
+            Err(e) => warn!(error = %e, "the run's data cannot make a plan"),
+        }
+    }
+
     // ---- training ----
 
     fn start_training(&mut self) {
@@ -1159,13 +1374,13 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         // One training job at a time: a trainer slower than the chain trains on the newest
         // parameters once it is free, instead of queueing a job (and a copy of the
         // parameters) per height it falls behind.
-        if self.training_for.is_some() {
+        if self.training_for.is_some() || self.plan_shards == 0 {
             return;
         }
         let height = self.app().height() + 1;
         self.training_for = Some(height);
         let trainer = self.key.address();
-        let shards = self.genesis.training.shards;
+        let shards = self.plan_shards;
         self.effects.push(Effect::Run(Job::Train {
             height,
             params: self.app().params().clone(),
@@ -1288,6 +1503,16 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         self.send_fetches(retries);
         self.forget_abandoned_updates();
         let now = self.now_ms;
+        let connected: Vec<P> = self
+            .peers
+            .iter()
+            .filter(|(_, relay)| !**relay)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if let Some(d) = &mut self.data {
+            let actions = d.tick(now, &connected);
+            self.carry_data(actions);
+        }
         let mut due: Vec<(u64, Timeout)> = self
             .timers
             .iter()

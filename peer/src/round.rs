@@ -796,6 +796,7 @@ mod tests {
     fn genesis_with(rule: AggregationRule) -> Genesis {
         let params = vec![0.5f32; N];
         Genesis::from_file(GenesisFile {
+            data: None,
             version: 1,
             name: "round-tests".into(),
             initial_param_hash: hex(&flat::param_hash(&params).0),

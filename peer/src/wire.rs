@@ -51,7 +51,22 @@ pub enum Request {
     },
     /// The peer's height (cheap probe before catch-up).
     Status,
+    /// The newest signed data manifest the peer holds.
+    DataManifest,
+    /// The grant of one member for the peer's newest data epoch.
+    Grant {
+        /// The member's ed25519 public key.
+        member: [u8; 32],
+    },
+    /// Grants of the peer's newest data epoch, skipping the first `skip` (in member order).
+    Grants {
+        /// How many to skip.
+        skip: u32,
+    },
 }
+
+/// Most grants in one [`Response::Grants`].
+pub const MAX_GRANTS_PER_RESPONSE: usize = 64;
 
 /// An answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +91,12 @@ pub enum Response {
         /// Committed height.
         height: u64,
     },
+    /// An encoded signed data manifest.
+    DataManifest(ByteBuf),
+    /// An encoded grant.
+    Grant(ByteBuf),
+    /// Encoded grants, at most [`MAX_GRANTS_PER_RESPONSE`].
+    Grants(Vec<ByteBuf>),
     /// The peer does not hold what was asked.
     NotFound,
 }
@@ -93,16 +114,19 @@ pub enum Topic {
     Evidence,
     /// Committed blocks (for peers that missed a commit).
     Blocks,
+    /// What storage peers hold of the run's data.
+    Data,
 }
 
 impl Topic {
     /// Every topic a peer subscribes to.
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Updates,
         Topic::Proposals,
         Topic::Votes,
         Topic::Evidence,
         Topic::Blocks,
+        Topic::Data,
     ];
 
     /// The topic's name in `run`: scoped to the run so runs never mix.
@@ -113,6 +137,7 @@ impl Topic {
             Topic::Votes => "votes",
             Topic::Evidence => "evidence",
             Topic::Blocks => "blocks",
+            Topic::Data => "data",
         };
         format!("/tabswarm/{}/{kind}/1", hex(&run.0[..8]))
     }

@@ -59,12 +59,16 @@ pub type Fake = Box<dyn FnMut(&Request) -> Option<Response>>;
 pub const ALL: Roles = Roles {
     train: true,
     validate: true,
+    store: false,
+    max_train_shards: 0,
 };
 
 /// A trainer only.
 pub const TRAINER: Roles = Roles {
     train: true,
     validate: false,
+    store: false,
+    max_train_shards: 0,
 };
 
 /// A run's rules for simulation: a small MLP run that commits in a few virtual seconds.
@@ -90,6 +94,7 @@ pub fn genesis(
 ) -> Result<Genesis, String> {
     let params = jobs::initial_params(&rules).map_err(|e| e.to_string())?;
     Genesis::from_file(GenesisFile {
+        data: None,
         version: 1,
         name: "tabswarm-sim".into(),
         initial_param_hash: hex(&flat::param_hash(&params).0),

@@ -269,6 +269,8 @@ fn a_staked_peer_without_the_validator_role_never_votes() {
         Roles {
             train: true,
             validate: false,
+            store: false,
+            max_train_shards: 0,
         },
     )
     .unwrap();

@@ -47,6 +47,8 @@ impl Disk {
                 payload,
                 ..
             } => self.updates.push((height, announcement, payload)),
+            // The simulator's runs keep their data in the peers' plans, not on the network.
+            Persist::Data(_) => {}
         }
         Ok(())
     }
@@ -66,6 +68,7 @@ impl Disk {
                 .iter()
                 .map(|(_, a, p)| (a.clone(), p.clone()))
                 .collect(),
+            data: Default::default(),
         }
     }
 
