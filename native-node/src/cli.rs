@@ -111,6 +111,67 @@ pub(crate) enum DataCommand {
         /// The file.
         path: PathBuf,
     },
+    /// As the run's data owner: cut a .tsd dataset as the run's plan does, encrypt the parts
+    /// as shards, sign the manifest and grant the key to members, into this home (node
+    /// stopped). Run again to rotate the key (a new epoch: members left out can no longer
+    /// read). Start the node to serve the shards; storage peers replicate them.
+    Add(DataAddArgs),
+    /// Grant members the key of this home's newest epoch (data owner, node stopped; restart
+    /// it to serve the grants).
+    Grant(DataGrantArgs),
+    /// List the run's data held in a home: epoch, shards, their part and size, grants.
+    Ls {
+        /// The node's home.
+        #[arg(long, env = "TABSWARM_HOME", default_value = crate::net_cli::DEFAULT_HOME)]
+        home: PathBuf,
+        /// The run's genesis file [default: the one the node stored at its first start].
+        #[arg(long = "run", value_name = "GENESIS")]
+        run: Option<PathBuf>,
+    },
+    /// Decrypt shards this node holds into a .tsd file (needs a grant; node stopped).
+    Get {
+        /// The node's home.
+        #[arg(long, env = "TABSWARM_HOME", default_value = crate::net_cli::DEFAULT_HOME)]
+        home: PathBuf,
+        /// Shard index (see `data ls`); every shard held when left out.
+        #[arg(long)]
+        shard: Option<u32>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// The run's genesis file [default: the one the node stored at its first start].
+        #[arg(long = "run", value_name = "GENESIS")]
+        run: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DataAddArgs {
+    /// The dataset (.tsd).
+    pub(crate) path: PathBuf,
+    /// The run's genesis file (it names the data owner: this home's key).
+    #[arg(long = "run", alias = "genesis", value_name = "GENESIS")]
+    pub(crate) run: PathBuf,
+    /// The data owner's home.
+    #[arg(long, env = "TABSWARM_HOME", default_value = crate::net_cli::DEFAULT_HOME)]
+    pub(crate) home: PathBuf,
+    /// A member as `<public key hex>:<member key hex>` (repeat; `init` prints both). The
+    /// owner is always a member.
+    #[arg(long = "member", value_name = "KEY:MEMBER_KEY")]
+    pub(crate) members: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DataGrantArgs {
+    /// The data owner's home.
+    #[arg(long, env = "TABSWARM_HOME", default_value = crate::net_cli::DEFAULT_HOME)]
+    pub(crate) home: PathBuf,
+    /// A member as `<public key hex>:<member key hex>` (repeat).
+    #[arg(long = "member", value_name = "KEY:MEMBER_KEY", required = true)]
+    pub(crate) members: Vec<String>,
+    /// The run's genesis file [default: the one the node stored at its first start].
+    #[arg(long = "run", value_name = "GENESIS")]
+    pub(crate) run: Option<PathBuf>,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind, String> {

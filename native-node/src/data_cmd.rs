@@ -20,6 +20,15 @@ pub(crate) fn run(args: DataArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        DataCommand::Add(args) => crate::vault_cmd::add(args),
+        DataCommand::Grant(args) => crate::vault_cmd::grant(args),
+        DataCommand::Ls { home, run } => crate::vault_cmd::ls(&home, run.as_deref()),
+        DataCommand::Get {
+            home,
+            shard,
+            out,
+            run,
+        } => crate::vault_cmd::get(&home, shard, &out, run.as_deref()),
         DataCommand::Inspect { path } => {
             let dataset = load(&path)?;
             let split = Split::mnist(&dataset);

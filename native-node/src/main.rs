@@ -9,6 +9,7 @@ use clap::Parser;
 
 mod cli;
 mod data_cmd;
+mod data_dir;
 mod logging;
 mod metrics;
 mod net;
@@ -19,6 +20,7 @@ mod runner;
 mod shutdown;
 mod store;
 mod train_cmd;
+mod vault_cmd;
 
 // glibc returns large freed buffers to the OS and maps them again on the next step,
 // which costs ~30% of an MLP step; mimalloc keeps them.

@@ -35,6 +35,8 @@ pub(crate) struct Metrics {
     pub(crate) updates_published: Counter,
     pub(crate) messages_rejected: Counter,
     pub(crate) credit: Gauge,
+    pub(crate) shards_held: Gauge,
+    pub(crate) shards_damaged: Counter,
 }
 
 impl Metrics {
@@ -55,8 +57,20 @@ impl Metrics {
             updates_published: Counter::default(),
             messages_rejected: Counter::default(),
             credit: Gauge::default(),
+            shards_held: Gauge::default(),
+            shards_damaged: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("tabswarm");
+        r.register(
+            "shards_held",
+            "Shards of the run's data held and checked against the manifest",
+            m.shards_held.clone(),
+        );
+        r.register(
+            "shards_damaged",
+            "Stored shards found damaged at start (dropped and fetched again)",
+            m.shards_damaged.clone(),
+        );
         r.register("height", "Committed ledger height", m.height.clone());
         r.register(
             "round",
@@ -157,10 +171,25 @@ pub(crate) struct Status {
     pub(crate) bytes_sent: u64,
     pub(crate) signer: SignerStatus,
     pub(crate) rejected: Rejected,
+    /// The run's data held here (runs that keep it on the network).
+    pub(crate) data: Option<DataStatus>,
     /// Every trainer's credit in the committed ledger, by hex address (`/credits/{address}`;
     /// left out of `/status`, whose size must not grow with the number of trainers).
     #[serde(skip)]
     pub(crate) credits: std::collections::BTreeMap<String, u64>,
+}
+
+/// What the node holds of the run's data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct DataStatus {
+    pub(crate) epoch: u64,
+    pub(crate) shards: usize,
+    /// Indices of the shards held.
+    pub(crate) held: Vec<u32>,
+    /// Whether this node can read them (a grant, or an open run).
+    pub(crate) readable: bool,
+    /// Whether training and scoring have what they need.
+    pub(crate) ready: bool,
 }
 
 /// The persisted signer state, for checking no double signature happened.

@@ -77,6 +77,18 @@ pub(crate) struct GenesisArgs {
     /// or `mean` (not robust: one trainer can steer it).
     #[arg(long, default_value = DEFAULT_AGGREGATION, value_parser = parse_aggregation)]
     pub(crate) aggregation: AggregationRule,
+    /// Keep the run's data on the network, owned by this public key (hex; `init` prints it):
+    /// the owner adds it with `tabswarm-node data add`, storage peers replicate it, trainers
+    /// fetch it. Without it every peer reads the dataset from a local file (--data).
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub(crate) data_owner: Option<String>,
+    /// Who may read the data: `closed` (members the owner grants) or `open` (anyone: the key
+    /// is written into the genesis).
+    #[arg(long, default_value = "closed", value_parser = ["closed", "open"], requires = "data_owner")]
+    pub(crate) data_access: String,
+    /// Storage peers holding each shard.
+    #[arg(long, default_value_t = 3, requires = "data_owner")]
+    pub(crate) data_replication: u32,
 }
 
 /// The aggregation rule of new runs: robust, and fine with the few updates of a small run.
@@ -153,7 +165,9 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "TABSWARM_WEBRTC_PORT")]
     pub(crate) webrtc_port: Option<u16>,
     /// Roles, comma-separated: trainer, validator, storage (serves blocks, checkpoints and
-    /// payloads only) [default: trainer, plus validator when the genesis stakes this key].
+    /// payloads, and holds shards of the run's data for others) [default: trainer, plus
+    /// validator when the genesis stakes this key, plus storage when the genesis keeps the
+    /// data on the network].
     #[arg(long, env = "TABSWARM_ROLES", value_delimiter = ',')]
     pub(crate) roles: Vec<String>,
     /// Reach other nodes only through relay circuits (no listening, no direct connections).
@@ -171,6 +185,10 @@ pub(crate) struct RunArgs {
     /// Stop cleanly once this height is committed (for scripts and benchmarks).
     #[arg(long, env = "TABSWARM_STOP_AT_HEIGHT")]
     pub(crate) stop_at_height: Option<u64>,
+    /// In a run whose data is on the network: most training shards to fetch and train on
+    /// [default: 0, all of them].
+    #[arg(long, env = "TABSWARM_TRAIN_SHARDS")]
+    pub(crate) train_shards: Option<u32>,
 }
 
 /// The `--config` file: the same options as the flags.
@@ -192,6 +210,7 @@ struct ConfigFile {
     max_connections: Option<u32>,
     max_memory_percent: Option<f64>,
     stop_at_height: Option<u64>,
+    train_shards: Option<u32>,
 }
 
 /// `run`'s options after flags, environment and config file are merged and checked.
@@ -208,6 +227,7 @@ pub(crate) struct RunOptions {
     pub(crate) max_connections: u32,
     pub(crate) max_memory_fraction: f64,
     pub(crate) stop_at_height: Option<u64>,
+    pub(crate) train_shards: u32,
 }
 
 /// A role from `--roles`.
@@ -215,7 +235,8 @@ pub(crate) struct RunOptions {
 pub(crate) enum Role {
     Trainer,
     Validator,
-    /// Keeps and serves blocks, checkpoints and payloads; trains nothing.
+    /// Keeps and serves blocks, checkpoints and payloads, and (in a run whose data is on the
+    /// network) holds shards for others; trains nothing.
     Storage,
 }
 
@@ -287,6 +308,7 @@ impl RunArgs {
             max_connections,
             max_memory_fraction: max_memory_percent / 100.0,
             stop_at_height: self.stop_at_height.or(file.stop_at_height),
+            train_shards: self.train_shards.or(file.train_shards).unwrap_or(0),
         })
     }
 }

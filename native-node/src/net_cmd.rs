@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use prometheus_client::registry::Registry;
 use tabswarm_consensus::genesis::{
-    Genesis, GenesisFile, LocalOptimizer, ModelArch, TimeoutsMs, TrainingRules, ValidatorEntry, hex,
+    AccessFile, DataFile, Genesis, GenesisFile, LocalOptimizer, ModelArch, TimeoutsMs,
+    TrainingRules, ValidatorEntry, hex,
 };
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_core::chunks::bytes_to_f32s;
@@ -28,12 +29,12 @@ const STORE_FILE: &str = "node.redb";
 /// Where a running node writes its metrics/status address (the port may be chosen at start).
 const RPC_FILE: &str = "rpc.addr";
 
-fn open_store(home: &Path) -> anyhow::Result<Store> {
+pub(crate) fn open_store(home: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
     Store::open(&home.join(STORE_FILE))
 }
 
-fn identity(store: &Store, home: &Path) -> anyhow::Result<[u8; 32]> {
+pub(crate) fn identity(store: &Store, home: &Path) -> anyhow::Result<[u8; 32]> {
     store.identity()?.with_context(|| {
         format!(
             "{} has no identity yet: run `tabswarm-node init --home {}` first",
@@ -61,10 +62,11 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     let key = Keypair::from_seed(seed);
     let peer_id = libp2p_key(seed)?.public().to_peer_id();
     let public_key = hex(&key.address().0);
+    let member_key = hex(&tabswarm_core::vault::MemberSecret::derive(&seed).public().0);
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "public_key": public_key, "peer_id": peer_id.to_string(), "created": created })
+            serde_json::json!({ "public_key": public_key, "member_key": member_key, "peer_id": peer_id.to_string(), "created": created })
         );
     } else {
         if !created {
@@ -75,6 +77,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         }
         println!("public key: {public_key}");
         println!("peer id:    {peer_id}");
+        println!("member key: {member_key} (the data owner grants {public_key}:{member_key})");
         println!("stake it with: tabswarm-node genesis --validator {public_key}:100 ...");
     }
     Ok(())
@@ -115,7 +118,19 @@ pub(crate) fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         checkpoint_every: args.checkpoint_every,
     };
     let params = initial_params(&training)?;
+    let data = args.data_owner.as_ref().map(|owner| DataFile {
+        owner: owner.clone(),
+        access: if args.data_access == "open" {
+            let mut key = [0u8; 32];
+            rand::fill(&mut key);
+            AccessFile::Open { key: hex(&key) }
+        } else {
+            AccessFile::Closed
+        },
+        replication: args.data_replication,
+    });
     let file = GenesisFile {
+        data,
         version: 1,
         name: args.name,
         initial_param_hash: flat::param_hash(&params).to_hex(),
@@ -182,13 +197,17 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let (genesis, _) = load_genesis(&store, options.genesis.as_deref())?;
     let key = Keypair::from_seed(seed);
     let staked = genesis.validators.iter().any(|(a, _)| *a == key.address());
+    // A server in a run whose data lives on the network stores shards unless told otherwise.
+    let data_run = genesis.data.is_some();
     let (roles, storage) = match &options.roles {
         None => (
             Roles {
                 train: true,
                 validate: staked,
+                store: data_run,
+                max_train_shards: options.train_shards,
             },
-            false,
+            data_run,
         ),
         Some(list) => {
             let validate = list.contains(&Role::Validator);
@@ -202,13 +221,21 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 Roles {
                     train: list.contains(&Role::Trainer),
                     validate,
+                    store: list.contains(&Role::Storage),
+                    max_train_shards: options.train_shards,
                 },
                 list.contains(&Role::Storage),
             )
         }
     };
-    let dataset = crate::data_cmd::load(&options.data)?;
-    let plan = Arc::new(DataPlan::new(&dataset, &genesis.training)?);
+    // A run with its data on the network gets its plan from the peer once the shards are
+    // here; otherwise every peer cuts the same plan from its local copy.
+    let plan = if data_run {
+        None
+    } else {
+        let dataset = crate::data_cmd::load(&options.data)?;
+        Some(Arc::new(DataPlan::new(&dataset, &genesis.training)?))
+    };
     tabswarm_net::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -267,6 +294,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         let runner = Runner::new(Setup {
             swarm,
             store,
+            home: options.home.clone(),
             genesis,
             key,
             plan,

@@ -2,10 +2,11 @@
 //! the JSON `/status` snapshot.
 
 use tabswarm_consensus::genesis::hex;
+use tabswarm_peer::data::DataEvent;
 use tabswarm_peer::{Event, Snapshot};
 use tracing::{debug, info, warn};
 
-use crate::metrics::{Metrics, Status};
+use crate::metrics::{DataStatus, Metrics, Status};
 
 /// Logs one peer event and updates the metrics it moves.
 pub(crate) fn on_event(metrics: &Metrics, credit: u64, event: Event) {
@@ -67,7 +68,32 @@ pub(crate) fn on_event(metrics: &Metrics, credit: u64, event: Event) {
             debug!(height, "update announced");
         }
         Event::TrainingFailed(e) => warn!(error = %e, "local training failed"),
+        Event::Data(e) => on_data(metrics, e),
         other => debug!(?other, "peer event"),
+    }
+}
+
+fn on_data(metrics: &Metrics, event: DataEvent) {
+    match event {
+        DataEvent::Manifest { epoch, shards } => {
+            info!(
+                epoch,
+                shards, "data manifest verified (signed by the run's data owner)"
+            );
+        }
+        DataEvent::Key { epoch } => info!(epoch, "dataset key received: shards can be read"),
+        DataEvent::Stored { index } => debug!(index, "shard stored"),
+        DataEvent::Damaged { index } => {
+            metrics.shards_damaged.inc();
+            warn!(
+                index,
+                "stored shard damaged (does not match the manifest): dropped, fetching it again"
+            );
+        }
+        DataEvent::Unreadable { index, reason } => {
+            warn!(index, %reason, "a shard matching the manifest does not decrypt");
+        }
+        DataEvent::Ready { train } => info!(train_shards = train, "the run's data is here"),
     }
 }
 
@@ -101,6 +127,16 @@ pub(crate) fn update_status(s: &mut Status, snap: Snapshot, net: NetView, metric
     s.late_announcements = snap.app.late_announcements;
     s.credit = snap.credit;
     s.syncing = snap.syncing;
+    if let Some(d) = &snap.data {
+        metrics.shards_held.set(d.held.len() as i64);
+    }
+    s.data = snap.data.map(|d| DataStatus {
+        epoch: d.epoch,
+        shards: d.shards,
+        held: d.held,
+        readable: d.has_key,
+        ready: d.ready,
+    });
     s.bytes_received = metrics.bytes_in.get();
     s.bytes_sent = metrics.bytes_out.get();
     s.rejected.malformed = snap.rejected.malformed;

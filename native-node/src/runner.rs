@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use tabswarm_net::protocols::{Link, Reply, Routed};
 
+use crate::data_dir::DataDir;
 use crate::metrics::{Metrics, Status};
 use crate::net::behaviour::{Behaviour, BehaviourEvent};
 use crate::net::connectivity::Connectivity;
@@ -36,9 +37,12 @@ const JOB_QUEUE: usize = 64;
 pub(crate) struct Setup {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) store: Store,
+    /// The node's home (the run's data lives in its `data/` folder).
+    pub(crate) home: std::path::PathBuf,
     pub(crate) genesis: Genesis,
     pub(crate) key: Keypair,
-    pub(crate) plan: Arc<DataPlan>,
+    /// `None` in a run whose data is on the network: the peer hands one over when it is here.
+    pub(crate) plan: Option<Arc<DataPlan>>,
     pub(crate) roles: Roles,
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) relay_only: bool,
@@ -56,7 +60,8 @@ pub(crate) struct Runner {
     swarm: Swarm<Behaviour>,
     store: Store,
     peer: Peer<PeerId>,
-    plan: Arc<DataPlan>,
+    plan: Option<Arc<DataPlan>>,
+    data_dir: DataDir,
     link: Link,
     started: Instant,
     jobs_tx: mpsc::Sender<Done>,
@@ -72,6 +77,7 @@ impl Runner {
         let Setup {
             swarm,
             store,
+            home,
             genesis,
             key,
             plan,
@@ -82,6 +88,7 @@ impl Runner {
             status,
             stop_at_height,
         } = setup;
+        let data_dir = DataDir::new(&home);
         let restored = Restored {
             persisted: store.load()?,
             params: [store.params()?, store.latest_checkpoint()?]
@@ -89,6 +96,9 @@ impl Runner {
                 .flatten()
                 .collect(),
             updates: store.updates()?,
+            data: data_dir
+                .load()
+                .context("reading the run's data in the home")?,
         };
         let link = Link::new(&genesis.run_id());
         let peer = Peer::new(genesis, key, roles, restored, 0)
@@ -99,6 +109,7 @@ impl Runner {
             store,
             peer,
             plan,
+            data_dir,
             link,
             started: Instant::now(),
             jobs_tx,
@@ -196,6 +207,13 @@ impl Runner {
             match effect {
                 Effect::Persist(p) => self.persist(p)?,
                 Effect::Run(job) => self.run_job(job),
+                Effect::UsePlan(plan) => {
+                    info!(
+                        train_shards = plan.shards().len(),
+                        "training on the run's shards from the network"
+                    );
+                    self.plan = Some(plan);
+                }
                 Effect::Penalise(peer) => {
                     warn!(%peer, "peer sent provably bad data; disconnecting it");
                     if !self.net.is_relay(&peer) {
@@ -235,6 +253,7 @@ impl Runner {
             } => self
                 .store
                 .put_update(height, &id, &announcement, &payload)?,
+            Persist::Data(record) => self.data_dir.apply(&record)?,
         }
         Ok(())
     }
@@ -245,7 +264,11 @@ impl Runner {
         let tx = self.jobs_tx.clone();
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
-            let output = jobs::run(&plan, job);
+            // The peer sends no job before the plan; a failed job is what it would make of one.
+            let output = match &plan {
+                Some(plan) => jobs::run(plan, job),
+                None => jobs::failed(&job, "no data yet".into()),
+            };
             // The loop may have stopped; nothing to do then.
             let _ = tx.blocking_send(Done {
                 output,

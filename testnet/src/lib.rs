@@ -87,6 +87,12 @@ pub struct Spec {
     pub remove_on_drop: bool,
     /// Extra `tabswarm-relay` flags (its limits, say).
     pub relay_args: Vec<String>,
+    /// Keep the run's data on the network (DESIGN.md, "Data"): node 0 owns it and adds the
+    /// dataset with `data add`, granting every node but those in `ungranted`; nodes get no
+    /// local copy.
+    pub network_data: bool,
+    /// Nodes left out of the owner's grants (with `network_data`).
+    pub ungranted: Vec<usize>,
 }
 
 impl Spec {
@@ -100,7 +106,16 @@ impl Spec {
             json_logs: false,
             remove_on_drop: false,
             relay_args: Vec::new(),
+            network_data: false,
+            ungranted: Vec::new(),
         }
+    }
+
+    /// With the run's data on the network, granted to every node but `ungranted`.
+    pub fn network_data(mut self, ungranted: &[usize]) -> Self {
+        self.network_data = true;
+        self.ungranted = ungranted.to_vec();
+        self
     }
 
     /// With these genesis flags.
@@ -121,6 +136,8 @@ pub struct Node {
     pub public_key: String,
     /// libp2p peer id.
     pub peer_id: String,
+    /// Hex X25519 key the data owner grants the dataset key to.
+    pub member_key: String,
     child: Option<Child>,
 }
 
@@ -180,7 +197,13 @@ impl Testnet {
             cmd.args(["--validator", &format!("{}:100", n.public_key)]);
         }
         cmd.args(&net.spec.genesis_args);
+        if net.spec.network_data {
+            cmd.args(["--data-owner", &net.nodes[0].public_key]);
+        }
         output(&mut cmd)?;
+        if net.spec.network_data {
+            net.add_data()?;
+        }
         Ok(net)
     }
 
@@ -196,6 +219,55 @@ impl Testnet {
                 remove_on_drop: true,
                 ..spec
             },
+        )
+    }
+
+    /// `data add` in node 0's home (the owner's), granting every node but the ungranted. Run
+    /// again (node 0 stopped) for a new epoch: a fresh key, and grants only for who is
+    /// granted now.
+    pub fn add_data(&self) -> anyhow::Result<String> {
+        let mut cmd = Command::new(&self.bins.node);
+        cmd.args(["data", "add"])
+            .arg(&self.data)
+            .arg("--run")
+            .arg(&self.genesis)
+            .arg("--home")
+            .arg(&self.nodes[0].home);
+        for (i, n) in self.nodes.iter().enumerate().skip(1) {
+            if !self.spec.ungranted.contains(&i) {
+                cmd.args(["--member", &format!("{}:{}", n.public_key, n.member_key)]);
+            }
+        }
+        output(&mut cmd)
+    }
+
+    /// Grants node `i` the key of the owner's newest epoch (node 0 stopped).
+    pub fn grant(&mut self, i: usize) -> anyhow::Result<String> {
+        self.spec.ungranted.retain(|&u| u != i);
+        let n = &self.nodes[i];
+        output(
+            Command::new(&self.bins.node)
+                .args(["data", "grant", "--home"])
+                .arg(&self.nodes[0].home)
+                .args(["--member", &format!("{}:{}", n.public_key, n.member_key)]),
+        )
+    }
+
+    /// Leaves node `i` out of the grants of the next `add_data`.
+    pub fn revoke(&mut self, i: usize) {
+        if !self.spec.ungranted.contains(&i) {
+            self.spec.ungranted.push(i);
+        }
+    }
+
+    /// Runs `tabswarm-node data <args>` on node `i`'s home (its node stopped for `get`).
+    pub fn data_command(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
+        output(
+            Command::new(&self.bins.node)
+                .arg("data")
+                .args(args)
+                .arg("--home")
+                .arg(&self.nodes[i].home),
         )
     }
 
@@ -232,6 +304,7 @@ impl Testnet {
             log: self.dir.join(format!("node{i}.log")),
             public_key: field("public_key")?,
             peer_id: field("peer_id")?,
+            member_key: field("member_key")?,
             home,
             child: None,
         });
@@ -313,7 +386,12 @@ impl Testnet {
             .arg("--genesis")
             .arg(&self.genesis)
             .arg("--data")
-            .arg(&self.data)
+            // A run with its data on the network must never read a local copy.
+            .arg(if self.spec.network_data {
+                Path::new("/nonexistent/tabswarm.tsd")
+            } else {
+                &self.data
+            })
             .args(["--bootstrap", bootstrap, "--ip", "127.0.0.1"])
             .args(["--metrics", &metrics])
             .args(extra);

@@ -53,6 +53,9 @@ fn kind(request: &Request) -> &'static str {
         Request::Checkpoint => "Checkpoint",
         Request::Update { .. } => "Update",
         Request::Status => "Status",
+        Request::DataManifest => "DataManifest",
+        Request::Grant { .. } => "Grant",
+        Request::Grants { .. } => "Grants",
     }
 }
 

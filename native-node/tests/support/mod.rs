@@ -28,13 +28,24 @@ pub(crate) fn net_with(
     genesis_args: &[&str],
     relay_args: &[&str],
 ) -> Net {
+    net_spec(name, nodes, validators, genesis_args, |spec| Spec {
+        relay_args: relay_args.iter().map(|a| (*a).to_owned()).collect(),
+        ..spec
+    })
+}
+
+/// [`net`] with the spec changed by `f`.
+pub(crate) fn net_spec(
+    name: &str,
+    nodes: usize,
+    validators: usize,
+    genesis_args: &[&str],
+    f: impl FnOnce(Spec) -> Spec,
+) -> Net {
     let data = std::env::var_os("TABSWARM_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/mnist.tsd"));
     let bins = Binaries::beside(node_bin()).unwrap();
-    let spec = Spec {
-        relay_args: relay_args.iter().map(|a| (*a).to_owned()).collect(),
-        ..Spec::new(validators, nodes - validators).genesis(genesis_args)
-    };
+    let spec = f(Spec::new(validators, nodes - validators).genesis(genesis_args));
     Net::temp(name, &bins, &data, spec).unwrap()
 }
