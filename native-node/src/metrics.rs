@@ -211,6 +211,8 @@ pub(crate) struct Rejected {
     pub(crate) consensus_stale: u64,
     pub(crate) proposals_refused: u64,
     pub(crate) updates_refused: u64,
+    /// Announcements and proposals naming a trainer that is not a member of a closed run.
+    pub(crate) non_members_refused: u64,
     /// Announcements turned away because the pool had no room (fresh keys over their share).
     pub(crate) announcements_dropped: u64,
 }

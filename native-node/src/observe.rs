@@ -144,6 +144,7 @@ pub(crate) fn update_status(s: &mut Status, snap: Snapshot, net: NetView, metric
     s.rejected.wrong_run_or_stale = snap.rejected.wrong_run_or_stale;
     s.rejected.proposals_refused = snap.app.proposals_refused;
     s.rejected.updates_refused = snap.app.updates_refused;
+    s.rejected.non_members_refused = snap.app.non_members_refused;
     s.rejected.announcements_dropped = snap.app.announcements_dropped;
     if let Some(st) = snap.consensus {
         s.rejected.consensus_bad_signatures = st.bad_signatures;

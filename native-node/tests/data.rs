@@ -8,6 +8,14 @@
 
 mod support;
 
+use support::attacker::Attacker;
+use tabswarm_consensus::genesis::Genesis;
+use tabswarm_consensus::identity::Keypair;
+use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
+use tabswarm_core::chunks::Manifest;
+use tabswarm_peer::wire::{Request, Response, Topic};
+use tabswarm_peer::{jobs, payload};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -59,6 +67,95 @@ fn every_shard_has(net: &Net, live: &[usize], n: usize) -> bool {
     (0..shards).all(|s| h.get(&s).is_some_and(|v| v.len() >= n))
 }
 
+/// A trainer outside the closed run (a fresh key: no grant, so no membership) announces
+/// harmless updates and serves their payloads. Validators refuse them: never included, never
+/// credited.
+fn closed_run_refuses_a_stranger(net: &Net) {
+    let genesis = Genesis::from_json(&std::fs::read_to_string(&net.genesis).unwrap()).unwrap();
+    let run = genesis.run_id();
+    let stranger = Keypair::from_seed([77; 32]);
+    let zeros = vec![0f32; jobs::initial_params(&genesis.training).unwrap().len()];
+    let bytes = payload::encode(&stranger.address(), &zeros);
+    let manifest = Manifest::of(&bytes);
+    let address = manifest.hash();
+    let served = bytes.clone();
+    let attacker = Attacker::spawn(&genesis, move |request| match request {
+        Request::Manifest { address: a } if *a == address => Response::Manifest(manifest.clone()),
+        Request::Chunk { address: a, index } if *a == address => manifest
+            .range(*index as usize)
+            .map(|r| Response::Chunk(served[r].to_vec().into()))
+            .unwrap_or(Response::NotFound),
+        _ => Response::NotFound,
+    });
+    for i in [0, 1] {
+        attacker.dial(direct_tcp(&net.status(i).unwrap()));
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = net.status(0) {
+            let header = UpdateHeader {
+                height: status["height"].as_u64().unwrap() + 1,
+                base_param_hash: hex32(status["param_hash"].as_str().unwrap()),
+                trainer: stranger.address(),
+                samples: jobs::update_weight(&genesis.training),
+                loss_before: 2.3,
+                loss_after: 0.1,
+                payload_hash: address,
+                payload_len: bytes.len() as u32,
+            };
+            let signed = SignedUpdate::sign(header, &stranger, &run);
+            attacker.publish(Topic::Updates, signed.encode().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let refused: u64 = [0, 1]
+        .iter()
+        .filter_map(|&i| net.status(i))
+        .map(|s| s["rejected"]["non_members_refused"].as_u64().unwrap())
+        .sum();
+    assert!(
+        refused > 0,
+        "the validators never saw the stranger's announcements"
+    );
+    // Its payload was there to fetch (peers that do not judge membership did): with a mean
+    // or robust rule and no membership check, a zero update would be included and credited.
+    let seen = attacker.seen();
+    println!("stranger's payload requests: {seen:?}; refused by validators: {refused}");
+    let stranger_hex: String = stranger
+        .address()
+        .0
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        net.credit_of(0, &stranger_hex),
+        Some(0),
+        "the stranger was credited"
+    );
+    drop(attacker);
+}
+
+fn hex32(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+/// A node's direct TCP listen address.
+fn direct_tcp(status: &Value) -> libp2p::Multiaddr {
+    status["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .find(|a| a.contains("/tcp/") && !a.contains("/ws") && !a.contains("p2p-circuit"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with_a_grant() {
     let _serial = serial();
@@ -100,6 +197,8 @@ fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with
         },
     )
     .unwrap();
+
+    closed_run_refuses_a_stranger(&net);
 
     // Readers hold only what they train and score on.
     let d1 = data(&net, 1).unwrap();

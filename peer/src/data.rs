@@ -198,6 +198,8 @@ pub struct DataUses {
     pub read: bool,
     /// Most training shards to read (0: all).
     pub max_train: u32,
+    /// Keep every grant (validators: the grants of a closed run say who its members are).
+    pub all_grants: bool,
 }
 
 /// The data state of one peer.
@@ -210,6 +212,7 @@ pub struct DataState<P> {
     member: MemberSecret,
     store: bool,
     read: bool,
+    all_grants: bool,
     max_train: usize,
     manifest: Option<(Vec<u8>, Manifest)>,
     key: Option<DatasetKey>,
@@ -224,6 +227,9 @@ pub struct DataState<P> {
     asked_grants_ms: Option<u64>,
     plan_train: usize,
     manifest_at_ms: Option<u64>,
+    /// Where the next page of a peer's grants starts (grants come in member order; ours may
+    /// sit anywhere in it, so our count is not a position).
+    grants_cursor: u32,
 }
 
 impl<P: Clone + Eq + Hash + Ord> DataState<P> {
@@ -240,6 +246,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             store,
             read,
             max_train,
+            all_grants,
         } = uses;
         let owner = policy.owner.public_key()?;
         Some(Self {
@@ -250,6 +257,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             member: MemberSecret::derive(identity),
             store,
             read,
+            all_grants: store || all_grants,
             max_train: max_train as usize,
             manifest: None,
             key: None,
@@ -264,6 +272,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             asked_grants_ms: None,
             plan_train: 0,
             manifest_at_ms: None,
+            grants_cursor: 0,
         })
     }
 
@@ -309,6 +318,17 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
     /// The verified manifest, if any.
     pub fn manifest(&self) -> Option<&Manifest> {
         self.manifest.as_ref().map(|(_, m)| m)
+    }
+
+    /// The members of the manifest's epoch: whoever holds a grant for it (only complete
+    /// when this peer keeps every grant).
+    pub fn members(&self) -> BTreeSet<Address> {
+        self.grants.keys().map(|k| Address(*k)).collect()
+    }
+
+    /// Whether the run is closed to members.
+    pub fn closed(&self) -> bool {
+        self.policy.access == Access::Closed
     }
 
     /// Whether we hold the key of the manifest's epoch.
@@ -397,7 +417,18 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         out
     }
 
-    /// A grant (ours or, for storage peers, anyone's) from `from`.
+    /// A page of a peer's grants (answering [`Request::Grants`]).
+    pub fn on_grant_page(&mut self, from: P, grants: Vec<ByteBuf>) -> Vec<Action<P>> {
+        let n = grants.len();
+        self.grants_cursor = if n < MAX_GRANTS_PER_RESPONSE {
+            0
+        } else {
+            self.grants_cursor.saturating_add(n as u32)
+        };
+        self.on_grants(from, grants)
+    }
+
+    /// Grants (ours or, for peers that keep them all, anyone's) from `from`.
     pub fn on_grants(&mut self, from: P, grants: Vec<ByteBuf>) -> Vec<Action<P>> {
         let mut out = Vec::new();
         self.asked_grant_ms = None;
@@ -451,6 +482,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         };
         self.plan_train = 0;
         self.manifest_at_ms = None;
+        self.grants_cursor = 0;
         self.manifest = Some((bytes, manifest));
         self.changed = true;
         true
@@ -480,7 +512,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
                 _ => return false,
             }
         }
-        if new && (self.store || member == self.me.0) && self.grants.len() < MAX_GRANTS {
+        if new && (self.all_grants || member == self.me.0) && self.grants.len() < MAX_GRANTS {
             self.grants.insert(member, bytes.to_vec());
             self.changed = true;
             if persist {
@@ -684,8 +716,9 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
                     out.push(Action::Ask(p, Request::Grant { member: self.me.0 }));
                 }
             }
-            // Storage peers keep every grant, to serve members when the owner is away.
-            if self.store && due(self.asked_grants_ms) {
+            // Storage peers keep every grant, to serve members when the owner is away;
+            // validators, to know who the members are.
+            if self.all_grants && due(self.asked_grants_ms) {
                 let have = self.grants.len() as u32;
                 let richest = self
                     .alive(now_ms)
@@ -694,7 +727,8 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
                     .map(|(p, _)| p.clone());
                 if let Some(p) = richest {
                     self.asked_grants_ms = Some(now_ms);
-                    out.push(Action::Ask(p, Request::Grants { skip: have }));
+                    let skip = self.grants_cursor;
+                    out.push(Action::Ask(p, Request::Grants { skip }));
                 }
             }
             if self.manifest_at_ms.is_none() {
@@ -931,6 +965,7 @@ mod tests {
             store,
             read: true,
             max_train: 0,
+            all_grants: false,
         };
         DataState::new(policy(access), RUN, me, &[seed; 32], uses).unwrap()
     }
@@ -1314,6 +1349,7 @@ mod tests {
                         store: false,
                         read: true,
                         max_train: 1,
+                        all_grants: false,
                     },
                 )
                 .unwrap();

@@ -493,6 +493,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                         store: roles.store,
                         read: roles.train || roles.validate,
                         max_train: roles.max_train_shards,
+                        all_grants: roles.validate || roles.store,
                     },
                 )
                 .ok_or_else(|| PeerError::Params("the data owner's key is invalid".into()))?,
@@ -907,7 +908,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 let actions = match response {
                     Response::DataManifest(bytes) => d.on_manifest(from, bytes.into_vec()),
                     Response::Grant(bytes) => d.on_grants(from, vec![bytes]),
-                    Response::Grants(list) => d.on_grants(from, list),
+                    Response::Grants(list) => d.on_grant_page(from, list),
                     _ => Vec::new(),
                 };
                 self.carry_data(actions);
@@ -1335,11 +1336,32 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             }
         }
         self.use_new_plan();
+        self.update_members();
+    }
+
+    /// In a closed run, a peer that keeps every grant (validators, storage peers) counts
+    /// only its members' updates (DESIGN.md, "Data"); others cannot tell and follow the votes.
+    fn update_members(&mut self) {
+        if !self.roles.validate && !self.roles.store {
+            return;
+        }
+        let members = self
+            .data
+            .as_ref()
+            .filter(|d| d.closed())
+            .map(DataState::members);
+        if let Some(members) = members {
+            self.app_mut().set_members(Some(members));
+        }
     }
 
     /// Hands the driver a plan once the data this peer needs is here (and a larger one when
     /// more training shards arrive), then the jobs that waited for it.
     fn use_new_plan(&mut self) {
+        // A new epoch we cannot read yet (or at all: revoked) stops training on the old one.
+        if self.data.as_ref().is_some_and(|d| !d.ready()) {
+            self.plan_shards = 0;
+        }
         let rules = self.genesis.training;
         let Some(plan) = self.data.as_mut().and_then(|d| d.take_plan(&rules)) else {
             return;

@@ -66,6 +66,8 @@ pub enum Refusal {
     Full,
     /// The trainer already has its variants here.
     TooManyVariants,
+    /// A closed run, and the trainer is not a member.
+    NotMember,
 }
 
 /// What admitting an announcement did.

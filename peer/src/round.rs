@@ -82,6 +82,8 @@ pub struct AppStats {
     pub double_announcements: u64,
     /// Times an aggregate was found over the harm budget (a proposer retrying counts again).
     pub aggregates_refused: u64,
+    /// Announcements and proposals refused because a trainer is not a member of a closed run.
+    pub non_members_refused: u64,
     /// Late announcements taken as a trainer's sign of life.
     pub late_announcements: u64,
 }
@@ -139,6 +141,9 @@ pub struct RoundApp {
     /// what more than 2/3 of stake decided, as catch-up does, and spends no compute on
     /// scoring updates it has no vote on.
     scoring: bool,
+    /// In a closed run, the trainers whose updates count (the members the data owner
+    /// granted); `None`: anyone's (an open run, or a follower that does not judge).
+    members: Option<BTreeSet<Address>>,
     stats: AppStats,
 }
 
@@ -169,6 +174,7 @@ impl RoundApp {
             test_asked: None,
             quiet: false,
             scoring: true,
+            members: None,
             stats: AppStats::default(),
         };
         app.set_committed(height, app.params.clone(), now_ms);
@@ -219,9 +225,24 @@ impl RoundApp {
         std::mem::take(&mut self.jobs)
     }
 
+    /// Only these trainers' updates count from now on (a closed run's members), or anyone's.
+    pub fn set_members(&mut self, members: Option<BTreeSet<Address>>) {
+        self.members = members;
+    }
+
+    /// Whether `trainer` may submit updates.
+    pub fn may_submit(&self, trainer: &Address) -> bool {
+        self.members.as_ref().is_none_or(|m| m.contains(trainer))
+    }
+
     /// Records an announcement (signature already checked) from gossip publisher
     /// `publisher`.
     pub fn announce(&mut self, update: SignedUpdate, publisher: u64) -> Result<Admitted, Refusal> {
+        if !self.may_submit(&update.header.trainer) {
+            // A closed run: nobody waits for, fetches or includes a stranger's update.
+            self.stats.non_members_refused += 1;
+            return Err(Refusal::NotMember);
+        }
         let credited = self.credited.contains(&update.header.trainer);
         let result = self.pool.admit(
             update,
@@ -279,6 +300,9 @@ impl RoundApp {
     /// caller forwards only news: one per trainer and height).
     pub fn note_late(&mut self, update: &SignedUpdate) -> bool {
         let h = &update.header;
+        if !self.may_submit(&h.trainer) {
+            return false;
+        }
         let next = self.height + 1;
         if h.height > self.height || h.height + LATE_HEIGHTS <= self.height {
             return false;
@@ -615,6 +639,10 @@ impl RoundApp {
             {
                 return false;
             }
+            if self.scoring && !self.may_submit(&Address(u.trainer)) {
+                self.stats.non_members_refused += 1;
+                return false;
+            }
             if self.scoring && self.update_passes(&u.id) != Some(true) {
                 return false;
             }
@@ -916,6 +944,47 @@ mod tests {
             ..honest
         };
         assert!(!judge(&mut app, &renamed));
+    }
+
+    #[test]
+    fn in_a_closed_run_a_strangers_update_is_neither_admitted_nor_accepted_in_a_proposal() {
+        let judge = |app: &mut RoundApp, p: &RoundProposal| {
+            for _ in 0..4 {
+                if app.missing_for(p).is_empty() {
+                    break;
+                }
+                score_all(app, |_| 0.9);
+            }
+            app.validate(Height(1), Round::new(0), p)
+        };
+        let member = Keypair::from_seed([2; 32]).address();
+        // Admitted while the run is open, so a hostile proposer can name it.
+        let mut app = app_with(AggregationRule::Mean, 1.0);
+        let ups = [add(&mut app, 2, 0.1), add(&mut app, 3, 0.12)];
+        let both = proposal(&mut app, &ups);
+        let only_member = proposal(&mut app, &ups[..1]);
+        app.set_members(Some([member].into()));
+        assert!(
+            !judge(&mut app, &both),
+            "a proposal naming a stranger is refused"
+        );
+        assert!(app.stats().non_members_refused >= 1);
+        assert!(
+            judge(&mut app, &only_member),
+            "the member's update alone is fine"
+        );
+        // A stranger's announcement never enters the pool, a member's does.
+        let stranger = signed(&app, 9, app.height() + 1);
+        assert_eq!(app.announce(stranger, 1), Err(Refusal::NotMember));
+        assert!(app.update(&stranger.id()).is_none());
+        assert_eq!(
+            app.announce(signed(&app, 2, app.height() + 1), 1),
+            Err(Refusal::Duplicate),
+            "a member's announcement goes on to the pool's own checks"
+        );
+        // A follower does not judge membership (it applies what 2/3 of stake decided).
+        app.set_scoring(false);
+        assert!(judge(&mut app, &both));
     }
 
     #[test]

@@ -454,11 +454,22 @@ impl Testnet {
 
     /// Node `i`'s Prometheus `/metrics` text, or `None` while it is not answering.
     pub fn metrics(&self, i: usize) -> Option<String> {
+        self.get(i, "/metrics")
+    }
+
+    /// The ledger credit of trainer `address` (hex) by node `i`'s `/credits/{address}`.
+    pub fn credit_of(&self, i: usize, address: &str) -> Option<u64> {
+        let body = self.get(i, &format!("/credits/{address}"))?;
+        serde_json::from_str::<Value>(&body).ok()?["credit"].as_u64()
+    }
+
+    /// The body of a GET of `path` on node `i`'s metrics and status server.
+    pub fn get(&self, i: usize, path: &str) -> Option<String> {
         let addr = std::fs::read_to_string(self.nodes[i].home.join("rpc.addr")).ok()?;
         let addr: std::net::SocketAddr = addr.trim().parse().ok()?;
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let (head, body) = response.split_once("\r\n\r\n")?;
