@@ -49,7 +49,7 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
     })
     .unwrap();
     let status = net.status(0).unwrap();
-    let target = direct_tcp(&status);
+    let target = support::direct_tcp(&status);
     let victim = Address(hex_to_32(status["address"].as_str().unwrap()));
     let run = genesis_of(&net).run_id();
     let height_before = net.height(0);
@@ -173,7 +173,7 @@ fn a_crowd_of_fresh_trainer_keys_cannot_crowd_out_honest_updates() {
         .map(|_| Attacker::spawn(&genesis, |_| Response::NotFound))
         .collect();
     for (i, a) in attackers.iter().enumerate() {
-        a.dial(direct_tcp(&net.status(i % 3).unwrap()));
+        a.dial(support::direct_tcp(&net.status(i % 3).unwrap()));
     }
     wait_for("every attacker to see a node subscribe", || {
         attackers.iter().all(|a| a.seen().subscriptions > 0)
@@ -295,19 +295,6 @@ fn a_peer_lying_about_its_height_cannot_keep_a_joiner_syncing() {
 
 fn genesis_of(net: &Net) -> Genesis {
     Genesis::from_json(&std::fs::read_to_string(&net.genesis).unwrap()).unwrap()
-}
-
-/// A node's direct TCP listen address (not websocket, not a relay circuit).
-fn direct_tcp(status: &serde_json::Value) -> Multiaddr {
-    status["listen"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .find(|a| a.contains("/tcp/") && !a.contains("/ws") && !a.contains("p2p-circuit"))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 fn total_credit(net: &Net) -> u64 {

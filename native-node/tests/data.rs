@@ -88,7 +88,7 @@ fn closed_run_refuses_a_stranger(net: &Net) {
         _ => Response::NotFound,
     });
     for i in [0, 1] {
-        attacker.dial(direct_tcp(&net.status(i).unwrap()));
+        attacker.dial(support::direct_tcp(&net.status(i).unwrap()));
     }
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
@@ -141,19 +141,6 @@ fn hex32(s: &str) -> [u8; 32] {
         *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
     }
     out
-}
-
-/// A node's direct TCP listen address.
-fn direct_tcp(status: &Value) -> libp2p::Multiaddr {
-    status["listen"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .find(|a| a.contains("/tcp/") && !a.contains("/ws") && !a.contains("p2p-circuit"))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]

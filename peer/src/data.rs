@@ -1413,4 +1413,48 @@ mod tests {
         }
         assert_eq!(owner.held().count(), 6, "the owner keeps all of its data");
     }
+
+    /// Grants come in member order and ours may sort anywhere: a validator that holds its own
+    /// grant and asks for "the rest" by its count would skip one member for good.
+    #[test]
+    fn a_validator_collects_every_grant_whatever_the_order_of_its_own() {
+        let members: Vec<u8> = (2..140).collect();
+        let s = seal(1, &members);
+        let owner = owner_node(&s);
+        for me in [2u8, 70, 139] {
+            let id = Keypair::from_seed([me; 32]).address();
+            let uses = DataUses {
+                store: false,
+                read: true,
+                max_train: 0,
+                all_grants: true,
+            };
+            let mut d =
+                DataState::<u8>::new(policy(Access::Closed), RUN, id, &[me; 32], uses).unwrap();
+            d.on_manifest(0, s.manifest.clone());
+            let mine = s.grants[usize::from(me - 2)].clone();
+            d.on_grants(0, vec![mine.into()]);
+            let holdings = Holdings {
+                epoch: 1,
+                address: [0xee; 32],
+                grants: owner.grants.len() as u32,
+                shards: ByteBuf::new(),
+                at_ms: 0,
+            }
+            .encode();
+            for step in 0..20u64 {
+                let now = step * ASK_AGAIN_MS;
+                d.on_holdings(0, &holdings, now);
+                for action in d.tick(now, &[0]) {
+                    if let Action::Ask(_, r @ Request::Grants { .. }) = action {
+                        let Some(Response::Grants(page)) = owner.answer(&r) else {
+                            panic!("the owner pages its grants")
+                        };
+                        d.on_grant_page(0, page);
+                    }
+                }
+            }
+            assert_eq!(d.members().len(), owner.grants.len(), "member {me}");
+        }
+    }
 }

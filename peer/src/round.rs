@@ -910,18 +910,19 @@ mod tests {
         }
     }
 
+    /// Scores every update and aggregate `p` needs (all fine), then judges it.
+    fn judge(app: &mut RoundApp, p: &RoundProposal) -> bool {
+        for _ in 0..4 {
+            if app.missing_for(p).is_empty() {
+                break;
+            }
+            score_all(app, |_| 0.9);
+        }
+        app.validate(Height(1), Round::new(0), p)
+    }
+
     #[test]
     fn a_proposal_naming_another_aggregation_rule_than_the_runs_is_refused() {
-        // Scores every update and aggregate `p` needs (all fine), then judges it.
-        let judge = |app: &mut RoundApp, p: &RoundProposal| {
-            for _ in 0..4 {
-                if app.missing_for(p).is_empty() {
-                    break;
-                }
-                score_all(app, |_| 0.9);
-            }
-            app.validate(Height(1), Round::new(0), p)
-        };
         let mut app = app_with(AggregationRule::Median, 1.0);
         // Distinct deltas: one delta named twice is refused as a copy (`is_copy`).
         let ups = [
@@ -948,15 +949,6 @@ mod tests {
 
     #[test]
     fn in_a_closed_run_a_strangers_update_is_neither_admitted_nor_accepted_in_a_proposal() {
-        let judge = |app: &mut RoundApp, p: &RoundProposal| {
-            for _ in 0..4 {
-                if app.missing_for(p).is_empty() {
-                    break;
-                }
-                score_all(app, |_| 0.9);
-            }
-            app.validate(Height(1), Round::new(0), p)
-        };
         let member = Keypair::from_seed([2; 32]).address();
         // Admitted while the run is open, so a hostile proposer can name it.
         let mut app = app_with(AggregationRule::Mean, 1.0);

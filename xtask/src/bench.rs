@@ -48,6 +48,8 @@ pub(crate) enum Only {
     Network,
     /// The volunteer's tab in Chromium against a relay and three validators.
     Browser,
+    /// The data vault's crypto throughput against plain AES-GCM (native).
+    Data,
 }
 
 pub(crate) fn run(
@@ -68,8 +70,17 @@ pub(crate) fn run(
         s.summary();
         return Ok(());
     }
+    if only == Some(Only::Data) {
+        let mut s = Steps::new();
+        data(&mut s, "cargo xtask bench --only data")?;
+        s.summary();
+        return Ok(());
+    }
     train_and_consensus(steps, only.is_none())?;
     if only.is_none() {
+        let mut s = Steps::new();
+        data(&mut s, "cargo xtask bench")?;
+        s.summary();
         network(rounds, catch_up_blocks)?;
         browser()?;
     }
@@ -202,21 +213,21 @@ fn network(rounds: u64, catch_up_blocks: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn consensus(s: &mut Steps, command: &str) -> anyhow::Result<()> {
-    let consensus_path = results_dir().join("consensus.json");
+/// Runs `cargo bench -p <package> --bench <bench> -- --runs RUNS --out <scratch file>` (the
+/// benchmarks' shared command line) and reads the JSON it wrote.
+fn cargo_bench(s: &mut Steps, package: &str, bench: &str) -> anyhow::Result<Value> {
     let scratch = sh::cache().join("bench");
     std::fs::create_dir_all(&scratch)?;
-    let raw_path = scratch.join("consensus.json");
-    let load_before = machine::load_average();
-    let raw: Value = s.step("consensus benchmark (release)", || {
+    let raw_path = scratch.join(format!("{bench}.json"));
+    s.step(&format!("{bench} benchmark (release)"), || {
         sh::run(
-            "cargo bench consensus",
+            &format!("cargo bench {bench}"),
             sh::cargo(&[
                 "bench",
                 "--package",
-                "tabswarm-consensus",
+                package,
                 "--bench",
-                "consensus",
+                bench,
                 "--",
                 "--runs",
                 &RUNS.to_string(),
@@ -225,13 +236,40 @@ fn consensus(s: &mut Steps, command: &str) -> anyhow::Result<()> {
             .arg(&raw_path),
         )?;
         Ok(serde_json::from_slice(&std::fs::read(&raw_path)?)?)
-    })?;
+    })
+}
+
+fn consensus(s: &mut Steps, command: &str) -> anyhow::Result<()> {
+    let consensus_path = results_dir().join("consensus.json");
+    let load_before = machine::load_average();
+    let raw = cargo_bench(s, "tabswarm-consensus", "consensus")?;
     let report = consensus_report(command, &raw, load_before)?;
     std::fs::write(
         &consensus_path,
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
     eprintln!("written to {}", consensus_path.display());
+    Ok(())
+}
+
+/// The data vault's throughput (`core/benches/vault.rs`) into `bench/results/data.json`.
+fn data(s: &mut Steps, command: &str) -> anyhow::Result<()> {
+    let out = results_dir().join("data.json");
+    let load_before = machine::load_average();
+    let raw = cargo_bench(s, "tabswarm-core", "vault")?;
+    let runs = raw["runs"]
+        .as_array()
+        .context("the vault benchmark wrote no runs")?;
+    let report = json!({
+        "command": command,
+        "machine": machine::record_since(load_before),
+        "figures": "MB/s, each {median, min, max, runs} over whole runs (each run's figure is the median of 9 timings)",
+        "target": "sealing and opening within 2x of plain AES-256-GCM of the same bytes with the same crate (seal_over_aes_gcm, open_over_aes_gcm <= 2)",
+        "not_measured_yet": "the same in Chromium, shard fetch throughput over loopback, repair time and bytes per holder (native-node/tests/data.rs prints the repair time)",
+        "results": fold(runs, &["samples", "shard_bytes"]),
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    eprintln!("written to {}", out.display());
     Ok(())
 }
 

@@ -49,3 +49,16 @@ pub(crate) fn net_spec(
     let spec = f(Spec::new(validators, nodes - validators).genesis(genesis_args));
     Net::temp(name, &bins, &data, spec).unwrap()
 }
+
+/// A node's direct TCP listen address (not websocket, not a relay circuit).
+pub(crate) fn direct_tcp(status: &serde_json::Value) -> libp2p::Multiaddr {
+    status["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .find(|a| a.contains("/tcp/") && !a.contains("/ws") && !a.contains("p2p-circuit"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
