@@ -36,6 +36,7 @@
 
 pub mod backend;
 pub mod chunks;
+pub mod compress;
 pub mod conformance;
 pub mod data;
 pub mod flat;
