@@ -42,6 +42,17 @@ pub const HOLDINGS_TTL_MS: u64 = 3 * HOLDINGS_EVERY_MS + 1_000;
 pub const SETTLE_MS: u64 = 2 * HOLDINGS_EVERY_MS + 1_000;
 /// Fewest milliseconds between two holdings announcements.
 pub const MIN_PUBLISH_GAP_MS: u64 = 1_000;
+/// How often a storage peer checks one other storage peer's claim (a chunk of a shard both
+/// claim to hold).
+pub const AUDIT_EVERY_MS: u64 = 2_000;
+/// An audit unanswered this long has failed.
+pub const AUDIT_TIMEOUT_MS: u64 = 8_000;
+/// A passed audit vouches for a peer this long.
+pub const VERIFIED_MS: u64 = 60_000;
+/// Failed audits in a row that exclude a peer from the ranking, and for how long.
+pub const AUDIT_STRIKES: u32 = 2;
+/// See [`AUDIT_STRIKES`].
+pub const EXCLUDED_MS: u64 = 120_000;
 /// How long to wait before asking again for a manifest or a grant.
 pub const ASK_AGAIN_MS: u64 = 3_000;
 /// The largest holdings message: version, epoch, address, grant count, one bit per shard.
@@ -230,6 +241,22 @@ pub struct DataState<P> {
     /// Where the next page of a peer's grants starts (grants come in member order; ours may
     /// sit anywhere in it, so our count is not a position).
     grants_cursor: u32,
+    /// What we know of other storage peers' claims (storage peers audit each other).
+    audits: HashMap<P, Audit>,
+    last_audit_ms: Option<u64>,
+}
+
+/// Audits of one storage peer's claims.
+#[derive(Debug, Default)]
+struct Audit {
+    /// Passed an audit; trusted until then.
+    verified_until: u64,
+    /// Failed audits in a row.
+    strikes: u32,
+    /// Left out of the ranking until then.
+    excluded_until: u64,
+    /// The chunk asked for: (shard, chunk, when).
+    pending: Option<(u32, u32, u64)>,
 }
 
 impl<P: Clone + Eq + Hash + Ord> DataState<P> {
@@ -273,6 +300,8 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             plan_train: 0,
             manifest_at_ms: None,
             grants_cursor: 0,
+            audits: HashMap::new(),
+            last_audit_ms: None,
         })
     }
 
@@ -362,11 +391,128 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         self.manifest.as_ref().map_or(0, |(_, m)| m.epoch)
     }
 
+    /// Storage peers whose claim is fresh and who have not failed their audits.
     fn alive(&self, now_ms: u64) -> impl Iterator<Item = (&P, &Holdings)> {
         self.holders
             .iter()
             .filter(move |(_, (_, at))| now_ms.saturating_sub(*at) < HOLDINGS_TTL_MS)
+            .filter(move |(p, _)| {
+                self.audits
+                    .get(*p)
+                    .is_none_or(|a| a.excluded_until <= now_ms)
+            })
             .map(|(p, (h, _))| (p, h))
+    }
+
+    fn verified(&self, address: &[u8; 32], now_ms: u64) -> bool {
+        self.alive(now_ms).any(|(p, h)| {
+            &h.address == address
+                && self
+                    .audits
+                    .get(p)
+                    .is_some_and(|a| a.verified_until > now_ms)
+        })
+    }
+
+    /// Storage peers left out of the ranking for failing audits.
+    pub fn excluded(&self, now_ms: u64) -> usize {
+        self.audits
+            .values()
+            .filter(|a| a.excluded_until > now_ms)
+            .count()
+    }
+
+    /// Asks one storage peer for a chunk of a shard we both claim to hold, now and then:
+    /// claims are free, and a peer claiming shards it does not hold would otherwise keep its
+    /// slots in the ranking (no repair) and talk honest holders out of their copies.
+    fn audit(&mut self, now_ms: u64, out: &mut Vec<Action<P>>) {
+        if !self.store || !self.settled(now_ms) {
+            return;
+        }
+        let late: Vec<P> = self
+            .audits
+            .iter()
+            .filter(|(_, a)| {
+                a.pending
+                    .is_some_and(|(_, _, at)| now_ms.saturating_sub(at) >= AUDIT_TIMEOUT_MS)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in late {
+            self.audit_failed(&p, now_ms);
+        }
+        if self
+            .last_audit_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < AUDIT_EVERY_MS)
+        {
+            return;
+        }
+        let Some((_, m)) = &self.manifest else {
+            return;
+        };
+        let epoch = m.epoch;
+        // The least recently vouched-for peer that claims a shard we hold.
+        let candidate = self
+            .alive(now_ms)
+            .filter(|(_, h)| h.epoch == epoch)
+            .filter(|(p, _)| self.audits.get(*p).is_none_or(|a| a.pending.is_none()))
+            .filter_map(|(p, h)| {
+                let shard = self.held.keys().copied().find(|&i| h.holds(i))?;
+                let since = self.audits.get(p).map_or(0, |a| a.verified_until);
+                Some((since, p.clone(), shard))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let Some((_, peer, shard)) = candidate else {
+            return;
+        };
+        let Some(blob) = self.held.get(&shard) else {
+            return;
+        };
+        let chunks = blob.manifest.chunks.len().max(1) as u64;
+        let chunk = (now_ms / AUDIT_EVERY_MS % chunks) as u32;
+        let address = blob.manifest.hash();
+        self.last_audit_ms = Some(now_ms);
+        self.audits.entry(peer.clone()).or_default().pending = Some((shard, chunk, now_ms));
+        out.push(Action::Ask(
+            peer,
+            Request::Chunk {
+                address,
+                index: chunk,
+            },
+        ));
+    }
+
+    /// The answer to an audit (`None`: refused or failed).
+    pub fn on_audit(&mut self, from: &P, chunk: Option<&[u8]>, now_ms: u64) {
+        let Some((shard, index, _)) = self.audits.get_mut(from).and_then(|a| a.pending.take())
+        else {
+            return;
+        };
+        let right = self.held.get(&shard).is_some_and(|blob| {
+            blob.manifest
+                .range(index as usize)
+                .is_ok_and(|r| chunk == Some(&blob.bytes[r]))
+        });
+        if right {
+            if let Some(a) = self.audits.get_mut(from) {
+                a.verified_until = now_ms + VERIFIED_MS;
+                a.strikes = 0;
+            }
+        } else {
+            self.audit_failed(from, now_ms);
+        }
+    }
+
+    fn audit_failed(&mut self, peer: &P, now_ms: u64) {
+        let a = self.audits.entry(peer.clone()).or_default();
+        a.pending = None;
+        a.verified_until = 0;
+        a.strikes += 1;
+        if a.strikes >= AUDIT_STRIKES {
+            a.strikes = 0;
+            a.excluded_until = now_ms + EXCLUDED_MS;
+            self.changed = true;
+        }
     }
 
     /// Answers the data requests; `None` for other requests.
@@ -483,6 +629,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         self.plan_train = 0;
         self.manifest_at_ms = None;
         self.grants_cursor = 0;
+        self.audits.clear();
         self.manifest = Some((bytes, manifest));
         self.changed = true;
         true
@@ -676,9 +823,10 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
                 let ranked = self.ranked_in(i, now_ms);
                 !ranked.contains(&self.me.0)
                     && ranked.len() == self.policy.replication as usize
-                    && ranked
-                        .iter()
-                        .all(|p| claims.iter().any(|h| h.address == *p && h.holds(i)))
+                    && ranked.iter().all(|p| {
+                        claims.iter().any(|h| h.address == *p && h.holds(i))
+                            && (*p == self.policy.owner.0 || self.verified(p, now_ms))
+                    })
             })
             .collect()
     }
@@ -735,6 +883,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
                 self.manifest_at_ms = Some(now_ms);
             }
             self.fetch_missing(now_ms, &mut out);
+            self.audit(now_ms, &mut out);
             self.drop_surplus(now_ms, &mut out);
         }
         let since = self
@@ -1151,106 +1300,6 @@ mod tests {
         assert!(!d.has_key());
     }
 
-    /// Five storage peers (addresses of seeds 20..25) and the owner: each shard's holders are
-    /// the first three in rank; when two of them go quiet the next in rank fetches it.
-    #[test]
-    fn each_shard_gets_r_holders_and_lost_holders_are_replaced_when_their_claims_expire() {
-        let s = seal(1, &[1]);
-        let mut owner = owner_node(&s);
-        let mut peers: Vec<DataState<u8>> = (20..25)
-            .map(|seed| {
-                let mut d = state(seed, Access::Closed, true);
-                d.restore(vec![s.manifest.clone()], Vec::new(), Vec::new());
-                d
-            })
-            .collect();
-        // Everyone hears everyone's holdings (peer ids: owner 0, storage peers 20..25).
-        let mut now = 0;
-        for round in 0..20 {
-            now = round * 1_000;
-            let mut said = vec![(0u8, published(&owner.tick(now, &[])))];
-            for (i, d) in peers.iter_mut().enumerate() {
-                let out = d.tick(now, &[0]);
-                for (index, _) in fetches(&out) {
-                    d.on_shard(index, blob(&s.shards[index as usize]));
-                }
-                said.push((20 + i as u8, published(&out)));
-            }
-            for (from, bytes) in said {
-                let Some(bytes) = bytes else { continue };
-                owner.on_holdings(from, &bytes, now);
-                for (i, d) in peers.iter_mut().enumerate() {
-                    if from != 20 + i as u8 {
-                        d.on_holdings(from, &bytes, now);
-                    }
-                }
-            }
-        }
-        let holders = |peers: &[DataState<u8>], i: u32| -> Vec<usize> {
-            (0..peers.len())
-                .filter(|&p| peers[p].held().any(|x| x == i))
-                .collect()
-        };
-        // The owner ranks like any storage peer: it is one of the three where it ranks in.
-        for i in 0..6 {
-            let n = holders(&peers, i).len();
-            assert!((2..=3).contains(&n), "shard {i}: {n} storage holders");
-            assert!(
-                (3..=4).contains(&owner.holder_count(i, now)),
-                "shard {i}: no more than R holders besides the owner: {} {:?}",
-                owner.holder_count(i, now),
-                holders(&peers, i)
-            );
-        }
-        // Two holders of shard 0 stop (no more holdings from them, nothing more fetched).
-        let gone: Vec<usize> = holders(&peers, 0)[..2].to_vec();
-        let t0 = now;
-        let mut repaired_at = None;
-        for step in 1..=40 {
-            now = t0 + step * 1_000;
-            let mut said = vec![(0u8, published(&owner.tick(now, &[])))];
-            for (i, d) in peers.iter_mut().enumerate() {
-                if gone.contains(&i) {
-                    continue;
-                }
-                let out = d.tick(now, &[0]);
-                for (index, holders) in fetches(&out) {
-                    assert!(
-                        holders
-                            .iter()
-                            .all(|h| !gone.iter().any(|g| *h == 20 + *g as u8)),
-                        "never asks a holder whose claim expired"
-                    );
-                    d.on_shard(index, blob(&s.shards[index as usize]));
-                }
-                said.push((20 + i as u8, published(&out)));
-            }
-            for (from, bytes) in said {
-                let Some(bytes) = bytes else { continue };
-                owner.on_holdings(from, &bytes, now);
-                for (i, d) in peers.iter_mut().enumerate() {
-                    if from != 20 + i as u8 && !gone.contains(&i) {
-                        d.on_holdings(from, &bytes, now);
-                    }
-                }
-            }
-            let live = holders(&peers, 0)
-                .into_iter()
-                .filter(|p| !gone.contains(p))
-                .count();
-            // The owner holds every shard too.
-            if live + 1 >= 3 && repaired_at.is_none() {
-                repaired_at = Some(now - t0);
-            }
-        }
-        let took = repaired_at.expect("shard 0 is back on three live storage peers");
-        assert!(
-            took <= HOLDINGS_TTL_MS + 2 * 1_000 && took > 1_000,
-            "repaired {took} ms after the holders went quiet"
-        );
-        assert!(owner.holder_count(0, now) >= 3);
-    }
-
     #[test]
     fn a_new_epoch_drops_the_old_key_and_a_revoked_member_cannot_read_it() {
         let one = seal(1, &[1, 9]);
@@ -1365,55 +1414,6 @@ mod tests {
         assert!(firsts.len() >= 3, "twenty readers start on {firsts:?}");
     }
 
-    #[test]
-    fn a_storage_peer_waits_to_hear_the_others_and_drops_what_the_ranked_peers_hold() {
-        let s = seal(1, &[1]);
-        let mut owner = owner_node(&s);
-        // Four storage peers already holding everything (say, an old replication factor).
-        let all_shards: Vec<([u8; 32], Vec<u8>)> =
-            s.addresses.iter().copied().zip(s.shards.clone()).collect();
-        let mut peers: Vec<DataState<u8>> = (20..24)
-            .map(|seed| {
-                let mut d = state(seed, Access::Closed, true);
-                d.restore(vec![s.manifest.clone()], Vec::new(), all_shards.clone());
-                d
-            })
-            .collect();
-        let mut forgotten = 0;
-        for step in 0..20 {
-            let now = step * 1_000;
-            let mut said = vec![(0u8, published(&owner.tick(now, &[])))];
-            for (i, d) in peers.iter_mut().enumerate() {
-                let out = d.tick(now, &[0]);
-                let dropped = out
-                    .iter()
-                    .filter(|a| matches!(a, Action::Persist(DataRecord::Forget { .. })))
-                    .count();
-                assert!(
-                    dropped == 0 || now >= SETTLE_MS,
-                    "nothing dropped before settling"
-                );
-                forgotten += dropped;
-                said.push((20 + i as u8, published(&out)));
-            }
-            for (from, bytes) in said {
-                let Some(bytes) = bytes else { continue };
-                for (i, d) in peers.iter_mut().enumerate() {
-                    if from != 20 + i as u8 {
-                        d.on_holdings(from, &bytes, now);
-                    }
-                }
-            }
-        }
-        assert!(forgotten > 0);
-        for i in 0..6u32 {
-            let n = peers.iter().filter(|d| d.held().any(|x| x == i)).count();
-            assert!(n >= 2, "shard {i}: {n} holders left besides the owner");
-            assert!(n <= 3, "shard {i}: {n} holders, more than R");
-        }
-        assert_eq!(owner.held().count(), 6, "the owner keeps all of its data");
-    }
-
     /// Grants come in member order and ours may sort anywhere: a validator that holds its own
     /// grant and asks for "the rest" by its count would skip one member for good.
     #[test]
@@ -1455,6 +1455,219 @@ mod tests {
                 }
             }
             assert_eq!(d.members().len(), owner.grants.len(), "member {me}");
+        }
+    }
+
+    /// Storage peers on a perfect network, one step per simulated second: holdings reach
+    /// everyone, fetches are served by the first holder that has the bytes, audits are
+    /// answered by honest peers; `liars` claim every shard and answer nothing.
+    struct Net {
+        peers: Vec<(u8, DataState<u8>)>,
+        down: BTreeSet<u8>,
+        liars: Vec<(u8, [u8; 32])>,
+        shards: usize,
+        forgotten: usize,
+        now: u64,
+    }
+
+    impl Net {
+        fn new(s: &Sealed, storage: std::ops::Range<u8>) -> Self {
+            let mut peers = vec![(0, owner_node(s))];
+            for seed in storage {
+                let mut d = state(seed, Access::Closed, true);
+                d.restore(vec![s.manifest.clone()], Vec::new(), Vec::new());
+                peers.push((seed, d));
+            }
+            Self {
+                peers,
+                down: BTreeSet::new(),
+                liars: Vec::new(),
+                shards: s.shards.len(),
+                forgotten: 0,
+                now: 0,
+            }
+        }
+
+        fn step(&mut self) {
+            self.now += 1_000;
+            let now = self.now;
+            let mut said = Vec::new();
+            let mut asks = Vec::new();
+            let mut wants = Vec::new();
+            for (id, d) in &mut self.peers {
+                if self.down.contains(id) {
+                    continue;
+                }
+                for action in d.tick(now, &[0]) {
+                    match action {
+                        Action::Publish(b) => said.push((*id, b)),
+                        Action::Ask(to, r @ Request::Chunk { .. }) => asks.push((*id, to, r)),
+                        Action::Fetch { index, holders, .. } => wants.push((*id, index, holders)),
+                        Action::Persist(DataRecord::Forget { .. }) => self.forgotten += 1,
+                        _ => {}
+                    }
+                }
+            }
+            for (liar, address) in &self.liars {
+                let h = Holdings {
+                    epoch: 1,
+                    address: *address,
+                    grants: 0,
+                    shards: ByteBuf::from(vec![0xff; self.shards.div_ceil(8)]),
+                    at_ms: now,
+                };
+                said.push((*liar, h.encode()));
+            }
+            for (from, bytes) in &said {
+                for (id, d) in &mut self.peers {
+                    if id != from && !self.down.contains(id) {
+                        d.on_holdings(*from, bytes, now);
+                    }
+                }
+            }
+            for (asker, to, request) in asks {
+                let answer = self
+                    .peers
+                    .iter()
+                    .find(|(id, _)| *id == to && !self.down.contains(id))
+                    .and_then(|(_, d)| match &request {
+                        Request::Chunk { address, index } => d.blob(address).and_then(|b| {
+                            b.manifest
+                                .range(*index as usize)
+                                .ok()
+                                .map(|r| b.bytes[r].to_vec())
+                        }),
+                        _ => None,
+                    });
+                let d = &mut self
+                    .peers
+                    .iter_mut()
+                    .find(|(id, _)| *id == asker)
+                    .unwrap()
+                    .1;
+                d.on_audit(&to, answer.as_deref(), now);
+            }
+            for (asker, index, holders) in wants {
+                let blob = holders.iter().find_map(|h| {
+                    self.peers
+                        .iter()
+                        .find(|(id, _)| id == h && !self.down.contains(id))
+                        .and_then(|(_, d)| d.held.get(&index).cloned())
+                });
+                if let Some(blob) = blob {
+                    let d = &mut self
+                        .peers
+                        .iter_mut()
+                        .find(|(id, _)| *id == asker)
+                        .unwrap()
+                        .1;
+                    d.on_shard(index, blob);
+                }
+            }
+        }
+
+        /// Live storage peers other than the owner holding shard `i`.
+        fn holders(&self, i: u32) -> Vec<u8> {
+            self.peers
+                .iter()
+                .filter(|(id, d)| *id != 0 && !self.down.contains(id) && d.held().any(|x| x == i))
+                .map(|(id, _)| *id)
+                .collect()
+        }
+    }
+
+    /// Five storage peers and the owner: each shard's holders are the first three in rank;
+    /// when two of them go quiet the next in rank fetches it.
+    #[test]
+    fn each_shard_gets_r_holders_and_lost_holders_are_replaced_when_their_claims_expire() {
+        let s = seal(1, &[1]);
+        let mut net = Net::new(&s, 20..25);
+        for _ in 0..20 {
+            net.step();
+        }
+        // The owner ranks like any storage peer: it is one of the three where it ranks in.
+        for i in 0..6 {
+            let n = net.holders(i).len();
+            assert!((2..=3).contains(&n), "shard {i}: {n} storage holders");
+            let owner = &net.peers[0].1;
+            assert!(
+                (3..=4).contains(&owner.holder_count(i, net.now)),
+                "shard {i}"
+            );
+        }
+        let gone: Vec<u8> = net.holders(0)[..2].to_vec();
+        net.down.extend(gone.iter().copied());
+        let t0 = net.now;
+        let mut repaired_at = None;
+        for _ in 0..40 {
+            net.step();
+            if net.holders(0).len() + 1 >= 3 && repaired_at.is_none() {
+                repaired_at = Some(net.now - t0);
+            }
+        }
+        let took = repaired_at.expect("shard 0 is back on three live storage peers");
+        assert!(
+            took > 1_000 && took <= HOLDINGS_TTL_MS + 2_000,
+            "repaired after {took} ms"
+        );
+    }
+
+    #[test]
+    fn a_storage_peer_waits_to_hear_the_others_and_drops_what_the_ranked_peers_hold() {
+        let s = seal(1, &[1]);
+        let mut net = Net::new(&s, 20..24);
+        // Four storage peers already holding everything (an old replication factor, say).
+        let all: Vec<([u8; 32], Vec<u8>)> =
+            s.addresses.iter().copied().zip(s.shards.clone()).collect();
+        for (_, d) in net.peers.iter_mut().skip(1) {
+            d.restore(Vec::new(), Vec::new(), all.clone());
+        }
+        for _ in 0..10 {
+            net.step();
+        }
+        assert_eq!(net.forgotten, 0, "nothing dropped before settling");
+        for _ in 0..30 {
+            net.step();
+        }
+        assert!(net.forgotten > 0);
+        for i in 0..6u32 {
+            let n = net.holders(i).len();
+            assert!(
+                (2..=3).contains(&n),
+                "shard {i}: {n} holders besides the owner"
+            );
+        }
+        assert_eq!(
+            net.peers[0].1.held().count(),
+            6,
+            "the owner keeps all of its data"
+        );
+    }
+
+    /// Claims are free: three identities claiming every shard would take the first ranks of
+    /// most shards, so the honest peers behind them would neither fetch (no repair) nor keep
+    /// their copies. Audits find them out; the honest peers hold the data.
+    #[test]
+    fn peers_claiming_shards_they_do_not_hold_are_found_out_and_lose_their_ranks() {
+        let s = seal(1, &[1]);
+        let mut net = Net::new(&s, 20..24);
+        net.liars = (0..3u8)
+            .map(|i| (50 + i, Keypair::from_seed([90 + i; 32]).address().0))
+            .collect();
+        for _ in 0..60 {
+            net.step();
+        }
+        for i in 0..6 {
+            let n = net.holders(i).len();
+            assert!(
+                n >= 2,
+                "shard {i}: only {n} honest storage holders besides the owner"
+            );
+        }
+        for (id, d) in &net.peers {
+            if *id != 0 {
+                assert_eq!(d.excluded(net.now), 3, "peer {id} excludes every liar");
+            }
         }
     }
 }

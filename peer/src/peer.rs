@@ -355,6 +355,8 @@ enum Asked {
     Update,
     Fetch,
     Data,
+    /// A storage peer's claim checked (a chunk of a shard it says it holds).
+    Audit,
 }
 
 #[derive(Debug)]
@@ -828,6 +830,12 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 self.forget_abandoned_updates();
             }
             Asked::Blocks | Asked::Checkpoint => self.doubt_target(&peer),
+            Asked::Audit => {
+                let now = self.now_ms;
+                if let Some(d) = &mut self.data {
+                    d.on_audit(&peer, None, now);
+                }
+            }
             _ => {}
         }
     }
@@ -912,6 +920,16 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                     _ => Vec::new(),
                 };
                 self.carry_data(actions);
+            }
+            (Asked::Audit, response) => {
+                let now = self.now_ms;
+                if let Some(d) = &mut self.data {
+                    let chunk = match &response {
+                        Response::Chunk(bytes) => Some(bytes.as_slice()),
+                        _ => None,
+                    };
+                    d.on_audit(&from, chunk, now);
+                }
             }
             (Asked::Status, Response::Status { height }) => {
                 if let Phase::Syncing {
@@ -1310,7 +1328,12 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                     self.effects.push(Effect::Persist(Persist::Data(record)));
                 }
                 DataAction::Ask(to, request) => {
-                    self.send(to, request, Asked::Data);
+                    let asked = if matches!(request, Request::Chunk { .. }) {
+                        Asked::Audit
+                    } else {
+                        Asked::Data
+                    };
+                    self.send(to, request, asked);
                 }
                 DataAction::Fetch {
                     index,
