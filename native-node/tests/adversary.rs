@@ -11,7 +11,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use libp2p::Multiaddr;
 use malachitebft_core_types::{NilOrVal, Round, VoteType};
 use support::attacker::Attacker;
 use support::{FAST, Net, serial};
