@@ -23,14 +23,16 @@ use serde_json::Value;
 use support::{FAST, Net, serial};
 use tabswarm_testnet::counter_sum;
 
-/// Node 0 owns the data, validates and stores; node 1 validates and node 2 trains, each on a
-/// few training shards and storing nothing; nodes 3-6 store; node 5 also trains but has no
-/// grant.
+/// Nodes 0 and 1 validate and train on four training shards, node 2 trains on two; none of
+/// them stores. Node 6 owns the data (stores only: the validators never restart, so consensus
+/// goes on while the owner stops to grant or rotate); nodes 3, 4 and 7 store; node 5 stores
+/// and trains but has no grant.
 fn data_net() -> Net {
-    support::net_spec("data", 7, 2, FAST, |spec| spec.network_data(&[5]))
+    support::net_spec("data", 8, 2, FAST, |spec| spec.network_data(OWNER, &[5]))
 }
 
-const STORAGE: [usize; 5] = [0, 3, 4, 5, 6];
+const OWNER: usize = 6;
+const STORAGE: [usize; 5] = [3, 4, 5, 6, 7];
 
 /// Storage-only nodes; node 5 also trains, so it wants to read what it stores.
 fn start_storage(net: &mut Net, i: usize) {
@@ -58,7 +60,7 @@ fn holders(net: &Net, live: &[usize]) -> BTreeMap<u64, Vec<usize>> {
 }
 
 fn shard_count(net: &Net) -> u64 {
-    data(net, 0).unwrap()["shards"].as_u64().unwrap()
+    data(net, OWNER).unwrap()["shards"].as_u64().unwrap()
 }
 
 fn every_shard_has(net: &Net, live: &[usize], n: usize) -> bool {
@@ -147,12 +149,13 @@ fn hex32(s: &str) -> [u8; 32] {
 fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with_a_grant() {
     let _serial = serial();
     let mut net = data_net();
-    net.start(0, &[]).unwrap();
-    net.start(1, &["--roles", "trainer,validator", "--train-shards", "4"])
-        .unwrap();
+    for i in [0, 1] {
+        net.start(i, &["--roles", "trainer,validator", "--train-shards", "4"])
+            .unwrap();
+    }
     net.start(2, &["--roles", "trainer", "--train-shards", "2"])
         .unwrap();
-    for i in 3..7 {
+    for i in 3..8 {
         start_storage(&mut net, i);
     }
     let all = STORAGE.to_vec();
@@ -220,7 +223,7 @@ fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with
     // needed for a quorum, node 5 for later); the shard stays retrievable and is back on three
     // live holders within bounded time.
     let h = holders(&net, &all);
-    let others = [3, 4, 6];
+    let others = [3, 4, 7];
     let (&shard, on) = h
         .iter()
         .find(|(_, v)| v.iter().filter(|i| others.contains(i)).count() >= 2)
@@ -309,9 +312,9 @@ fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with
         err.contains("holds no grant") && err.contains("data grant --member"),
         "{err}"
     );
-    assert!(net.stop(0));
+    assert!(net.stop(OWNER));
     net.grant(5).unwrap();
-    net.start(0, &[]).unwrap();
+    start_storage(&mut net, OWNER);
     start_storage(&mut net, 5);
     net.wait_until("node 5 reads once granted", Duration::from_secs(60), |n| {
         data(n, 5).is_some_and(|d| d["readable"] == true && d["ready"] == true)
@@ -323,10 +326,10 @@ fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with
     let _ = std::fs::remove_file(&out);
 
     // A new epoch leaving node 2 out: it can no longer read; the others can.
-    assert!(net.stop(0));
+    assert!(net.stop(OWNER));
     net.revoke(2);
     net.add_data().unwrap();
-    net.start(0, &[]).unwrap();
+    start_storage(&mut net, OWNER);
     start_storage(&mut net, 5);
     net.wait_until(
         "epoch 2: node 1 reads, node 2 cannot",

@@ -617,15 +617,15 @@ impl RoundApp {
 
     fn judge(&mut self, height: Height, round: Round, proposal: &RoundProposal) -> bool {
         if height.0 != self.height + 1 || proposal.base_param_hash != self.param_hash {
-            return false;
+            return refused("another height or base");
         }
         // The rule is the run's, not the proposer's choice: a proposer free to pick the mean
         // would undo a robust genesis.
         if proposal.aggregation_rule != self.rule {
-            return false;
+            return refused("another aggregation rule");
         }
         if proposal.updates.len() < self.min_updates(round) {
-            return false;
+            return refused("too few updates");
         }
         if proposal.updates.is_empty() {
             // Nothing applied, nothing to judge: the parameters stay as they are.
@@ -633,18 +633,18 @@ impl RoundApp {
         }
         for u in &proposal.updates {
             let Some(entry) = self.pool.get(&u.id) else {
-                return false;
+                return refused("an update we do not have");
             };
             if entry.update.header.trainer.0 != u.trainer || entry.update.header.height != height.0
             {
-                return false;
+                return refused("an update of another trainer or height");
             }
             if self.scoring && !self.may_submit(&Address(u.trainer)) {
                 self.stats.non_members_refused += 1;
-                return false;
+                return refused("an update by a non-member");
             }
             if self.scoring && self.update_passes(&u.id) != Some(true) {
-                return false;
+                return refused("an update that fails (or lacks) its score");
             }
         }
         // One delta counts once, whoever names it (see `RoundApp::is_copy`).
@@ -654,13 +654,13 @@ impl RoundApp {
                 .get(&u.id)
                 .is_some_and(|e| deltas.insert(e.delta_hash))
         }) {
-            return false;
+            return refused("one delta named twice");
         }
         let Some((_, hash)) = self.aggregate(&proposal.updates) else {
-            return false;
+            return refused("updates that do not aggregate");
         };
         if hash != proposal.result_param_hash {
-            return false;
+            return refused("a result that does not recompute");
         }
         if !self.scoring {
             return true;
@@ -668,9 +668,16 @@ impl RoundApp {
         let ok = self.aggregate_passes(hash) == Some(true);
         if !ok {
             self.stats.aggregates_refused += 1;
+            return refused("an aggregate over the harm budget (or unscored)");
         }
         ok
     }
+}
+
+/// Logs why a proposal was refused (operators see it at debug level) and says no.
+fn refused(reason: &'static str) -> bool {
+    tracing::debug!(reason, "proposal refused");
+    false
 }
 
 /// The aggregate delta of `deltas` under `rule` (`tabswarm_core::robust`); `None` when the

@@ -87,12 +87,14 @@ pub struct Spec {
     pub remove_on_drop: bool,
     /// Extra `tabswarm-relay` flags (its limits, say).
     pub relay_args: Vec<String>,
-    /// Keep the run's data on the network (DESIGN.md, "Data"): node 0 owns it and adds the
-    /// dataset with `data add`, granting every node but those in `ungranted`; nodes get no
-    /// local copy.
+    /// Keep the run's data on the network (DESIGN.md, "Data"): node `data_owner` owns it and
+    /// adds the dataset with `data add`, granting every node but those in `ungranted`; nodes
+    /// get no local copy.
     pub network_data: bool,
     /// Nodes left out of the owner's grants (with `network_data`).
     pub ungranted: Vec<usize>,
+    /// The node that owns the data (with `network_data`; default 0).
+    pub data_owner: usize,
 }
 
 impl Spec {
@@ -108,12 +110,15 @@ impl Spec {
             relay_args: Vec::new(),
             network_data: false,
             ungranted: Vec::new(),
+            data_owner: 0,
         }
     }
 
-    /// With the run's data on the network, granted to every node but `ungranted`.
-    pub fn network_data(mut self, ungranted: &[usize]) -> Self {
+    /// With the run's data on the network, owned by node `owner` and granted to every node
+    /// but `ungranted`.
+    pub fn network_data(mut self, owner: usize, ungranted: &[usize]) -> Self {
         self.network_data = true;
+        self.data_owner = owner;
         self.ungranted = ungranted.to_vec();
         self
     }
@@ -198,7 +203,7 @@ impl Testnet {
         }
         cmd.args(&net.spec.genesis_args);
         if net.spec.network_data {
-            cmd.args(["--data-owner", &net.nodes[0].public_key]);
+            cmd.args(["--data-owner", &net.nodes[net.spec.data_owner].public_key]);
         }
         output(&mut cmd)?;
         if net.spec.network_data {
@@ -222,8 +227,8 @@ impl Testnet {
         )
     }
 
-    /// `data add` in node 0's home (the owner's), granting every node but the ungranted. Run
-    /// again (node 0 stopped) for a new epoch: a fresh key, and grants only for who is
+    /// `data add` in the owner's home, granting every node but the ungranted. Run again (the
+    /// owner's node stopped) for a new epoch: a fresh key, and grants only for who is
     /// granted now.
     pub fn add_data(&self) -> anyhow::Result<String> {
         let mut cmd = Command::new(&self.bins.node);
@@ -232,23 +237,23 @@ impl Testnet {
             .arg("--run")
             .arg(&self.genesis)
             .arg("--home")
-            .arg(&self.nodes[0].home);
-        for (i, n) in self.nodes.iter().enumerate().skip(1) {
-            if !self.spec.ungranted.contains(&i) {
+            .arg(&self.nodes[self.spec.data_owner].home);
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i != self.spec.data_owner && !self.spec.ungranted.contains(&i) {
                 cmd.args(["--member", &format!("{}:{}", n.public_key, n.member_key)]);
             }
         }
         output(&mut cmd)
     }
 
-    /// Grants node `i` the key of the owner's newest epoch (node 0 stopped).
+    /// Grants node `i` the key of the owner's newest epoch (the owner's node stopped).
     pub fn grant(&mut self, i: usize) -> anyhow::Result<String> {
         self.spec.ungranted.retain(|&u| u != i);
         let n = &self.nodes[i];
         output(
             Command::new(&self.bins.node)
                 .args(["data", "grant", "--home"])
-                .arg(&self.nodes[0].home)
+                .arg(&self.nodes[self.spec.data_owner].home)
                 .args(["--member", &format!("{}:{}", n.public_key, n.member_key)]),
         )
     }
