@@ -1539,13 +1539,7 @@ mod tests {
                         }),
                         _ => None,
                     });
-                let d = &mut self
-                    .peers
-                    .iter_mut()
-                    .find(|(id, _)| *id == asker)
-                    .unwrap()
-                    .1;
-                d.on_audit(&to, answer.as_deref(), now);
+                self.peer(asker).on_audit(&to, answer.as_deref(), now);
             }
             for (asker, index, holders) in wants {
                 let blob = holders.iter().find_map(|h| {
@@ -1555,15 +1549,13 @@ mod tests {
                         .and_then(|(_, d)| d.held.get(&index).cloned())
                 });
                 if let Some(blob) = blob {
-                    let d = &mut self
-                        .peers
-                        .iter_mut()
-                        .find(|(id, _)| *id == asker)
-                        .unwrap()
-                        .1;
-                    d.on_shard(index, blob);
+                    self.peer(asker).on_shard(index, blob);
                 }
             }
+        }
+
+        fn peer(&mut self, id: u8) -> &mut DataState<u8> {
+            &mut self.peers.iter_mut().find(|(p, _)| *p == id).unwrap().1
         }
 
         /// Live storage peers other than the owner holding shard `i`.
