@@ -226,6 +226,9 @@ pub struct DataState<P> {
     all_grants: bool,
     max_train: usize,
     manifest: Option<(Vec<u8>, Manifest)>,
+    /// Shard index by address (chunk requests name the address; a scan per request would
+    /// let any peer make us walk 65,536 entries per chunk it asks for).
+    by_address: HashMap<[u8; 32], u32>,
     key: Option<DatasetKey>,
     grants: BTreeMap<[u8; 32], Vec<u8>>,
     held: BTreeMap<u32, Arc<Blob>>,
@@ -287,6 +290,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             all_grants: store || all_grants,
             max_train: max_train as usize,
             manifest: None,
+            by_address: HashMap::new(),
             key: None,
             grants: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -321,17 +325,8 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         for bytes in grants {
             self.adopt_grant(&bytes, &mut out, false);
         }
-        let Some((_, manifest)) = &self.manifest else {
-            return out;
-        };
-        let by_address: HashMap<[u8; 32], u32> = manifest
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.address, i as u32))
-            .collect();
         for (name, bytes) in shards {
-            let Some(&index) = by_address.get(&name) else {
+            let Some(&index) = self.by_address.get(&name) else {
                 continue;
             };
             let (blob, address) = Blob::new(bytes);
@@ -372,9 +367,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
 
     /// Whether we hold shard bytes at blob `address`.
     pub fn blob(&self, address: &[u8; 32]) -> Option<&Arc<Blob>> {
-        let (_, m) = self.manifest.as_ref()?;
-        let index = m.shards.iter().position(|e| &e.address == address)?;
-        self.held.get(&(index as u32))
+        self.held.get(self.by_address.get(address)?)
     }
 
     /// Storage peers alive that claim shard `index` (ourselves included).
@@ -630,6 +623,12 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         self.manifest_at_ms = None;
         self.grants_cursor = 0;
         self.audits.clear();
+        self.by_address = manifest
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.address, i as u32))
+            .collect();
         self.manifest = Some((bytes, manifest));
         self.changed = true;
         true
