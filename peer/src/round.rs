@@ -226,8 +226,23 @@ impl RoundApp {
     }
 
     /// Only these trainers' updates count from now on (a closed run's members), or anyone's.
+    /// Updates already pooled from trainers who are no longer members leave the pool: a
+    /// proposer that kept a revoked member's update from before a key rotation named it in
+    /// every proposal, every validator refused them, and the run stopped.
     pub fn set_members(&mut self, members: Option<BTreeSet<Address>>) {
         self.members = members;
+        let strangers: Vec<[u8; 32]> = self
+            .pool
+            .iter()
+            .filter(|(_, e)| !self.may_submit(&e.update.header.trainer))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in strangers {
+            self.forget(&id);
+        }
+        let members = &self.members;
+        self.active_trainers
+            .retain(|t, _| members.as_ref().is_none_or(|m| m.contains(t)));
     }
 
     /// Whether `trainer` may submit updates.
@@ -967,23 +982,27 @@ mod tests {
             !judge(&mut app, &both),
             "a proposal naming a stranger is refused"
         );
-        assert!(app.stats().non_members_refused >= 1);
         assert!(
             judge(&mut app, &only_member),
             "the member's update alone is fine"
         );
+        // Pooled before the run closed to it: gone from the pool once the members are known
+        // (a proposer would otherwise name it in every proposal).
+        let stranger_before = ups[1].id;
+        assert!(app.update(&stranger_before).is_none());
         // A stranger's announcement never enters the pool, a member's does.
         let stranger = signed(&app, 9, app.height() + 1);
         assert_eq!(app.announce(stranger, 1), Err(Refusal::NotMember));
+        assert!(app.stats().non_members_refused >= 1);
         assert!(app.update(&stranger.id()).is_none());
         assert_eq!(
             app.announce(signed(&app, 2, app.height() + 1), 1),
             Err(Refusal::Duplicate),
             "a member's announcement goes on to the pool's own checks"
         );
-        // A follower does not judge membership (it applies what 2/3 of stake decided).
-        app.set_scoring(false);
-        assert!(judge(&mut app, &both));
+        // A peer that does not know the members (a follower) does not filter by them.
+        app.set_members(None);
+        assert!(app.announce(signed(&app, 9, app.height() + 1), 1).is_ok());
     }
 
     #[test]
