@@ -545,19 +545,22 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn parse_hex32(field: &str, s: &str) -> Result<[u8; 32], GenesisError> {
-    let bad = || GenesisError::BadHex {
+    unhex32(s).ok_or_else(|| GenesisError::BadHex {
         field: field.to_owned(),
         got: s.chars().take(80).collect(),
-    };
+    })
+}
+
+/// The 32 bytes of 64 hex characters (inverse of [`hex`]), or `None`.
+pub fn unhex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 || !s.is_ascii() {
-        return Err(bad());
+        return None;
     }
     let mut out = [0u8; 32];
     for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        let pair = std::str::from_utf8(chunk).map_err(|_| bad())?;
-        out[i] = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
     }
-    Ok(out)
+    Some(out)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
-use tabswarm_consensus::genesis::hex;
+use tabswarm_consensus::genesis::{hex, unhex32};
 use tabswarm_core::vault::{MAX_GRANT_BYTES, MAX_MANIFEST_BYTES, MAX_SHARD_BYTES};
 use tabswarm_peer::RestoredData;
 use tabswarm_peer::data::DataRecord;
@@ -122,7 +122,7 @@ impl DataDir {
             data.grants.push(read_limited(&path, MAX_GRANT_BYTES)?);
         }
         for (name, path) in files(&dir.join("shards"))? {
-            if let Some(address) = parse_hex32(&name) {
+            if let Some(address) = unhex32(&name) {
                 data.shards
                     .push((address, read_limited(&path, MAX_SHARD_BYTES)?));
             }
@@ -193,17 +193,6 @@ fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,8 +200,8 @@ mod tests {
     #[test]
     fn hex_names_parse_back_and_others_are_skipped() {
         let a = [0xab; 32];
-        assert_eq!(parse_hex32(&hex(&a)), Some(a));
-        assert_eq!(parse_hex32("zz"), None);
-        assert_eq!(parse_hex32(&"g".repeat(64)), None);
+        assert_eq!(unhex32(&hex(&a)), Some(a));
+        assert_eq!(unhex32("zz"), None);
+        assert_eq!(unhex32(&"g".repeat(64)), None);
     }
 }

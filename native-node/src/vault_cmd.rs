@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use tabswarm_consensus::genesis::{Access, DataPolicy, Genesis, hex};
+use tabswarm_consensus::genesis::{Access, DataPolicy, Genesis, hex, unhex32};
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_core::data::Dataset;
 use tabswarm_core::vault::{
@@ -62,21 +62,10 @@ fn parse_member(text: &str) -> anyhow::Result<(VerifyingKey, MemberKey)> {
         )
     };
     let (id, member) = text.split_once(':').with_context(bad)?;
-    let id = parse_hex32(id).with_context(bad)?;
-    let member = parse_hex32(member).with_context(bad)?;
+    let id = unhex32(id).with_context(bad)?;
+    let member = unhex32(member).with_context(bad)?;
     let id = VerifyingKey::from_bytes(&id).ok().with_context(bad)?;
     Ok((id, MemberKey(member)))
-}
-
-fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 pub(crate) fn add(args: DataAddArgs) -> anyhow::Result<()> {

@@ -16,7 +16,7 @@ use support::attacker::Attacker;
 use support::{FAST, Net, serial};
 use tabswarm_consensus::context::{Height, Vote};
 use tabswarm_consensus::evidence::SignedVoteMsg;
-use tabswarm_consensus::genesis::{Genesis, RunId};
+use tabswarm_consensus::genesis::{Genesis, RunId, unhex32};
 use tabswarm_consensus::identity::{Address, Keypair, Signature};
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_consensus::wire::Message;
@@ -49,7 +49,7 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
     .unwrap();
     let status = net.status(0).unwrap();
     let target = support::direct_tcp(&status);
-    let victim = Address(hex_to_32(status["address"].as_str().unwrap()));
+    let victim = Address(unhex32(status["address"].as_str().unwrap()).unwrap());
     let run = genesis_of(&net).run_id();
     let height_before = net.height(0);
 
@@ -142,14 +142,6 @@ fn bad_messages_are_refused_and_penalised_while_commits_go_on() {
     net.stop_all().unwrap();
 }
 
-fn hex_to_32(s: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
-    }
-    out
-}
-
 /// Fresh trainer keys cost nothing, so an attacker can announce as many updates as it likes
 /// and never serve them. Ten attacking peers announce hundreds of such updates for every
 /// height, each from a fresh key with the right weight and base; the pool admits a bounded
@@ -188,7 +180,7 @@ fn a_crowd_of_fresh_trainer_keys_cannot_crowd_out_honest_updates() {
             continue;
         };
         let next = status["height"].as_u64().unwrap() + 1;
-        let base = hex_to_32(status["param_hash"].as_str().unwrap());
+        let base = unhex32(status["param_hash"].as_str().unwrap()).unwrap();
         for a in &attackers {
             for _ in 0..10 {
                 seed += 1;

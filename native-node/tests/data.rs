@@ -9,7 +9,7 @@
 mod support;
 
 use support::attacker::Attacker;
-use tabswarm_consensus::genesis::Genesis;
+use tabswarm_consensus::genesis::{Genesis, unhex32};
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_core::chunks::Manifest;
@@ -97,7 +97,7 @@ fn closed_run_refuses_a_stranger(net: &Net) {
         if let Some(status) = net.status(0) {
             let header = UpdateHeader {
                 height: status["height"].as_u64().unwrap() + 1,
-                base_param_hash: hex32(status["param_hash"].as_str().unwrap()),
+                base_param_hash: unhex32(status["param_hash"].as_str().unwrap()).unwrap(),
                 trainer: stranger.address(),
                 samples: jobs::update_weight(&genesis.training),
                 loss_before: 2.3,
@@ -135,14 +135,6 @@ fn closed_run_refuses_a_stranger(net: &Net) {
         "the stranger was credited"
     );
     drop(attacker);
-}
-
-fn hex32(s: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
-    }
-    out
 }
 
 #[test]
