@@ -244,6 +244,8 @@ pub struct DataState<P> {
     /// Where the next page of a peer's grants starts (grants come in member order; ours may
     /// sit anywhere in it, so our count is not a position).
     grants_cursor: u32,
+    /// The grants (so the members) changed since [`Self::take_members_changed`].
+    members_changed: bool,
     /// What we know of other storage peers' claims (storage peers audit each other).
     audits: HashMap<P, Audit>,
     last_audit_ms: Option<u64>,
@@ -304,6 +306,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             plan_train: 0,
             manifest_at_ms: None,
             grants_cursor: 0,
+            members_changed: true,
             audits: HashMap::new(),
             last_audit_ms: None,
         })
@@ -348,6 +351,12 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
     /// when this peer keeps every grant).
     pub fn members(&self) -> BTreeSet<Address> {
         self.grants.keys().map(|k| Address(*k)).collect()
+    }
+
+    /// Whether the members changed since the last call (so callers rebuild their list only
+    /// then, not on every tick).
+    pub fn take_members_changed(&mut self) -> bool {
+        std::mem::take(&mut self.members_changed)
     }
 
     /// Whether the run is closed to members.
@@ -610,6 +619,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         self.held.clear();
         self.opened.clear();
         self.grants.clear();
+        self.members_changed = true;
         self.key = match self.policy.access {
             Access::Open { key } => {
                 out.push(Action::Event(DataEvent::Key {
@@ -660,6 +670,7 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         }
         if new && (self.all_grants || member == self.me.0) && self.grants.len() < MAX_GRANTS {
             self.grants.insert(member, bytes.to_vec());
+            self.members_changed = true;
             self.changed = true;
             if persist {
                 out.push(Action::Persist(DataRecord::Grant {
@@ -752,22 +763,29 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         out
     }
 
-    /// The storage peers ranked first for shard `index` (at most `replication`), among the
-    /// live ones of our epoch and ourselves.
-    fn ranked_in(&self, index: u32, now_ms: u64) -> Vec<[u8; 32]> {
-        let Some((_, m)) = &self.manifest else {
-            return Vec::new();
-        };
+    /// The live storage peers of our epoch and ourselves (what shards are ranked among),
+    /// gathered once per decision rather than once per shard.
+    fn storage_peers(&self, now_ms: u64) -> Vec<[u8; 32]> {
+        let epoch = self.epoch();
         let mut peers: BTreeSet<[u8; 32]> = self
             .alive(now_ms)
-            .filter(|(_, h)| h.epoch == m.epoch)
+            .filter(|(_, h)| h.epoch == epoch)
             .map(|(_, h)| h.address)
             .collect();
         if self.store {
             peers.insert(self.me.0);
         }
+        peers.into_iter().collect()
+    }
+
+    /// The storage peers ranked first for shard `index` (at most `replication`) among
+    /// `peers` ([`Self::storage_peers`]).
+    fn ranked_in(&self, index: u32, peers: &[[u8; 32]]) -> Vec<[u8; 32]> {
+        let Some((_, m)) = &self.manifest else {
+            return Vec::new();
+        };
         let address = &m.shards[index as usize].address;
-        let mut ranked: Vec<[u8; 32]> = peers.into_iter().collect();
+        let mut ranked = peers.to_vec();
         ranked.sort_by_key(|p| rank(address, p));
         ranked.truncate(self.policy.replication as usize);
         ranked
@@ -790,8 +808,9 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
         if !self.store || !self.settled(now_ms) {
             return Vec::new();
         }
+        let peers = self.storage_peers(now_ms);
         (0..m.shards.len() as u32)
-            .filter(|&i| self.ranked_in(i, now_ms).contains(&self.me.0))
+            .filter(|&i| self.ranked_in(i, &peers).contains(&self.me.0))
             .collect()
     }
 
@@ -814,12 +833,13 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             .filter(|(_, h)| h.epoch == m.epoch)
             .map(|(_, h)| h)
             .collect();
+        let peers = self.storage_peers(now_ms);
         self.held
             .keys()
             .copied()
             .filter(|i| !reading.contains(i))
             .filter(|&i| {
-                let ranked = self.ranked_in(i, now_ms);
+                let ranked = self.ranked_in(i, &peers);
                 !ranked.contains(&self.me.0)
                     && ranked.len() == self.policy.replication as usize
                     && ranked.iter().all(|p| {
@@ -989,6 +1009,15 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             return None;
         }
         let (_, m) = self.manifest.as_ref()?;
+        // Called on every tick: count before copying anything.
+        let trained = self
+            .opened
+            .keys()
+            .filter(|i| m.layout.part(**i) == Some(Part::Train))
+            .count();
+        if trained <= self.plan_train {
+            return None;
+        }
         let part = |p: Part| -> Vec<Arc<Dataset>> {
             self.opened
                 .iter()
@@ -997,9 +1026,6 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
                 .collect()
         };
         let train = part(Part::Train);
-        if train.len() <= self.plan_train {
-            return None;
-        }
         self.plan_train = train.len();
         Some(DataPlan::from_parts(
             rules,

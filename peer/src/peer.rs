@@ -1368,11 +1368,10 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         if !self.roles.validate && !self.roles.store {
             return;
         }
-        let members = self
-            .data
-            .as_ref()
-            .filter(|d| d.closed())
-            .map(DataState::members);
+        let Some(d) = self.data.as_mut().filter(|d| d.closed()) else {
+            return;
+        };
+        let members = d.take_members_changed().then(|| d.members());
         if let Some(members) = members {
             self.app_mut().set_members(Some(members));
         }
