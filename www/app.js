@@ -109,12 +109,23 @@ function render(s) {
   set('jobs', `${s.jobs_running} of ${state.pool.workers.length}`);
   set('address', s.address);
   set('rtt', Object.entries(s.rtt).map(([t, r]) => `${t} ${r.p50_ms.toFixed(0)} ms (p90 ${r.p90_ms.toFixed(0)} ms)`).join(', ') || '-');
+  set('data', dataText(s.data));
   const last = s.history.at(-1);
   set('accuracy', last ? `${(last.accuracy * 100).toFixed(1)}% at height ${last.height}` : '-');
-  showProblem(s.problem);
+  const planError = state.pool.planError && `the workers could not take the run's data: ${state.pool.planError}`;
+  showProblem(s.problem ?? planError);
   if (state.chart && s.history.length) {
     state.chart.setData([s.history.map((p) => p.height), s.history.map((p) => p.accuracy), s.history.map((p) => p.loss)]);
   }
+}
+
+// The run's data on the network, in a line.
+function dataText(d) {
+  if (!d) return 'brought by this page';
+  if (!d.epoch) return 'looking for the run\'s manifest';
+  const from = d.restored ? ` (${d.restored} kept from an earlier visit)` : '';
+  const phase = d.ready ? 'ready' : d.has_key ? 'fetching' : 'waiting for a grant';
+  return `${phase}: ${d.held} of ${d.shards} shards held${from}, epoch ${d.epoch}`;
 }
 
 async function join() {
@@ -130,23 +141,29 @@ async function join() {
     const size = Number($('workers').value);
     // ?split=always|never overrides the pool's own choice (see pool.js).
     const split = ['always', 'never'].includes(params.get('split')) ? params.get('split') : 'auto';
-    state.pool = new WorkerPool({ size, dataset: cfg.dataset, genesis: cfg.genesis, kernels, average: average_gradients, split });
+    // A run that keeps its data on the network: the workers get what the tab's peer fetches.
+    const dataset = JSON.parse(cfg.genesis).data ? null : cfg.dataset;
+    state.pool = new WorkerPool({ size, dataset, genesis: cfg.genesis, kernels, average: average_gradients, split });
     window.tabswarmPool = state.pool;
-    set('state', 'loading the model code and data in workers');
+    set('state', dataset ? 'loading the model code and data in workers' : 'loading the model code in workers');
     await state.pool.ready;
     const { secret, persistent } = await loadSecret();
     if (!persistent) showProblem('This browser does not keep site data here: credit starts over on reload.');
     const log = params.get('log') ?? undefined;
     state.tab = Tab.start(JSON.stringify({ genesis: cfg.genesis, bootstrap: cfg.bootstrap, log }), secret,
-      (job, kind) => state.pool.run(job, kind), await loadCache());
+      (job, kind) => state.pool.run(job, kind), (plan) => state.pool.setPlan(plan),
+      await loadCache('chain'), await loadCache('data'));
     // The verified chain is kept so the next load resumes from it instead of from genesis:
     // every 5 s until a first copy is stored (a volunteer may close the tab within the first
     // minute, and a write begun as the page closes may never finish), then every 30 s (the
-    // whole chain is written each time), and when the page is hidden or closed.
+    // whole chain is written each time), and when the page is hidden or closed. The run's
+    // data the tab fetched is kept too, only when it changed (a first fetch, a new epoch).
     let stored = false;
     const keep = () => {
       const bytes = state.tab.take_cache();
-      if (bytes) saveCache(bytes).then(() => { stored = true; });
+      if (bytes) saveCache(bytes, 'chain').then(() => { stored = true; });
+      const data = state.tab.take_data();
+      if (data) saveCache(data, 'data');
     };
     const early = setInterval(() => { if (stored) clearInterval(early); else keep(); }, 5_000);
     setInterval(keep, 30_000);

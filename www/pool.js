@@ -13,7 +13,11 @@ const PROBE_JOBS = 3; // training jobs timed each way before choosing
 const REPROBE_EVERY = 40; // training jobs between two tries of the way not chosen
 
 export class WorkerPool {
+  // `dataset`: the URL of the page's copy of the data, or null in a run that keeps its data
+  // on the network (the tab's peer then hands the plan to `setPlan`).
   constructor({ size, dataset, genesis, kernels, average, split = 'auto' }) {
+    this.plan = null; // the newest data plan (encoded), for workers that start after it
+    this.planError = null;
     this.duty = 1.0;
     this.average = average;
     this.split = split;
@@ -42,7 +46,8 @@ export class WorkerPool {
       for (const waiter of slot.waiting.values()) waiter.reject(why);
       slot.waiting.clear();
     };
-    return this.#ask(slot, { type: 'init', dataset, genesis, kernels }).then(() => {
+    return this.#ask(slot, { type: 'init', dataset, genesis, kernels }).then(async () => {
+      if (this.plan) await this.#givePlan(slot, this.plan);
       slot.busy = false;
       this.workers.push(slot);
       this.#pump();
@@ -55,6 +60,20 @@ export class WorkerPool {
       slot.waiting.set(id, { resolve, reject });
       slot.w.postMessage({ ...msg, id }, transfer);
     });
+  }
+
+  // Hands every worker the data plan the tab's peer made (an encoded DataPlan). A worker
+  // takes its messages in order, so the jobs the peer sends after it run on it; a worker
+  // still starting gets it before its first job.
+  setPlan(plan) {
+    this.plan = plan;
+    for (const slot of this.workers) this.#givePlan(slot, plan);
+  }
+
+  #givePlan(slot, plan) {
+    return this.#ask(slot, { type: 'plan', plan }).then(
+      () => { this.planError = null; },
+      (e) => { this.planError = String(e?.message ?? e); });
   }
 
   // Runs one encoded job of `kind` ('train', 'validate', 'test'); resolves to

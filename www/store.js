@@ -1,4 +1,5 @@
-// The page's IndexedDB: identities (identity.js) and the verified chain a tab resumes from.
+// The page's IndexedDB: identities (identity.js), the verified chain a tab resumes from, and
+// the run's data a tab fetched (manifest, grant, sealed shards), so a reload trains at once.
 const DB = 'tabswarm';
 export const IDENTITY = 'identity';
 export const CACHE = 'cache';
@@ -25,12 +26,12 @@ export function run(db, store, mode, fn) {
   });
 }
 
-// The chain cache the newest tab saved (any tab of this page: all follow the same chain, and
-// the peer verifies it before use), or undefined.
-export async function loadCache() {
+// What the newest tab saved under `key` ('chain' or 'data'; any tab of this page: all
+// follow the same run, and the peer verifies both before use), or undefined.
+export async function loadCache(key = 'chain') {
   try {
     const db = await openDb();
-    const bytes = await run(db, CACHE, 'readonly', (s) => s.get('chain'));
+    const bytes = await run(db, CACHE, 'readonly', (s) => s.get(key));
     db.close();
     return bytes instanceof Uint8Array ? bytes : undefined;
   } catch {
@@ -38,10 +39,10 @@ export async function loadCache() {
   }
 }
 
-export async function saveCache(bytes) {
+export async function saveCache(bytes, key = 'chain') {
   try {
     const db = await openDb();
-    await run(db, CACHE, 'readwrite', (s) => s.put(bytes, 'chain'));
+    await run(db, CACHE, 'readwrite', (s) => s.put(bytes, key));
     db.close();
-  } catch { /* no storage here: the next load catches up from the network */ }
+  } catch { /* no storage here: the next load fetches from the network */ }
 }

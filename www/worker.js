@@ -1,6 +1,8 @@
 // One Web Worker: its own wasm instance and copy of the run's data, running the peer's jobs
 // (training, scoring, testing), or its share of a training job split across the tab's
-// workers, so the page's thread, where the network lives, never waits.
+// workers, so the page's thread, where the network lives, never waits. The data is the
+// page's copy (`dataset`, a URL) or, in a run that keeps its data on the network, the plan
+// the tab's peer makes from the shards it fetched (a `plan` message, before any job).
 import init, { JobRunner } from '/pkg/tabswarm_browser.js';
 import { loadWasm } from './kernels.js';
 
@@ -13,9 +15,16 @@ self.onmessage = async (e) => {
     if (m.type === 'init') {
       // The page chose the build (kernels.js); every worker runs the same one.
       ({ wasm } = await loadWasm(init, m.kernels));
-      const res = await fetch(m.dataset);
-      if (!res.ok) throw new Error(`dataset ${m.dataset}: HTTP ${res.status}`);
-      runner = new JobRunner(new Uint8Array(await res.arrayBuffer()), m.genesis);
+      let bytes;
+      if (m.dataset) {
+        const res = await fetch(m.dataset);
+        if (!res.ok) throw new Error(`dataset ${m.dataset}: HTTP ${res.status}`);
+        bytes = new Uint8Array(await res.arrayBuffer());
+      }
+      runner = new JobRunner(bytes, m.genesis);
+      self.postMessage({ id: m.id, ok: true });
+    } else if (m.type === 'plan') {
+      runner.use_plan(m.plan);
       self.postMessage({ id: m.id, ok: true });
     } else if (m.type === 'job') {
       const t0 = performance.now();

@@ -21,11 +21,11 @@ pub const MAX_CACHE_BYTES: usize = 512 << 20;
 /// Why a stored cache is not used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CacheError {
-    /// Longer than [`MAX_CACHE_BYTES`].
-    #[error("{0} bytes is more than a cache may have ({MAX_CACHE_BYTES})")]
-    TooLarge(usize),
+    /// Longer than the cache's limit ([`MAX_CACHE_BYTES`] for the chain).
+    #[error("{0} bytes is more than this cache may have ({1})")]
+    TooLarge(usize, usize),
     /// Written by another version of the page.
-    #[error("cache format {0} is not {CACHE_FORMAT}")]
+    #[error("cache format {0} is not this page's")]
     Version(u8),
     /// Of another run (the page now joins a different network).
     #[error("the cache is of another run")]
@@ -113,7 +113,7 @@ impl ChainCache {
     /// A stored cache of `run` as what the peer restarts from (the peer still verifies it).
     pub fn decode(bytes: &[u8], run: RunId) -> Result<Restored, CacheError> {
         if bytes.len() > MAX_CACHE_BYTES {
-            return Err(CacheError::TooLarge(bytes.len()));
+            return Err(CacheError::TooLarge(bytes.len(), MAX_CACHE_BYTES));
         }
         let rest = match bytes.split_first() {
             Some((&CACHE_FORMAT, rest)) => rest,
@@ -251,7 +251,7 @@ mod tests {
         let big = vec![CACHE_FORMAT; MAX_CACHE_BYTES + 1];
         assert!(matches!(
             ChainCache::decode(&big, run),
-            Err(CacheError::TooLarge(_))
+            Err(CacheError::TooLarge(..))
         ));
     }
 

@@ -6,7 +6,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 use tabswarm_consensus::genesis::hex;
+use tabswarm_peer::data::DataEvent;
 use tabswarm_peer::{Event, Snapshot};
+
+/// The problem shown while a closed run's data cannot be read (cleared by a grant).
+const NO_GRANT: &str = "this run's data is closed and this tab holds no grant";
 
 /// Committed heights whose test figures are kept for the chart.
 pub const HISTORY: usize = 500;
@@ -85,6 +89,31 @@ pub struct TabStatus {
     pub problem: Option<String>,
     /// Ping round trips by transport (`webrtc-direct`, `websocket`, `relay`).
     pub rtt: BTreeMap<String, RttSummary>,
+    /// The run's data, in a run that keeps it on the network (`None` otherwise: the page
+    /// brought its own copy).
+    pub data: Option<TabData>,
+}
+
+/// What the tab holds of a run's data on the network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TabData {
+    /// The owner-signed manifest's epoch (0: none yet).
+    pub epoch: u64,
+    /// Shards the manifest lists.
+    pub shards: usize,
+    /// Shards the tab holds (its training shards, the validation and test shards).
+    pub held: usize,
+    /// Of those, fetched from peers during this load.
+    pub fetched: usize,
+    /// Of those, taken from the page's cache of an earlier load.
+    pub restored: usize,
+    /// Whether the tab can read them (the run is open, or its owner granted this tab).
+    pub has_key: bool,
+    /// Whether training has the data it needs.
+    pub ready: bool,
+    /// Hex X25519 key a closed run's owner grants the dataset key to
+    /// (`tabswarm-node data grant --member <address>:<member_key>`).
+    pub member_key: String,
 }
 
 /// Round trips kept per transport for [`RttSummary`].
@@ -161,12 +190,43 @@ impl TabStatus {
             Event::UpdatePublished { .. } => self.updates_announced += 1,
             Event::Committed { train_ms, .. } if *train_ms > 0 => self.last_train_ms = *train_ms,
             Event::TrainingFailed(why) => self.problem = Some(format!("training failed: {why}")),
+            Event::Data(DataEvent::Stored { restored, .. }) => {
+                if let Some(d) = &mut self.data {
+                    if *restored {
+                        d.restored += 1;
+                    } else {
+                        d.fetched += 1;
+                    }
+                }
+            }
+            Event::Data(DataEvent::Unreadable { index, reason }) => {
+                self.problem = Some(format!("the run's shard {index} cannot be read: {reason}"));
+            }
             _ => {}
         }
     }
 
     /// Takes in the peer's state.
     pub fn on_snapshot(&mut self, s: &Snapshot, weight: u32, paused: bool) {
+        if let (Some(d), Some(held)) = (&mut self.data, &s.data) {
+            d.epoch = held.epoch;
+            d.shards = held.shards;
+            d.held = held.held.len();
+            d.has_key = held.has_key;
+            d.ready = held.ready;
+            let waiting = self
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.starts_with(NO_GRANT));
+            if held.epoch > 0 && !held.has_key && !waiting {
+                self.problem = Some(format!(
+                    "{NO_GRANT}: its owner grants this tab with `tabswarm-node data grant --member {}:{}`",
+                    self.address, d.member_key
+                ));
+            } else if held.has_key && waiting {
+                self.problem = None;
+            }
+        }
         self.height = s.height;
         self.param_hash = hex(&s.param_hash);
         self.credit = s.credit;
@@ -235,5 +295,52 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         assert_eq!(json["state"], "connecting");
         assert_eq!(json["history"].as_array().unwrap().len(), HISTORY);
+    }
+
+    #[test]
+    fn the_data_block_counts_restored_and_fetched_shards_and_says_how_to_get_a_grant() {
+        let mut s = TabStatus {
+            address: "ab".repeat(32),
+            data: Some(TabData {
+                member_key: "cd".repeat(32),
+                ..TabData::default()
+            }),
+            ..TabStatus::default()
+        };
+        for (index, restored) in [(0, true), (1, true), (2, false)] {
+            s.on_event(&Event::Data(DataEvent::Stored { index, restored }));
+        }
+        let mut snap = Snapshot {
+            data: Some(tabswarm_peer::DataSnapshot {
+                epoch: 2,
+                shards: 18,
+                held: vec![0, 1, 2],
+                has_key: false,
+                ready: false,
+            }),
+            ..Snapshot::default()
+        };
+        s.on_snapshot(&snap, 1, false);
+        let d = s.data.clone().unwrap();
+        assert_eq!((d.restored, d.fetched, d.held, d.shards), (2, 1, 3, 18));
+        let problem = s.problem.clone().unwrap();
+        assert!(
+            problem.contains(&format!(
+                "data grant --member {}:{}",
+                "ab".repeat(32),
+                "cd".repeat(32)
+            )),
+            "{problem}"
+        );
+        // A grant arrives: the problem goes; other problems are left alone.
+        snap.data.as_mut().unwrap().has_key = true;
+        s.on_snapshot(&snap, 1, false);
+        assert_eq!(s.problem, None);
+        s.problem = Some("training failed: x".into());
+        s.on_snapshot(&snap, 1, false);
+        assert_eq!(s.problem.as_deref(), Some("training failed: x"));
+        let json: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(json["data"]["fetched"], 1);
+        assert!(TabStatus::default().to_json().contains("\"data\":null"));
     }
 }

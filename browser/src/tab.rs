@@ -20,17 +20,19 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, Transport, noise, ping, relay, websocket_websys, yamux};
 use tabswarm_consensus::genesis::{Genesis, hex};
+use tabswarm_core::vault::MemberSecret;
 use tabswarm_net::protocols::{Link, Mesh, Protocols, ProtocolsEvent, Reply, Routed};
-use tabswarm_peer::jobs::{self, Job};
-use tabswarm_peer::{Effect, Event, Input, Peer, Restored, Roles, TICK_MS};
+use tabswarm_peer::jobs::{self, DataPlan, Job};
+use tabswarm_peer::{Effect, Event, Input, Peer, Restored, RestoredData, Roles, TICK_MS};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
 use crate::cache::ChainCache;
 use crate::circuit_dials::CircuitDials;
+use crate::data_cache::DataCache;
 use crate::identity::TabKeys;
 use crate::js_err;
-use crate::status::{RttSamples, State, TabStatus};
+use crate::status::{RttSamples, State, TabData, TabStatus};
 
 #[wasm_bindgen]
 extern "C" {
@@ -62,6 +64,8 @@ struct Shared {
     model: HeldModel,
     /// The chain and parameters to keep across loads (`None` until the peer exists).
     cache: Option<ChainCache>,
+    /// The run's data to keep across loads (`None` until the peer exists).
+    data_cache: Option<DataCache>,
     paused: bool,
     stop: bool,
 }
@@ -128,14 +132,20 @@ impl Tab {
     /// Starts a peer of the run in `config` (JSON `{genesis, bootstrap: [multiaddr], agent?}`)
     /// with the identity `secret` (32 bytes the page keeps). `run_job(Uint8Array, kind)` (kind:
     /// `train`, `validate` or `test`) must return a Promise of
-    /// `{output: Uint8Array, elapsedMs: number}` (a worker's answer). `cache` is what
-    /// [`Tab::take_cache`] gave on an earlier load, if the page kept it: the peer verifies it
-    /// and resumes from its height (or starts over, saying why in the console).
+    /// `{output: Uint8Array, elapsedMs: number}` (a worker's answer). `use_plan(Uint8Array)`
+    /// hands the workers the data they train on, in a run that keeps its data on the network
+    /// (an encoded `DataPlan`, given before any job that needs it). `cache` and `data` are
+    /// what [`Tab::take_cache`] and [`Tab::take_data`] gave on an earlier load, if the page
+    /// kept them: the peer verifies them (the chain from genesis, each shard against the
+    /// owner-signed manifest) and resumes from them, or starts over, saying why in the
+    /// console.
     pub fn start(
         config: &str,
         secret: &[u8],
         run_job: js_sys::Function,
+        use_plan: js_sys::Function,
         cache: Option<Vec<u8>>,
+        data: Option<Vec<u8>>,
     ) -> Result<Tab, JsError> {
         let config: Config =
             serde_json::from_str(config).map_err(|e| js_err(format!("bad tab config: {e}")))?;
@@ -159,6 +169,8 @@ impl Tab {
         let swarm = build_swarm(libp2p_key, &genesis, config.agent)?;
         let weight = jobs::update_weight(&genesis.training);
         let address = keys.consensus.address();
+        let member_key = MemberSecret::derive(&keys.consensus.seed()).public().0;
+        let data_on_network = genesis.data.is_some();
         let roles = Roles {
             train: true,
             validate: false,
@@ -166,17 +178,28 @@ impl Tab {
             store: false,
             max_train_shards: 2,
         };
-        let (peer, cache) = resume(genesis, keys.consensus, roles, cache)?;
+        let (peer, cache, data_cache) = resume(genesis, keys.consensus, roles, cache, data)?;
         let shared = Rc::new(RefCell::new(Shared::default()));
         {
             let mut s = shared.borrow_mut();
             s.status.restored_height = peer.app().height();
             s.cache = Some(cache);
+            s.data_cache = Some(data_cache);
             s.status.peer_id = swarm.local_peer_id().to_string();
             s.status.address = hex(&address.0);
+            s.status.data = data_on_network.then(|| TabData {
+                member_key: hex(&member_key),
+                ..TabData::default()
+            });
         }
-        let (driver, done_rx) =
-            Driver::new(swarm, peer, shared.clone(), run_job, bootstrap, weight)?;
+        let (driver, done_rx) = Driver::new(
+            swarm,
+            peer,
+            shared.clone(),
+            JsCalls { run_job, use_plan },
+            bootstrap,
+            weight,
+        )?;
         spawn_local(driver.run(done_rx));
         Ok(Tab { shared })
     }
@@ -207,6 +230,13 @@ impl Tab {
         self.shared.borrow_mut().cache.as_mut()?.take_new()
     }
 
+    /// The run's data the tab holds (manifest, grant, sealed shards), encoded, when it
+    /// changed since the last call (`undefined` otherwise). The page stores it and hands it
+    /// to [`Tab::start`], so a reload does not download its shards again.
+    pub fn take_data(&self) -> Option<Vec<u8>> {
+        self.shared.borrow_mut().data_cache.as_mut()?.take_new()
+    }
+
     /// Pauses training (the tab keeps following the chain and serving what it holds).
     pub fn pause(&self) {
         self.shared.borrow_mut().paused = true;
@@ -223,22 +253,37 @@ impl Tab {
     }
 }
 
-/// The peer, from the chain an earlier load cached when it verifies, from genesis otherwise.
+/// The peer, from the chain and data an earlier load cached when they verify, from genesis
+/// otherwise.
 fn resume(
     genesis: Genesis,
     key: tabswarm_consensus::identity::Keypair,
     roles: Roles,
     cache: Option<Vec<u8>>,
-) -> Result<(Peer<PeerId>, ChainCache), JsError> {
+    data: Option<Vec<u8>>,
+) -> Result<(Peer<PeerId>, ChainCache, DataCache), JsError> {
     let run = genesis.run_id();
+    let mut data_cache = DataCache::new(run);
+    let data = match data.map(|bytes| DataCache::decode(&bytes, run)) {
+        Some(Ok(data)) => {
+            data_cache.keep_restored(&data);
+            data
+        }
+        Some(Err(e)) => {
+            console_info(&format!("tabswarm: stored data not used: {e}"));
+            RestoredData::default()
+        }
+        None => RestoredData::default(),
+    };
     match cache.map(|bytes| ChainCache::decode(&bytes, run)) {
-        Some(Ok(restored)) => {
+        Some(Ok(mut restored)) => {
+            restored.data = data.clone();
             let kept = restored.clone();
             match Peer::new(genesis.clone(), key.clone(), roles, restored, 0) {
                 Ok(peer) => {
                     let mut cache = ChainCache::new(run, peer.app().height());
                     cache.keep_restored(&kept);
-                    return Ok((peer, cache));
+                    return Ok((peer, cache, data_cache));
                 }
                 Err(e) => console_info(&format!(
                     "tabswarm: the cached chain does not verify ({e}); catching up from genesis"
@@ -248,8 +293,12 @@ fn resume(
         Some(Err(e)) => console_info(&format!("tabswarm: cache not used: {e}")),
         None => {}
     }
-    let peer = Peer::new(genesis, key, roles, Restored::default(), 0).map_err(js_err)?;
-    Ok((peer, ChainCache::new(run, 0)))
+    let restored = Restored {
+        data,
+        ..Restored::default()
+    };
+    let peer = Peer::new(genesis, key, roles, restored, 0).map_err(js_err)?;
+    Ok((peer, ChainCache::new(run, 0), data_cache))
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -294,12 +343,20 @@ struct Done {
     elapsed_ms: u64,
 }
 
+/// The page's functions the tab calls.
+struct JsCalls {
+    /// Runs a job in a worker (a Promise of its answer).
+    run_job: js_sys::Function,
+    /// Hands the workers a data plan.
+    use_plan: js_sys::Function,
+}
+
 struct Driver {
     swarm: Swarm<TabBehaviour>,
     peer: Peer<PeerId>,
     link: Link,
     shared: Rc<RefCell<Shared>>,
-    run_job: js_sys::Function,
+    js: JsCalls,
     bootstrap: Vec<(PeerId, Vec<Multiaddr>)>,
     started: f64,
     relays: HashSet<PeerId>,
@@ -327,7 +384,7 @@ impl Driver {
         swarm: Swarm<TabBehaviour>,
         peer: Peer<PeerId>,
         shared: Rc<RefCell<Shared>>,
-        run_job: js_sys::Function,
+        js: JsCalls,
         bootstrap: Vec<Multiaddr>,
         weight: u32,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Done>), JsError> {
@@ -354,7 +411,7 @@ impl Driver {
             swarm,
             peer,
             shared,
-            run_job,
+            js,
             bootstrap: by_peer.into_iter().collect(),
             started: js_sys::Date::now(),
             relays: HashSet::new(),
@@ -501,10 +558,15 @@ impl Driver {
                 // The tab never votes (no stake), so no record guards a signature: blocks and
                 // parameters are kept only so the next load resumes sooner.
                 Effect::Persist(p) => {
-                    if let Some(cache) = self.shared.borrow_mut().cache.as_mut() {
+                    let mut shared = self.shared.borrow_mut();
+                    if let Some(cache) = shared.cache.as_mut() {
+                        cache.on_persist(&p);
+                    }
+                    if let Some(cache) = shared.data_cache.as_mut() {
                         cache.on_persist(&p);
                     }
                 }
+                Effect::UsePlan(plan) => self.use_plan(&plan),
                 Effect::Run(job) => self.run_job(job),
                 Effect::Penalise(peer) => {
                     console_info(&format!("tabswarm: {peer} sent provably bad data"));
@@ -523,6 +585,18 @@ impl Driver {
         }
     }
 
+    /// Hands the page's workers the data the peer gathered (before the jobs that need it:
+    /// a worker takes messages in order).
+    fn use_plan(&mut self, plan: &DataPlan) {
+        let bytes = js_sys::Uint8Array::from(plan.encode().as_slice());
+        if let Err(e) = self.js.use_plan.call1(&JsValue::NULL, &bytes) {
+            self.problem(format!(
+                "the workers refused the run's data: {}",
+                describe(e)
+            ));
+        }
+    }
+
     /// Hands `job` to a worker through the page; its answer (or failure) comes back on the
     /// loop's channel.
     fn run_job(&mut self, job: Job) {
@@ -535,7 +609,7 @@ impl Driver {
         };
         let tx = self.done_tx.clone();
         self.jobs_running += 1;
-        let promise = self.run_job.call2(&JsValue::NULL, &bytes, &kind.into());
+        let promise = self.js.run_job.call2(&JsValue::NULL, &bytes, &kind.into());
         spawn_local(async move {
             let answer = match promise {
                 Ok(p) => JsFuture::from(js_sys::Promise::resolve(&p)).await,

@@ -3,7 +3,7 @@
 //! (`tabswarm_peer::jobs::encode`), so the page's thread, where the network lives, never
 //! waits for a model.
 
-use tabswarm_consensus::genesis::Genesis;
+use tabswarm_consensus::genesis::{Genesis, TrainingRules};
 use tabswarm_core::data::Dataset;
 use tabswarm_peer::jobs::{self, DataPlan, Job};
 use tabswarm_peer::parallel::{Replica, StepGradient};
@@ -15,28 +15,53 @@ use crate::js_err;
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct JobRunner {
-    plan: DataPlan,
+    rules: TrainingRules,
+    /// The data jobs run on: cut from the page's copy, or the peer's plan from shards it
+    /// fetched (`use_plan`); `None` until the latter arrives.
+    plan: Option<DataPlan>,
     /// This worker's share of a training job split across the tab's workers.
     replica: Option<Replica>,
 }
 
 #[wasm_bindgen]
 impl JobRunner {
-    /// The data plan of `genesis_json`'s run over `dataset` (a `.tsd` file).
+    /// A runner for `genesis_json`'s run: over `dataset` (a `.tsd` file) cut as every peer
+    /// cuts it, or, in a run that keeps its data on the network (no `dataset`), over the
+    /// plan [`JobRunner::use_plan`] gives.
     #[wasm_bindgen(constructor)]
-    pub fn new(dataset: &[u8], genesis_json: &str) -> Result<JobRunner, JsError> {
+    pub fn new(dataset: Option<Vec<u8>>, genesis_json: &str) -> Result<JobRunner, JsError> {
         let genesis = Genesis::from_json(genesis_json).map_err(js_err)?;
-        let dataset = Dataset::decode(dataset).map_err(js_err)?;
+        let plan = match dataset {
+            Some(bytes) => {
+                let dataset = Dataset::decode(&bytes).map_err(js_err)?;
+                Some(DataPlan::new(&dataset, &genesis.training).map_err(js_err)?)
+            }
+            None => None,
+        };
         Ok(Self {
-            plan: DataPlan::new(&dataset, &genesis.training).map_err(js_err)?,
+            rules: genesis.training,
+            plan,
             replica: None,
         })
+    }
+
+    /// Takes the data plan the tab's peer made from the shards it fetched (an encoded
+    /// `DataPlan`); jobs after it run on it.
+    pub fn use_plan(&mut self, plan: &[u8]) -> Result<(), JsError> {
+        self.plan = Some(DataPlan::decode(plan, &self.rules).map_err(js_err)?);
+        Ok(())
     }
 
     /// Runs one encoded job; returns its encoded output.
     pub fn run(&self, job: &[u8]) -> Result<Vec<u8>, JsError> {
         let job: Job = jobs::decode(job).map_err(js_err)?;
-        Ok(jobs::encode(&jobs::run(&self.plan, job)))
+        Ok(jobs::encode(&jobs::run(self.plan()?, job)))
+    }
+
+    fn plan(&self) -> Result<&DataPlan, JsError> {
+        self.plan
+            .as_ref()
+            .ok_or_else(|| js_err("no data yet: the run's shards have not reached this worker"))
     }
 
     /// Becomes replica `part` of `parts` of the encoded training job `job` (see
@@ -44,7 +69,7 @@ impl JobRunner {
     pub fn replica_start(&mut self, job: &[u8], part: u32, parts: u32) -> Result<Vec<u8>, JsError> {
         let job: Job = jobs::decode(job).map_err(js_err)?;
         self.replica =
-            Some(Replica::new(&self.plan, job, part as usize, parts as usize).map_err(js_err)?);
+            Some(Replica::new(self.plan()?, job, part as usize, parts as usize).map_err(js_err)?);
         self.replica_gradient()
     }
 

@@ -82,7 +82,7 @@ fn on_data(metrics: &Metrics, event: DataEvent) {
             );
         }
         DataEvent::Key { epoch } => info!(epoch, "dataset key received: shards can be read"),
-        DataEvent::Stored { index } => debug!(index, "shard stored"),
+        DataEvent::Stored { index, restored } => debug!(index, restored, "shard stored"),
         DataEvent::Damaged { index } => {
             metrics.shards_damaged.inc();
             warn!(

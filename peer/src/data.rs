@@ -180,6 +180,8 @@ pub enum DataEvent {
     Stored {
         /// Shard index.
         index: u32,
+        /// Whether it came from the driver's store at start, not from the network.
+        restored: bool,
     },
     /// Restored bytes did not match the manifest (damaged on disk): dropped, fetched again.
     Damaged {
@@ -732,7 +734,10 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
                 bytes: Arc::new(blob.bytes.clone()),
             }));
         }
-        out.push(Action::Event(DataEvent::Stored { index }));
+        out.push(Action::Event(DataEvent::Stored {
+            index,
+            restored: !persist,
+        }));
         self.open(index, &blob, out);
         self.held.insert(index, blob);
         self.changed = true;

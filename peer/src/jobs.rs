@@ -281,6 +281,42 @@ impl DataPlan {
     pub fn shard(&self, i: usize) -> Arc<Dataset> {
         self.shards[i % self.shards.len()].clone()
     }
+
+    /// The plan as bytes for a worker in another memory (a tab's Web Workers get the plan
+    /// the peer made from fetched shards): each part as a `.tsd` file, training shards in
+    /// the plan's order (a job's shard index points into it), framed like a job.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(&PlanBytes {
+            shards: self.shards.iter().map(|d| d.encode()).collect(),
+            validation: self.validation.encode(),
+            test: self.test.encode(),
+        })
+    }
+
+    /// A plan [`DataPlan::encode`] made, for a run with `rules`. Each part is checked as any
+    /// `.tsd` file is (its trailer hash): bytes damaged on the way are refused, not trained on.
+    pub fn decode(bytes: &[u8], rules: &TrainingRules) -> Result<Self, PlanError> {
+        let parts: PlanBytes = decode(bytes).map_err(|e| PlanError(format!("a data plan: {e}")))?;
+        let part = |b: &[u8], what: &str| {
+            Dataset::decode(b).map_err(|e| PlanError(format!("a data plan's {what}: {e}")))
+        };
+        let train = parts
+            .shards
+            .iter()
+            .map(|b| part(b, "training shard").map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let validation = part(&parts.validation, "validation set")?;
+        let test = part(&parts.test, "test set")?;
+        Self::from_parts(rules, train, &[Arc::new(validation)], &[Arc::new(test)])
+    }
+}
+
+/// [`DataPlan`] on the way to a worker.
+#[derive(Serialize, Deserialize)]
+struct PlanBytes {
+    shards: Vec<Vec<u8>>,
+    validation: Vec<u8>,
+    test: Vec<u8>,
 }
 
 fn join(parts: &[Arc<Dataset>]) -> Result<Dataset, PlanError> {
@@ -388,6 +424,43 @@ mod tests {
                 assert_eq!(l, 0.25);
             }
             other => panic!("changed on the way: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plan_reaches_a_worker_whole_in_order_and_damage_is_refused() {
+        let images = |n: usize, c: u8| {
+            let labels: Vec<u8> = (0..n).map(|i| (i as u8 + c) % 10).collect();
+            let pixels = (0..n * 16).map(|i| (i as u8).wrapping_mul(c)).collect();
+            Arc::new(Dataset::from_parts(4, 4, 10, labels, pixels).unwrap())
+        };
+        let rules = TrainingRules::default();
+        // Shards of different sizes: swapping two on the way would show.
+        let train = vec![images(30, 1), images(20, 2), images(25, 3)];
+        let plan =
+            DataPlan::from_parts(&rules, train.clone(), &[images(12, 4)], &[images(9, 5)]).unwrap();
+        let bytes = plan.encode();
+        let back = DataPlan::decode(&bytes, &rules).unwrap();
+        assert_eq!(back.shards().len(), 3);
+        for (a, b) in back.shards().iter().zip(&train) {
+            assert_eq!(**a, **b);
+        }
+        assert_eq!(back.validation(), plan.validation());
+        assert_eq!(back.test(), plan.test());
+        // A flipped byte anywhere in a part fails its trailer hash or the framing; no panic.
+        for at in [bytes.len() / 3, bytes.len() / 2, bytes.len() - 5] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x20;
+            assert!(
+                DataPlan::decode(&bad, &rules).is_err(),
+                "flip at {at} taken"
+            );
+        }
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                DataPlan::decode(&bytes[..cut], &rules).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

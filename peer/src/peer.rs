@@ -300,7 +300,7 @@ pub struct Rejections {
 }
 
 /// A view of the peer for status pages and metrics.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Committed height.
     pub height: u64,

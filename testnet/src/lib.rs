@@ -95,6 +95,9 @@ pub struct Spec {
     pub ungranted: Vec<usize>,
     /// The node that owns the data (with `network_data`; default 0).
     pub data_owner: usize,
+    /// An open run (with `network_data`): the dataset key is in the genesis, so anyone who
+    /// joins reads the data (volunteers' tabs, with no grant) and may submit updates.
+    pub open_data: bool,
 }
 
 impl Spec {
@@ -111,6 +114,7 @@ impl Spec {
             network_data: false,
             ungranted: Vec::new(),
             data_owner: 0,
+            open_data: false,
         }
     }
 
@@ -121,6 +125,12 @@ impl Spec {
         self.data_owner = owner;
         self.ungranted = ungranted.to_vec();
         self
+    }
+
+    /// With the run's data on the network, owned by node `owner`, open to anyone who joins.
+    pub fn open_network_data(mut self, owner: usize) -> Self {
+        self.open_data = true;
+        self.network_data(owner, &[])
     }
 
     /// With these genesis flags.
@@ -204,6 +214,9 @@ impl Testnet {
         cmd.args(&net.spec.genesis_args);
         if net.spec.network_data {
             cmd.args(["--data-owner", &net.nodes[net.spec.data_owner].public_key]);
+            if net.spec.open_data {
+                cmd.args(["--data-access", "open"]);
+            }
         }
         output(&mut cmd)?;
         if net.spec.network_data {

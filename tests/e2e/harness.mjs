@@ -32,9 +32,11 @@ export async function startServer({ pkg, data, network, port = 0 }) {
     ['/bench/', join(ROOT, 'bench')],
     ['/node_modules/', join(ROOT, 'node_modules')],
   ];
+  const hits = new Map(); // requests by path, for tests that check what a page fetched
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, 'http://x');
+      hits.set(url.pathname, (hits.get(url.pathname) ?? 0) + 1);
       if (url.pathname === '/') {
         res.writeHead(302, { location: `/www/index.html${url.search}` }).end();
         return;
@@ -64,7 +66,7 @@ export async function startServer({ pkg, data, network, port = 0 }) {
   });
   await new Promise((ok, fail) => server.once('error', fail).listen(port, '127.0.0.1', ok));
   const bound = server.address().port;
-  return { url: `http://127.0.0.1:${bound}`, close: () => new Promise((ok) => server.close(ok)) };
+  return { url: `http://127.0.0.1:${bound}`, hits, close: () => new Promise((ok) => server.close(ok)) };
 }
 
 export async function launchBrowser() {

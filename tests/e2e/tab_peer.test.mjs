@@ -4,8 +4,11 @@
 // verified from genesis, a hash-checked checkpoint), listens through the relay, trains in a
 // Web Worker and gets its updates into committed blocks (read from a node's ledger, not
 // from the page), holds the very parameters a node holds, reaches the other tab through a
-// relay circuit, pauses (no job runs) and resumes. Closing a tab mid-round does not stop the
-// network; reopened, it has its old identity and credit. No page error on the way.
+// relay circuit, pauses (no job runs) and resumes. The run keeps its data on the network (an
+// open run: the dataset key is in the genesis): tabs train and test on shards they fetched
+// from the nodes, never on a copy the page serves. Closing a tab mid-round does not stop the
+// network; reopened, it has its old identity and credit, and its shards from IndexedDB
+// instead of downloading them again. No page error on the way.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -144,6 +147,17 @@ test('two tabs of one browser are two peers that train into committed blocks and
     assert.ok(credit >= 1, `the validator's ledger credits tab ${name} with ${credit} updates`);
   }
 
+  // The data they trained on came from the network: shards fetched from peers and checked
+  // against the owner-signed manifest; the page's server never handed out a dataset.
+  for (const name of ['a', 'b']) {
+    const { data } = await status(name);
+    assert.ok(data?.ready, `tab ${name} trains without the run's data? ${JSON.stringify(data)}`);
+    // Validation, test and (at most) two training shards.
+    assert.ok(data.fetched >= 3 && data.held <= data.shards, `tab ${name}: ${JSON.stringify(data)}`);
+    assert.equal(data.has_key, true);
+  }
+  assert.equal(server.hits.get('/data/mnist.tsd') ?? 0, 0, 'a page fetched the dataset from its server');
+
   // Same height, same parameters as a native validator.
   for (const name of ['a', 'b']) {
     let compared = 0;
@@ -273,6 +287,10 @@ test('closing a tab mid-round does not stop the network; reopened, it keeps its 
   assert.ok(s.restored_height > 0, 'the reopened tab did not resume from its cached chain');
   await waitIn('a', 'running again', 60_000, () => window.tabStatus.state === 'running');
   console.log(`# reopened tab: resumed from height ${s.restored_height}, running after ${(Date.now() - t0) / 1000} s`);
+  // Its shards came back from IndexedDB (checked again by the peer), not over the network.
+  const { data } = await waitIn('a', 'its data ready', 60_000, () => window.tabStatus.data?.ready && window.tabStatus);
+  assert.ok(data.restored >= 3, `the reopened tab did not keep its shards: ${JSON.stringify(data)}`);
+  assert.equal(data.fetched, 0, `the reopened tab downloaded shards it kept: ${JSON.stringify(data)}`);
   await waitIn('a', 'the old credit back', 120_000, (c) => window.tabStatus.state === 'running' && window.tabStatus.credit >= c, credit);
   assertNoErrors();
 });

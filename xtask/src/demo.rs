@@ -1,7 +1,10 @@
 //! `cargo xtask demo`: the main job: a relay and five nodes (four staked validators, one
 //! trainer) on this machine, training the MLP on MNIST shards round after round, every round
 //! committed by stake votes, and the volunteer page on http://127.0.0.1:8080/ (a tab opened
-//! there joins as a trainer). Prints per-round progress;
+//! there joins as a trainer). The data lives on the network: the trainer node owns it and
+//! ingests MNIST with `tabswarm-node data add` (sealed shards, an owner-signed manifest);
+//! storage peers replicate the shards, and every node and tab trains on shards it fetched. The
+//! run is open (its dataset key is in the genesis), so any volunteer's tab may read them. Prints per-round progress;
 //! Ctrl-C stops everything cleanly and keeps each node's state for inspection. Four equal
 //! validators survive the loss of one (3/4 of stake is more than 2/3): a node that dies is
 //! reported and the rest keep going.
@@ -42,7 +45,7 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
     }
     let dir = sh::root().join("out").join("demo");
     let mut net = s.step(
-        "start a relay, 4 validators and 1 trainer on 127.0.0.1",
+        "start a relay, 4 validators and 1 trainer (the data's owner) on 127.0.0.1",
         || {
             let bins = Binaries {
                 node: sh::native_bin(Profile::Release, "tabswarm-node"),
@@ -50,7 +53,9 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
             };
             let spec = Spec {
                 metrics_base: Some(9464),
-                ..Spec::new(4, 1).genesis(&["--name", "demo-mnist-mlp"])
+                ..Spec::new(4, 1)
+                    .genesis(&["--name", "demo-mnist-mlp"])
+                    .open_network_data(4)
             };
             let mut net = Testnet::create(&dir, &bins, &data, spec)?;
             net.start_all()?;
@@ -80,9 +85,9 @@ pub(crate) fn run(rounds: Option<u64>) -> anyhow::Result<()> {
     eprintln!("Nodes (Prometheus /metrics and JSON /status):");
     for i in 0..net.nodes.len() {
         let role = if i < 4 {
-            "validator + trainer"
+            "validator + trainer + storage"
         } else {
-            "trainer"
+            "trainer + storage, owns the data"
         };
         eprintln!("  node{i} ({role}): http://127.0.0.1:{}/status", 9464 + i);
     }

@@ -112,7 +112,7 @@ pub(crate) fn install_missing() -> anyhow::Result<()> {
     install::ensure_wasm_bindgen().map(|_| ())
 }
 
-/// The run the tabs join: the nodes' fast settings, but the default proposer deadline (2 s,
+/// The run the tabs join (its data on the network, open): the nodes' fast settings, but the default proposer deadline (2 s,
 /// as in the demo). A tab trains slower than native validators; proposers wait for it only
 /// if it can make the deadline, and with 500 ms a 2-worker tab on a busy 2-core machine
 /// (440 ms a job) sometimes could not.
@@ -132,7 +132,9 @@ pub(crate) fn network_for_tabs(data: &Path) -> anyhow::Result<Testnet> {
         node: sh::native_bin(Profile::Dev, "tabswarm-node"),
         relay: sh::native_bin(Profile::Dev, "tabswarm-relay"),
     };
-    let mut net = Testnet::temp("tab-peer", &bins, data, Spec::new(3, 0).genesis(TABS))?;
+    // The run keeps its data on the network, open to anyone (tabs read the shards they fetch).
+    let spec = Spec::new(3, 0).genesis(TABS).open_network_data(0);
+    let mut net = Testnet::temp("tab-peer", &bins, data, spec)?;
     net.start_all()?;
     net.wait_height(&[0, 1, 2], 1, Duration::from_secs(120))?;
     Ok(net)
