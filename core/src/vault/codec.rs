@@ -1,4 +1,4 @@
-//! The byte form of manifests, grants and certificates: a version byte, then postcard.
+//! The byte form of manifests and grants: a version byte, then postcard.
 //!
 //! postcard is deterministic for these types (structs, arrays, vectors, options; no maps),
 //! so a value has exactly one encoding; decoding re-encodes and refuses anything else, so
@@ -6,10 +6,10 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-/// The encoding version every manifest, grant and certificate starts with.
+/// The encoding version every manifest and grant starts with.
 pub const VERSION: u8 = 1;
 
-/// Why bytes were not read as a manifest, grant or certificate. `kind` names which.
+/// Why bytes were not read as a manifest or grant. `kind` names which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {

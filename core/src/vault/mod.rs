@@ -1,13 +1,15 @@
-//! The encrypted data layer: shards, manifests, grants and membership certificates.
+//! The encrypted data layer: shards, manifests and grants (a grant is also the member's proof
+//! of membership in a closed run: DESIGN.md, "Members").
 //!
 //! A data owner seals a dataset into shards ([`seal_dataset`]): each is a `.tsd` file of a
 //! fixed number of samples, encrypted with AES-256-GCM under the epoch's [`DatasetKey`] and
-//! named by its content address (a chunked blob's, so it is fetched and checked in chunks). The owner signs the [`Manifest`] listing them
+//! named by its content address (a chunked blob's, so it is fetched and checked in chunks).
+//! The owner signs the [`Manifest`] listing them
 //! ([`SignedManifest`]) and, for each member, a [`Grant`] that seals the dataset key to the
 //! member's X25519 key with HPKE (RFC 9180). Anyone with the owner's public key can check
 //! shards they store against the manifest; only members with a grant can read them.
 //! Revoking a member is a new epoch: a fresh key, shards sealed again, grants for the
-//! members who stay. A [`Certificate`] records who is a member and what they may do.
+//! members who stay. In a closed run the holders of an epoch's grants are its members.
 //!
 //! Pure formats and crypto, no I/O: randomness (nonces, keys, HPKE ephemerals) comes from a
 //! `rand_core` 0.9 [`CryptoRng`](rand_core::CryptoRng) the caller passes in. Formats and
@@ -46,7 +48,6 @@
 //! # }
 //! ```
 
-mod certificate;
 mod codec;
 mod grant;
 mod key;
@@ -57,7 +58,6 @@ mod shard;
 mod signature;
 mod split;
 
-pub use certificate::{Certificate, CertificateError, MAX_CERTIFICATE_BYTES, Membership};
 pub use codec::{DecodeError, EncodeError, VERSION};
 pub use grant::{Grant, GrantBody, GrantError, MAX_GRANT_BYTES, SEALED_KEY_LEN};
 pub use key::DatasetKey;
@@ -69,7 +69,7 @@ pub use shard::{
     MAX_SHARD_BYTES, NONCE_LEN, SHARD_OVERHEAD, SHARD_VERSION, Shard, ShardAddress, ShardError,
     TAG_LEN, address_of,
 };
-pub use signature::{CERTIFICATE_DOMAIN, GRANT_DOMAIN, MANIFEST_DOMAIN, Signature, VerifyError};
+pub use signature::{GRANT_DOMAIN, MANIFEST_DOMAIN, Signature, VerifyError};
 pub use split::{SealError, Sealed, seal_dataset, seal_shards};
 
 /// A run's id: the SHA-256 of its genesis (consensus's `RunId` holds the same bytes).

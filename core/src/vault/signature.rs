@@ -13,8 +13,6 @@ use super::codec::{self, short_hex};
 pub const MANIFEST_DOMAIN: &[u8] = b"tabswarm/manifest/v1\0";
 /// Domain of the data owner's grant signature.
 pub const GRANT_DOMAIN: &[u8] = b"tabswarm/grant/v1\0";
-/// Domain of the data owner's membership certificate signature.
-pub const CERTIFICATE_DOMAIN: &[u8] = b"tabswarm/membership/v1\0";
 
 /// An ed25519 signature, as two 32-byte halves because serde derives arrays only up to 32.
 #[derive(Copy, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +44,7 @@ impl Signature {
     }
 }
 
-/// Why a signed manifest, grant or certificate was not accepted.
+/// Why a signed manifest or grant was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
@@ -121,7 +119,7 @@ mod tests {
 
     #[test]
     fn domains_are_distinct_and_prefix_free() {
-        let all = [MANIFEST_DOMAIN, GRANT_DOMAIN, CERTIFICATE_DOMAIN];
+        let all = [MANIFEST_DOMAIN, GRANT_DOMAIN];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert!(!a.starts_with(b) && !b.starts_with(a));
