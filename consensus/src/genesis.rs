@@ -24,6 +24,8 @@
 //!     "round_deadline_ms": 2000,             // ... and at most this long for more
 //!     "checkpoint_every": 10                 // heights between stored parameter snapshots
 //!   },
+//!   "compression": "int8",                 // optional: "none" (default), "int8",
+//!                                          // {"top_k": {"per_mille": 10}}; see Compression
 //!   "validators": [ { "public_key": "<64 hex chars: ed25519 key>", "stake": 100 } ]
 //! }
 //! ```
@@ -90,6 +92,53 @@ impl AggregationRule {
             {
                 Err(GenesisError::Unsupported(
                     "aggregation_rule: centered_clip's iterations must be 1 to 10 (3 is typical)",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How trainers send their updates (`tabswarm_core::compress`). Every payload of the run
+/// uses it, and every peer decodes a payload to the same f32 vector, so validators still
+/// recompute the aggregate bit for bit.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Dense little-endian f32: 4 bytes a value.
+    #[default]
+    None,
+    /// int8 with one scale per 256 values: about 1 byte a value, each within half a step.
+    Int8,
+    /// Only the entries of largest magnitude, `per_mille` thousandths of them, as (index,
+    /// f32) pairs; what a trainer leaves out it keeps and adds to its next update (error
+    /// feedback), so nothing is lost, only delayed.
+    TopK {
+        /// Share of the entries sent, in thousandths (1 to 1000).
+        per_mille: u16,
+    },
+}
+
+impl Compression {
+    /// Whether updates go uncompressed (the default, left out of the run id's bytes so
+    /// genesis files written before compression existed keep their run).
+    pub fn is_none(&self) -> bool {
+        *self == Compression::None
+    }
+
+    /// Entries top-k sends of a vector of `len` (at least one).
+    pub fn top_k(per_mille: u16, len: usize) -> usize {
+        (len * usize::from(per_mille))
+            .div_ceil(1000)
+            .clamp(1, len.max(1))
+    }
+
+    fn check(self) -> Result<(), GenesisError> {
+        match self {
+            Compression::TopK { per_mille } if per_mille == 0 || per_mille > 1000 => {
+                Err(GenesisError::Unsupported(
+                    "compression: top_k's per_mille is the share of entries sent, 1 to 1000 \
+                     (e.g. 10 sends the largest 1%)",
                 ))
             }
             _ => Ok(()),
@@ -261,6 +310,9 @@ pub struct GenesisFile {
     /// Training data on the network (absent: every peer reads the dataset from a local file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataFile>,
+    /// How updates travel (absent: uncompressed).
+    #[serde(default, skip_serializing_if = "Compression::is_none")]
+    pub compression: Compression,
 }
 
 /// Most holders a run may ask for per shard.
@@ -432,6 +484,10 @@ pub struct Genesis {
     pub validators: Vec<(Address, u64)>,
     /// Training data on the network, if the run keeps it there.
     pub data: Option<DataPolicy>,
+    /// How updates travel. Left out of the canonical bytes when none, so the run ids of
+    /// genesis files written before compression existed do not change.
+    #[serde(default, skip_serializing_if = "Compression::is_none")]
+    pub compression: Compression,
 }
 
 impl Genesis {
@@ -457,6 +513,7 @@ impl Genesis {
         }
         file.training.check()?;
         file.aggregation_rule.check()?;
+        file.compression.check()?;
         let mut seen = BTreeSet::new();
         let mut validators = Vec::with_capacity(file.validators.len());
         let mut total: u64 = 0;
@@ -496,6 +553,7 @@ impl Genesis {
             training: file.training,
             validators,
             data,
+            compression: file.compression,
         })
     }
 
@@ -517,6 +575,7 @@ impl Genesis {
                 })
                 .collect(),
             data: self.data.as_ref().map(DataPolicy::to_file),
+            compression: self.compression,
         }
     }
 
@@ -571,6 +630,7 @@ mod tests {
     fn file(stakes: &[u64]) -> GenesisFile {
         GenesisFile {
             data: None,
+            compression: Compression::None,
             version: 1,
             name: "t".into(),
             initial_param_hash: hex(&[7; 32]),
@@ -586,6 +646,39 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn compression_reads_as_documented_changes_the_run_only_when_set_and_is_checked() {
+        let plain = Genesis::from_file(file(&[1])).unwrap();
+        for (json, want) in [
+            (r#""none""#, Compression::None),
+            (r#""int8""#, Compression::Int8),
+            (
+                r#"{"top_k": {"per_mille": 10}}"#,
+                Compression::TopK { per_mille: 10 },
+            ),
+        ] {
+            let c: Compression = serde_json::from_str(json).expect(json);
+            assert_eq!(c, want);
+            let mut f = file(&[1]);
+            f.compression = c;
+            let g = Genesis::from_file(f).unwrap();
+            assert_eq!(g.compression, want);
+            assert_eq!(Genesis::from_json(&g.to_json()).unwrap(), g);
+            // The default leaves the run id (and its JSON) as before compression existed.
+            assert_eq!(g.run_id() == plain.run_id(), want.is_none(), "{json}");
+        }
+        assert!(!plain.to_json().contains("compression"));
+        for per_mille in [0, 1001] {
+            let mut f = file(&[1]);
+            f.compression = Compression::TopK { per_mille };
+            let err = Genesis::from_file(f).unwrap_err().to_string();
+            assert!(err.contains("1 to 1000"), "{err}");
+        }
+        assert_eq!(Compression::top_k(10, 1000), 10);
+        assert_eq!(Compression::top_k(1, 10), 1, "at least one entry");
+        assert_eq!(Compression::top_k(1000, 7), 7);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub fn key(i: u32) -> Keypair {
 pub fn genesis_json(validators: &[(Address, u64)]) -> String {
     let file = GenesisFile {
         data: None,
+        compression: Default::default(),
         version: 1,
         name: "testkit".into(),
         initial_param_hash: hex(&[0; 32]),
@@ -62,6 +63,7 @@ pub fn genesis(stakes: &[u64]) -> Genesis {
     Genesis::from_file(
         serde_json::from_str(&genesis_json(&validators)).unwrap_or_else(|_| GenesisFile {
             data: None,
+            compression: Default::default(),
             version: 0,
             name: String::new(),
             initial_param_hash: String::new(),

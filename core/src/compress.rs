@@ -10,8 +10,8 @@
 //!   magnitude and keeps the rest for next time, so nothing is lost, only delayed.
 //!
 //! Wire forms start with a version byte and a kind byte; decoders check both, the length
-//! limit, and every field's range before allocating. Not yet selectable in genesis nor used
-//! for payloads (issue: robust aggregation and compression).
+//! limit, and every field's range before allocating. A run picks one in its genesis
+//! (`compression`); `tabswarm_peer::payload` wraps it in an update's payload.
 
 use serde::{Deserialize, Serialize};
 

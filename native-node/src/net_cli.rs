@@ -9,7 +9,7 @@ use clap::Args;
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
-use tabswarm_consensus::genesis::{AggregationRule, MAX_CLIP_ITERATIONS};
+use tabswarm_consensus::genesis::{AggregationRule, Compression, MAX_CLIP_ITERATIONS};
 
 use crate::cli::DEFAULT_DATA;
 
@@ -89,6 +89,25 @@ pub(crate) struct GenesisArgs {
     /// Storage peers holding each shard.
     #[arg(long, default_value_t = 3, requires = "data_owner")]
     pub(crate) data_replication: u32,
+    /// How trainers send updates: `none` (f32), `int8` (about 4x fewer bytes) or
+    /// `top-k:<per mille>` (only that share of the largest entries; the rest is kept and sent
+    /// later).
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    pub(crate) compression: Compression,
+}
+
+/// `--compression`'s value as a genesis setting (genesis checks the per mille's range).
+pub(crate) fn parse_compression(text: &str) -> Result<Compression, String> {
+    match text.split_once(':') {
+        None if text == "none" => Ok(Compression::None),
+        None if text == "int8" => Ok(Compression::Int8),
+        None if text == "top-k" => Err("top-k needs the per mille sent: e.g. top-k:10".into()),
+        Some(("top-k", n)) => n
+            .parse()
+            .map(|per_mille| Compression::TopK { per_mille })
+            .map_err(|_| format!("{text:?}: the per mille must be a whole number (1 to 1000)")),
+        _ => Err(format!("{text:?}: use none, int8 or top-k:<per mille>")),
+    }
 }
 
 /// The aggregation rule of new runs: robust, and fine with the few updates of a small run.
@@ -403,6 +422,24 @@ mod tests {
             ("median:3", "takes no parameter"),
         ] {
             let err = parse_aggregation(text).expect_err(text);
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn compression_flags_read_as_settings_and_bad_ones_say_what_to_write() {
+        assert_eq!(parse_compression("none"), Ok(Compression::None));
+        assert_eq!(parse_compression("int8"), Ok(Compression::Int8));
+        assert_eq!(
+            parse_compression("top-k:10"),
+            Ok(Compression::TopK { per_mille: 10 })
+        );
+        for (text, says) in [
+            ("zip", "use none, int8"),
+            ("top-k", "e.g. top-k:10"),
+            ("top-k:x", "whole number"),
+        ] {
+            let err = parse_compression(text).expect_err(text);
             assert!(err.contains(says), "{text}: {err}");
         }
     }

@@ -142,6 +142,7 @@ pub(crate) fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         },
         training,
         validators,
+        compression: args.compression,
     };
     // Validate before writing, so a bad file is never produced.
     let genesis = Genesis::from_file(file).context("the genesis would be invalid")?;

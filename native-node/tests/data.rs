@@ -77,7 +77,8 @@ fn closed_run_refuses_a_stranger(net: &Net) {
     let run = genesis.run_id();
     let stranger = Keypair::from_seed([77; 32]);
     let zeros = vec![0f32; jobs::initial_params(&genesis.training).unwrap().len()];
-    let bytes = payload::encode(&stranger.address(), &zeros);
+    let (bytes, _) =
+        payload::Encoder::default().encode(&stranger.address(), &zeros, genesis.compression);
     let manifest = Manifest::of(&bytes);
     let address = manifest.hash();
     let served = bytes.clone();

@@ -411,6 +411,8 @@ pub struct Peer<P> {
     data: Option<DataState<P>>,
     /// Training shards in the plan the driver runs jobs on (0: no plan yet).
     plan_shards: u32,
+    /// What our updates left unsent (top-k's error feedback).
+    encoder: payload::Encoder,
     /// Jobs held until the first plan.
     waiting_jobs: Vec<Job>,
     peers: BTreeMap<P, bool>,
@@ -534,6 +536,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             training_for: None,
             data,
             plan_shards,
+            encoder: payload::Encoder::default(),
             waiting_jobs: Vec::new(),
             peers: BTreeMap::new(),
             requests: BTreeMap::new(),
@@ -1114,7 +1117,11 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             .collect();
         for update in waiting {
             let id = update.id();
-            match payload::decode(&blob.bytes, &update.header.trainer) {
+            match payload::decode(
+                &blob.bytes,
+                &update.header.trainer,
+                self.genesis.compression,
+            ) {
                 Ok(delta) => {
                     if self.app_mut().add_payload(&id, delta)
                         && let Ok(announcement) = update.encode()
@@ -1145,7 +1152,11 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         if !update.verify(&self.run) || address != update.header.payload_hash {
             return;
         }
-        let Ok(delta) = payload::decode(&blob.bytes, &update.header.trainer) else {
+        let Ok(delta) = payload::decode(
+            &blob.bytes,
+            &update.header.trainer,
+            self.genesis.compression,
+        ) else {
             return;
         };
         let id = update.id();
@@ -1452,7 +1463,10 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                     // Proposers wait for a trainer they know is training (up to the run's
                     // deadline); without this a trainer slower than the chain's pace is
                     // never waited for and never gets in.
-                    let (signed, _) = self.sign_update(height, &update);
+                    // Its payload is never fetched: a fresh encoder leaves top-k's remainder
+                    // for the next real update.
+                    let (signed, _, _) =
+                        self.sign_update(height, &update, &mut payload::Encoder::default());
                     if let Ok(announcement) = signed.encode() {
                         self.effects.push(Effect::Publish {
                             topic: Topic::Updates,
@@ -1489,7 +1503,9 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         height: u64,
         update: tabswarm_core::train::LocalUpdate,
     ) -> Result<(), PeerError> {
-        let (signed, blob) = self.sign_update(height, &update);
+        let mut encoder = std::mem::take(&mut self.encoder);
+        let (signed, blob, sent) = self.sign_update(height, &update, &mut encoder);
+        self.encoder = encoder;
         let address = signed.header.payload_hash;
         let id = signed.id();
         let Ok(announcement) = signed.encode() else {
@@ -1504,7 +1520,8 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         self.blobs.insert(address, blob);
         let me = publisher_hash(&"self");
         if self.app_mut().announce(signed, me).is_ok() {
-            self.app_mut().add_payload(&id, update.delta);
+            // What every peer decodes from the payload, so our pool agrees with theirs.
+            self.app_mut().add_payload(&id, sent);
         }
         self.effects.push(Effect::Publish {
             topic: Topic::Updates,
@@ -1516,13 +1533,17 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         self.retry_propose()
     }
 
-    /// Our signed announcement of `update` for `height`, and its payload.
+    /// Our signed announcement of `update` for `height`, its payload in the run's compression,
+    /// and the delta peers decode from it.
     fn sign_update(
         &self,
         height: u64,
         update: &tabswarm_core::train::LocalUpdate,
-    ) -> (SignedUpdate, Arc<Blob>) {
-        let (blob, address) = Blob::new(payload::encode(&self.key.address(), &update.delta));
+        encoder: &mut payload::Encoder,
+    ) -> (SignedUpdate, Arc<Blob>, Vec<f32>) {
+        let (bytes, sent) =
+            encoder.encode(&self.key.address(), &update.delta, self.genesis.compression);
+        let (blob, address) = Blob::new(bytes);
         let header = UpdateHeader {
             height,
             base_param_hash: update.base.0,
@@ -1533,7 +1554,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             payload_hash: address,
             payload_len: blob.bytes.len() as u32,
         };
-        (SignedUpdate::sign(header, &self.key, &self.run), blob)
+        (SignedUpdate::sign(header, &self.key, &self.run), blob, sent)
     }
 
     // ---- time ----

@@ -847,6 +847,7 @@ mod tests {
         let params = vec![0.5f32; N];
         Genesis::from_file(GenesisFile {
             data: None,
+            compression: Default::default(),
             version: 1,
             name: "round-tests".into(),
             initial_param_hash: hex(&flat::param_hash(&params).0),

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use tabswarm_consensus::context::{TabswarmContext, ValueId};
 use tabswarm_consensus::gate::Verdict;
 use tabswarm_consensus::genesis::{
-    AggregationRule, Genesis, GenesisFile, TrainingRules, ValidatorEntry, hex,
+    AggregationRule, Compression, Genesis, GenesisFile, TrainingRules, ValidatorEntry, hex,
 };
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::node::Record;
@@ -95,6 +95,7 @@ pub fn genesis(
     let params = jobs::initial_params(&rules).map_err(|e| e.to_string())?;
     Genesis::from_file(GenesisFile {
         data: None,
+        compression: Default::default(),
         version: 1,
         name: "tabswarm-sim".into(),
         initial_param_hash: hex(&flat::param_hash(&params).0),
@@ -150,6 +151,8 @@ pub struct PeerConfig {
     pub slowdown: BTreeMap<usize, u64>,
     /// How the run combines updates (genesis).
     pub aggregation_rule: AggregationRule,
+    /// How updates travel (genesis).
+    pub compression: Compression,
     /// Hostile trainers: members whose updates are rewritten after honest training.
     pub attacks: BTreeMap<usize, Attack>,
 }
@@ -176,6 +179,7 @@ impl PeerConfig {
             cost: Cost::default(),
             slowdown: BTreeMap::new(),
             aggregation_rule: AggregationRule::Mean,
+            compression: Compression::None,
             attacks: BTreeMap::new(),
         }
     }
@@ -344,7 +348,8 @@ impl PeerSim {
     /// A network of `config.members` empty slots (start members with [`PeerSim::start`] or
     /// [`PeerSim::start_all`]), computing jobs with `model`.
     pub fn new(config: PeerConfig, model: JobModel) -> Result<Self, PeerSimError> {
-        let genesis = genesis(&config.stakes, config.rules, config.aggregation_rule)?;
+        let mut genesis = genesis(&config.stakes, config.rules, config.aggregation_rule)?;
+        genesis.compression = config.compression;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let n = config.members;
         let latency = (0..n)

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
 use tabswarm_consensus::gate::Verdict;
-use tabswarm_consensus::genesis::{AggregationRule, RunId};
+use tabswarm_consensus::genesis::{AggregationRule, Compression, RunId};
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_peer::wire::{Request, Response, Topic};
@@ -570,6 +570,62 @@ fn a_trainer_slower_than_the_chain_but_within_the_deadline_gets_in() {
 /// The quadratic model's accuracy at validator 0 after [`ATTACK_RUN_MS`] with six trainers
 /// beside the four validators (who train too), the first `hostile` of them running `attack`,
 /// under `rule`; and how many of the hostile trainers' updates went into blocks.
+#[test]
+fn compressed_updates_train_the_model_and_every_validator_applies_the_same_parameters() {
+    let dense_len = |net: &PeerSim| 4 * net.peer(0).app().params().len() as u32;
+    for compression in [Compression::Int8, Compression::TopK { per_mille: 100 }] {
+        let mut config = PeerConfig::new(1, 4, &[100, 100, 100, 100]);
+        config.compression = compression;
+        let model = JobModel::real(&config.rules).unwrap();
+        let mut net = PeerSim::new(config, model).unwrap();
+        for i in 0..4 {
+            net.start(i, ALL).unwrap();
+        }
+        // A payload in flight: its length is what crossed the network.
+        let mut payload_len = None;
+        assert!(net.run(60_000, |n| {
+            payload_len = payload_len.or_else(|| {
+                n.peer(0)
+                    .app()
+                    .pool()
+                    .iter()
+                    .find(|(_, e)| e.delta.is_some())
+                    .map(|(_, e)| e.update.header.payload_len)
+            });
+            (0..4).all(|i| n.height(i) >= 8)
+        }));
+        let top = (0..4).map(|i| net.height(i)).min().unwrap();
+        assert!(net.run(net.now() + 20_000, |n| {
+            (0..4).all(|i| n.peer(i).app().height() >= top)
+        }));
+        assert!(same_params(&net, &[0, 1, 2, 3]), "{compression:?}");
+        let first = net
+            .events(0)
+            .iter()
+            .find_map(|e| match e {
+                Event::Tested {
+                    height: 0,
+                    accuracy,
+                    ..
+                } => Some(*accuracy),
+                _ => None,
+            })
+            .unwrap();
+        let last = net.accuracy(0).unwrap();
+        assert!(
+            last > first + 0.2,
+            "{compression:?}: accuracy {first} -> {last}"
+        );
+        let sent = payload_len.expect("a payload seen in the pool");
+        let ratio = f64::from(dense_len(&net)) / f64::from(sent);
+        eprintln!("{compression:?}: payload {sent} bytes, {ratio:.1}x fewer than f32");
+        assert!(
+            ratio > 3.5,
+            "{compression:?}: {sent} bytes, only {ratio:.1}x"
+        );
+    }
+}
+
 fn accuracy_under_attack(rule: AggregationRule, hostile: usize, attack: Attack) -> (f32, u64) {
     let mut net = quadratic(11, 6, |config| {
         config.aggregation_rule = rule;
