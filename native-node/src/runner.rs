@@ -338,7 +338,7 @@ impl Runner {
                 num_established,
                 ..
             } => {
-                self.net.on_closed(connection_id);
+                self.net.on_closed(connection_id, peer_id, num_established);
                 if num_established == 0 {
                     self.input(Input::PeerDown { peer: peer_id }, Reply::None)?;
                 }

@@ -192,7 +192,7 @@ impl Testnet {
         if !data.exists() {
             bail!("{} is missing: run `cargo xtask data`", data.display());
         }
-        let (relay, relay_addrs) = start_relay(&bins.relay, dir, &spec.relay_args)?;
+        let (relay, relay_addrs) = start_relay(&bins.relay, dir, &spec.relay_args, [0; 4])?;
         let mut net = Self {
             dir: dir.to_owned(),
             bins: bins.clone(),
@@ -557,6 +557,71 @@ impl Testnet {
         std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
     }
 
+    /// SIGSTOP: node `i` freezes (no timer, no socket read) until [`Testnet::resume`], like
+    /// a machine that stalls; its peers see silence, not a closed connection.
+    pub fn pause(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-STOP")
+    }
+
+    /// SIGCONT after [`Testnet::pause`].
+    pub fn resume(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-CONT")
+    }
+
+    fn signal(&self, i: usize, signal: &str) -> anyhow::Result<()> {
+        let child = self.nodes[i]
+            .child
+            .as_ref()
+            .with_context(|| format!("node {i} is not running"))?;
+        output(Command::new("kill").args([signal, &child.id().to_string()])).map(|_| ())
+    }
+
+    /// SIGKILL to the relay: every circuit through it closes at once.
+    pub fn kill_relay(&mut self) {
+        if let Some(mut relay) = self.relay.take() {
+            let _ = relay.kill();
+            let _ = relay.wait();
+        }
+    }
+
+    /// Starts the relay again with its identity and on its ports, so the addresses peers
+    /// know stay right.
+    pub fn restart_relay(&mut self) -> anyhow::Result<()> {
+        self.kill_relay();
+        let port = |pick: &dyn Fn(&str) -> bool| -> u16 {
+            self.relay_addrs
+                .iter()
+                .find(|a| pick(a))
+                .and_then(|a| {
+                    let parts: Vec<&str> = a.split('/').collect();
+                    parts
+                        .iter()
+                        .position(|p| *p == "tcp" || *p == "udp")
+                        .and_then(|i| parts.get(i + 1)?.parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        let ports = [
+            port(&|a| a.contains("/tcp/") && !a.contains("/ws")),
+            port(&|a| a.contains("/quic-v1")),
+            port(&|a| a.contains("/ws")),
+            port(&|a| a.contains("/webrtc-direct")),
+        ];
+        if ports.contains(&0) {
+            bail!("the relay's addresses name no port: {:?}", self.relay_addrs);
+        }
+        let (relay, addrs) =
+            start_relay(&self.bins.relay, &self.dir, &self.spec.relay_args, ports)?;
+        if addrs != self.relay_addrs {
+            bail!(
+                "the restarted relay listens elsewhere: {addrs:?}, was {:?}",
+                self.relay_addrs
+            );
+        }
+        self.relay = Some(relay);
+        Ok(())
+    }
+
     /// SIGKILL: the process gets no chance to clean up.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
@@ -658,17 +723,39 @@ fn stop_children(children: Vec<Child>) -> Vec<bool> {
 }
 
 /// Starts the relay and reads the addresses it prints; its log goes to `dir/relay.log`.
-fn start_relay(bin: &Path, dir: &Path, extra: &[String]) -> anyhow::Result<(Child, Vec<String>)> {
+/// Starts the relay in `dir/relay` on `ports` (tcp, quic, websocket, webrtc-direct; 0 picks
+/// one), appending to `dir/relay.log`.
+fn start_relay(
+    bin: &Path,
+    dir: &Path,
+    extra: &[String],
+    [tcp, quic, ws, webrtc]: [u16; 4],
+) -> anyhow::Result<(Child, Vec<String>)> {
     let log = dir.join("relay.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
     let mut relay = Command::new(bin)
         .arg("--home")
         .arg(dir.join("relay"))
-        .args(["--ip", "127.0.0.1", "--tcp-port", "0", "--quic-port", "0"])
-        .args(["--ws-port", "0", "--webrtc-port", "0"])
+        .args(["--ip", "127.0.0.1"])
+        .args([
+            "--tcp-port",
+            &tcp.to_string(),
+            "--quic-port",
+            &quic.to_string(),
+        ])
+        .args([
+            "--ws-port",
+            &ws.to_string(),
+            "--webrtc-port",
+            &webrtc.to_string(),
+        ])
         .args(["--per-ip-per-minute", "0"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?)
+        .stderr(log_file)
         .spawn()
         .context("starting tabswarm-relay")?;
     let stdout = relay.stdout.take().context("relay stdout")?;

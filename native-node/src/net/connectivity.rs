@@ -11,7 +11,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, identify};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::behaviour::Behaviour;
 
@@ -74,7 +74,9 @@ impl Connectivity {
         }
     }
 
-    /// Every few seconds: back to the bootstrap peers when alone, a kad walk when short.
+    /// Every few seconds: back to the bootstrap peers when alone, a kad walk when short, and
+    /// back to a bootstrap relay we lost (a relay that restarted: our reservation on it, and
+    /// every circuit through it, went with the connection).
     pub(crate) fn tick(&mut self, swarm: &mut Swarm<Behaviour>) {
         if self
             .last_discovery
@@ -84,11 +86,14 @@ impl Connectivity {
         }
         self.last_discovery = Some(Instant::now());
         let connected = swarm.connected_peers().count();
-        if connected == 0 {
-            for addr in &self.bootstrap {
+        for addr in &self.bootstrap {
+            let lost_relay =
+                peer_of(addr).is_some_and(|p| self.relays.contains(&p) && !swarm.is_connected(&p));
+            if connected == 0 || lost_relay {
                 let _ = swarm.dial(addr.clone());
             }
-        } else if connected < TARGET_PEERS {
+        }
+        if connected > 0 && connected < TARGET_PEERS {
             let _ = swarm.behaviour_mut().kad.bootstrap();
         }
     }
@@ -164,8 +169,13 @@ impl Connectivity {
         })
     }
 
-    pub(crate) fn on_closed(&mut self, id: ConnectionId) {
+    /// A connection closed; `remaining` are the peer's other connections. The last one to a
+    /// relay takes our reservation on it: reserve again once we are back.
+    pub(crate) fn on_closed(&mut self, id: ConnectionId, peer: PeerId, remaining: u32) {
         self.connections.remove(&id);
+        if remaining == 0 && self.reserved.remove(&peer) {
+            info!(relay = %peer, "lost the relay; reserving again once it is back");
+        }
     }
 
     /// Whether `peer` is a relay (never disconnected for bad data: it only forwards).
@@ -227,6 +237,13 @@ impl Connectivity {
             }
         }
     }
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
 }
 
 fn is_circuit(addr: &Multiaddr) -> bool {
