@@ -35,6 +35,24 @@ pub enum CacheError {
     Damaged(String),
 }
 
+/// Reads what a cache wrote: within `max` bytes, the `format` byte, then postcard.
+pub(crate) fn unframe<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    format: u8,
+    max: usize,
+) -> Result<T, CacheError> {
+    if bytes.len() > max {
+        return Err(CacheError::TooLarge(bytes.len(), max));
+    }
+    match bytes.split_first() {
+        Some((&v, rest)) if v == format => {
+            postcard::from_bytes(rest).map_err(|e| CacheError::Damaged(e.to_string()))
+        }
+        Some((&v, _)) => Err(CacheError::Version(v)),
+        None => Err(CacheError::Damaged("empty".into())),
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Stored {
     run: [u8; 32],
@@ -112,16 +130,7 @@ impl ChainCache {
 
     /// A stored cache of `run` as what the peer restarts from (the peer still verifies it).
     pub fn decode(bytes: &[u8], run: RunId) -> Result<Restored, CacheError> {
-        if bytes.len() > MAX_CACHE_BYTES {
-            return Err(CacheError::TooLarge(bytes.len(), MAX_CACHE_BYTES));
-        }
-        let rest = match bytes.split_first() {
-            Some((&CACHE_FORMAT, rest)) => rest,
-            Some((&v, _)) => return Err(CacheError::Version(v)),
-            None => return Err(CacheError::Damaged("empty".into())),
-        };
-        let stored: Stored =
-            postcard::from_bytes(rest).map_err(|e| CacheError::Damaged(e.to_string()))?;
+        let stored: Stored = unframe(bytes, CACHE_FORMAT, MAX_CACHE_BYTES)?;
         if stored.run != run.0 {
             return Err(CacheError::OtherRun);
         }

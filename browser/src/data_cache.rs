@@ -13,7 +13,7 @@ use tabswarm_consensus::genesis::RunId;
 use tabswarm_peer::data::DataRecord;
 use tabswarm_peer::{Persist, RestoredData};
 
-use crate::cache::CacheError;
+use crate::cache::{CacheError, unframe};
 
 /// Version of the data cache encoding.
 pub const DATA_CACHE_FORMAT: u8 = 1;
@@ -114,16 +114,7 @@ impl DataCache {
 
     /// A stored cache of `run` as the records the peer restarts from (it checks them).
     pub fn decode(bytes: &[u8], run: RunId) -> Result<RestoredData, CacheError> {
-        if bytes.len() > MAX_DATA_CACHE_BYTES {
-            return Err(CacheError::TooLarge(bytes.len(), MAX_DATA_CACHE_BYTES));
-        }
-        let rest = match bytes.split_first() {
-            Some((&DATA_CACHE_FORMAT, rest)) => rest,
-            Some((&v, _)) => return Err(CacheError::Version(v)),
-            None => return Err(CacheError::Damaged("empty".into())),
-        };
-        let stored: Stored =
-            postcard::from_bytes(rest).map_err(|e| CacheError::Damaged(e.to_string()))?;
+        let stored: Stored = unframe(bytes, DATA_CACHE_FORMAT, MAX_DATA_CACHE_BYTES)?;
         if stored.run != run.0 {
             return Err(CacheError::OtherRun);
         }

@@ -11,19 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{FAST, Net, serial};
-
-fn heights(net: &Net, nodes: &[usize]) -> Vec<u64> {
-    nodes.iter().map(|&i| net.height(i)).collect()
-}
-
-fn reach(net: &Net, nodes: &[usize], height: u64, what: &str, secs: u64) {
-    net.wait_until(what, Duration::from_secs(secs), |n| {
-        heights(n, nodes).iter().all(|h| *h >= height)
-    })
-    .unwrap();
-}
+use support::{FAST, Net, assert_same_block, heights, reach, serial};
 
 fn test_loss(net: &Net, i: usize) -> f64 {
     net.status(i)
@@ -31,25 +19,10 @@ fn test_loss(net: &Net, i: usize) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Stops every node, then checks each ledger (verified from genesis by `tabswarm-node
-/// ledger`) has the same block and parameters at `height`, no equivocation evidence and
-/// certificates of more than 2/3 of stake.
+/// Stops every node, then checks their ledgers agree at `height` ([`assert_same_block`]).
 fn assert_ledgers_agree(net: &mut Net, nodes: &[usize], height: u64) {
     net.stop_all().unwrap();
-    let ledgers: Vec<Value> = nodes
-        .iter()
-        .map(|&i| net.ledger(i, height).unwrap())
-        .collect();
-    for (i, l) in nodes.iter().zip(&ledgers) {
-        assert!(l["height"].as_u64().unwrap() >= height, "node {i}: {l}");
-        assert_eq!(l["at"]["hash"], ledgers[0]["at"]["hash"], "node {i}: block");
-        assert_eq!(
-            l["at"]["param_hash"], ledgers[0]["at"]["param_hash"],
-            "node {i}: parameters"
-        );
-        assert_eq!(l["evidence"], 0, "node {i}: a double signature");
-        assert!(l["min_signed_stake_fraction"].as_f64().unwrap() > 2.0 / 3.0);
-    }
+    assert_same_block(net, nodes, height);
 }
 
 #[test]

@@ -33,6 +33,21 @@ fn net(members: usize, stakes: &[u64]) -> PeerSim {
     PeerSim::new(config, model).unwrap()
 }
 
+/// Validator 0's test accuracy of the initial parameters (height 0).
+fn untrained_accuracy(net: &PeerSim) -> f32 {
+    net.events(0)
+        .iter()
+        .find_map(|e| match e {
+            Event::Tested {
+                height: 0,
+                accuracy,
+                ..
+            } => Some(*accuracy),
+            _ => None,
+        })
+        .unwrap()
+}
+
 fn same_params(net: &PeerSim, members: &[usize]) -> bool {
     let first = net.peer(members[0]).app().param_hash();
     members
@@ -58,18 +73,7 @@ fn four_validators_commit_learn_and_agree() {
     }
     assert!(same_params(&net, &[0, 1, 2, 3]));
     // Learning: test accuracy after the blocks beats the untrained model's.
-    let first = net
-        .events(0)
-        .iter()
-        .find_map(|e| match e {
-            Event::Tested {
-                height: 0,
-                accuracy,
-                ..
-            } => Some(*accuracy),
-            _ => None,
-        })
-        .unwrap();
+    let first = untrained_accuracy(&net);
     let last = net.accuracy(0).unwrap();
     assert!(last > first + 0.2, "accuracy {first} -> {last}");
     // Every block's updates have the run's weight, whatever trainers claim.
@@ -599,18 +603,7 @@ fn compressed_updates_train_the_model_and_every_validator_applies_the_same_param
             (0..4).all(|i| n.peer(i).app().height() >= top)
         }));
         assert!(same_params(&net, &[0, 1, 2, 3]), "{compression:?}");
-        let first = net
-            .events(0)
-            .iter()
-            .find_map(|e| match e {
-                Event::Tested {
-                    height: 0,
-                    accuracy,
-                    ..
-                } => Some(*accuracy),
-                _ => None,
-            })
-            .unwrap();
+        let first = untrained_accuracy(&net);
         let last = net.accuracy(0).unwrap();
         assert!(
             last > first + 0.2,

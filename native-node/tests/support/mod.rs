@@ -6,6 +6,9 @@
 pub(crate) mod attacker;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
 
 use tabswarm_testnet::{Binaries, Spec};
 pub(crate) use tabswarm_testnet::{FAST, Testnet as Net, serial};
@@ -61,4 +64,48 @@ pub(crate) fn direct_tcp(status: &serde_json::Value) -> libp2p::Multiaddr {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// Waits (bounded) until every listed node reports at least `height`.
+pub(crate) fn reach(net: &Net, nodes: &[usize], height: u64, what: &str, secs: u64) {
+    net.wait_until(what, Duration::from_secs(secs), |n| {
+        heights(n, nodes).iter().all(|h| *h >= height)
+    })
+    .unwrap();
+}
+
+pub(crate) fn heights(net: &Net, nodes: &[usize]) -> Vec<u64> {
+    nodes.iter().map(|&i| net.height(i)).collect()
+}
+
+/// Block `height` and its parameter hash must be the same on every listed node.
+pub(crate) fn assert_same_block(net: &Net, nodes: &[usize], height: u64) -> Vec<Value> {
+    let ledgers: Vec<Value> = nodes
+        .iter()
+        .map(|&i| net.ledger(i, height).unwrap())
+        .collect();
+    for (i, l) in nodes.iter().zip(&ledgers) {
+        assert!(
+            l["height"].as_u64().unwrap() >= height,
+            "node {i} is behind: {l}"
+        );
+        assert_eq!(
+            l["at"]["hash"], ledgers[0]["at"]["hash"],
+            "node {i} has another block {height}"
+        );
+        assert_eq!(
+            l["at"]["param_hash"], ledgers[0]["at"]["param_hash"],
+            "node {i}: other parameters"
+        );
+        assert_eq!(
+            l["evidence"], 0,
+            "node {i}: equivocation evidence (a double signature)"
+        );
+        let signed = l["min_signed_stake_fraction"].as_f64().unwrap();
+        assert!(
+            signed > 2.0 / 3.0,
+            "node {i}: a certificate with only {signed} of stake"
+        );
+    }
+    ledgers
 }
