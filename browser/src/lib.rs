@@ -24,6 +24,7 @@
 
 mod cache;
 pub mod circuit_dials;
+mod data_cache;
 mod identity;
 mod status;
 #[cfg(target_arch = "wasm32")]
@@ -40,6 +41,7 @@ use wasm_bindgen::prelude::*;
 
 pub use cache::{CACHE_FORMAT, CacheError, ChainCache, MAX_CACHE_BYTES};
 pub use circuit_dials::CircuitDials;
+pub use data_cache::{DATA_CACHE_FORMAT, DataCache, MAX_DATA_CACHE_BYTES};
 pub use identity::{SECRET_BYTES, TabKeys};
 pub use status::{HISTORY, Point, RTT_SAMPLES, RttSamples, RttSummary, State, TabStatus};
 #[cfg(target_arch = "wasm32")]
@@ -169,4 +171,14 @@ pub fn matmul_gflops(
         [m as usize, k as usize, n as usize],
         ms / 1000.0,
     ))
+}
+
+/// The data vault's figures in this browser for a shard of `samples` images, each the median
+/// of `reps` timings with `now` (milliseconds), as JSON (see
+/// `tabswarm_core::perf::VaultRates`; `cargo xtask bench --only data` runs the same natively).
+#[wasm_bindgen]
+pub fn vault_rates(samples: u32, reps: u32, now: &js_sys::Function) -> Result<String, JsError> {
+    let mut clock = js_clock(now);
+    let rates = perf::vault_rates(samples as usize, reps as usize, &mut clock);
+    serde_json::to_string(&rates).map_err(js_err)
 }

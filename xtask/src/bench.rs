@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: training-step benchmarks, native and in headless Chromium, merged
 //! into `bench/results/train_step.json`, and the consensus benchmark into
 //! `bench/results/consensus.json`, the network into `bench/results/network.json`, and the
-//! volunteer's tab against real nodes into `bench/results/browser.json`, each with the
-//! command and the machine. Every measured
+//! volunteer's tab against real nodes into `bench/results/browser.json`, the data on the
+//! network into `bench/results/data.json` and the compression settings into
+//! `bench/results/compression.json`, each with the command and the machine. Every measured
 //! figure is the median of several runs with their min and max (see [`crate::runs`]).
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
@@ -48,8 +50,10 @@ pub(crate) enum Only {
     Network,
     /// The volunteer's tab in Chromium against a relay and three validators.
     Browser,
-    /// The data vault's crypto throughput against plain AES-GCM (native).
+    /// The data on the network: vault crypto (native and Chromium), fetch, repair, storage.
     Data,
+    /// Bytes per update and accuracy for each genesis compression (simulated peers, MNIST).
+    Compression,
 }
 
 pub(crate) fn run(
@@ -76,10 +80,17 @@ pub(crate) fn run(
         s.summary();
         return Ok(());
     }
+    if only == Some(Only::Compression) {
+        let mut s = Steps::new();
+        compression(&mut s, "cargo xtask bench --only compression")?;
+        s.summary();
+        return Ok(());
+    }
     train_and_consensus(steps, only.is_none())?;
     if only.is_none() {
         let mut s = Steps::new();
         data(&mut s, "cargo xtask bench")?;
+        compression(&mut s, "cargo xtask bench")?;
         s.summary();
         network(rounds, catch_up_blocks)?;
         browser()?;
@@ -216,25 +227,33 @@ fn network(rounds: u64, catch_up_blocks: u64) -> anyhow::Result<()> {
 /// Runs `cargo bench -p <package> --bench <bench> -- --runs RUNS --out <scratch file>` (the
 /// benchmarks' shared command line) and reads the JSON it wrote.
 fn cargo_bench(s: &mut Steps, package: &str, bench: &str) -> anyhow::Result<Value> {
+    cargo_bench_with(s, package, bench, &[])
+}
+
+/// [`cargo_bench`] with environment variables for the benchmark.
+fn cargo_bench_with(
+    s: &mut Steps,
+    package: &str,
+    bench: &str,
+    env: &[(&str, &Path)],
+) -> anyhow::Result<Value> {
     let scratch = sh::cache().join("bench");
     std::fs::create_dir_all(&scratch)?;
     let raw_path = scratch.join(format!("{bench}.json"));
     s.step(&format!("{bench} benchmark (release)"), || {
-        sh::run(
-            &format!("cargo bench {bench}"),
-            sh::cargo(&[
-                "bench",
-                "--package",
-                package,
-                "--bench",
-                bench,
-                "--",
-                "--runs",
-                &RUNS.to_string(),
-                "--out",
-            ])
-            .arg(&raw_path),
-        )?;
+        let mut cmd = sh::cargo(&[
+            "bench",
+            "--package",
+            package,
+            "--bench",
+            bench,
+            "--",
+            "--runs",
+            &RUNS.to_string(),
+            "--out",
+        ]);
+        cmd.arg(&raw_path).envs(env.iter().copied());
+        sh::run(&format!("cargo bench {bench}"), &mut cmd)?;
         Ok(serde_json::from_slice(&std::fs::read(&raw_path)?)?)
     })
 }
@@ -252,21 +271,86 @@ fn consensus(s: &mut Steps, command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The data vault's throughput (`core/benches/vault.rs`) into `bench/results/data.json`.
+/// The data vault's throughput natively (`core/benches/vault.rs`) and in headless Chromium
+/// (`bench/vault.mjs`, the same code in wasm) into `bench/results/data.json`.
 fn data(s: &mut Steps, command: &str) -> anyhow::Result<()> {
     let out = results_dir().join("data.json");
+    s.step("install what is missing", crate::test::install_missing)?;
+    let pkg = s.step("browser build", wasm::build_browser_pkg)?;
+    let dataset = s.step("data", || install::ensure_data(Profile::Dev))?;
     let load_before = machine::load_average();
     let raw = cargo_bench(s, "tabswarm-core", "vault")?;
     let runs = raw["runs"]
         .as_array()
         .context("the vault benchmark wrote no runs")?;
+    let chromium: Value = s.step("the same in headless chromium (wasm, simd128)", || {
+        let text = sh::output(
+            "node bench/vault.mjs",
+            Command::new("node")
+                .arg("bench/vault.mjs")
+                .current_dir(sh::root())
+                .stderr(std::process::Stdio::inherit())
+                .env("TABSWARM_PKG", &pkg)
+                .env("TABSWARM_DATA", &dataset)
+                .env("TABSWARM_CHROMIUM", CHROMIUM)
+                .env("TABSWARM_BENCH_RUNS", RUNS.to_string()),
+        )?;
+        serde_json::from_str(text.trim()).context("parsing bench/vault.mjs's output")
+    })?;
+    let browser_runs = chromium["runs"]
+        .as_array()
+        .context("bench/vault.mjs wrote no runs")?;
+    s.step("build tabswarm-node and tabswarm-relay (release)", || {
+        install::build_bins(Profile::Release)
+    })?;
+    let network = s.step(
+        "data on the network (relay, 3 validators, 4 storage nodes, a fresh trainer)",
+        || crate::bench_data::runs(&dataset, RUNS as usize),
+    )?;
     let report = json!({
         "command": command,
         "machine": machine::record_since(load_before),
-        "figures": "MB/s, each {median, min, max, runs} over whole runs (each run's figure is the median of 9 timings)",
+        "figures": "MB/s, each {median, min, max, runs} over whole runs (each run's figure is the median of 9 timings, each timing at least 10 ms of calls)",
         "target": "sealing and opening within 2x of plain AES-256-GCM of the same bytes with the same crate (seal_over_aes_gcm, open_over_aes_gcm <= 2)",
-        "not_measured_yet": "the same in Chromium, shard fetch throughput over loopback, repair time and bytes per holder (native-node/tests/data.rs prints the repair time)",
         "results": fold(runs, &["samples", "shard_bytes"]),
+        "chromium": {
+            "user_agent": chromium["user_agent"],
+            "cross_origin_isolated": chromium["cross_origin_isolated"],
+            "results": fold(browser_runs, &["samples", "shard_bytes"]),
+        },
+        "network": {
+            "what": "real processes on loopback (xtask/src/bench_data.rs): replicated_s from the start until every shard is on `replication` storage holders; 30 s later copies_per_shard_* and bytes_per_holder_* (on disk); fetch_* a fresh trainer from its start to every shard held and opened; repair_* two of a shard's holders killed -9 until it is on three live holders",
+            "results": fold(&network, &["shards", "storage_peers", "replication", "dataset_sealed_bytes"]),
+        },
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+/// Bytes per update and accuracy per genesis compression (`sim/benches/compression.rs`)
+/// into `bench/results/compression.json`.
+fn compression(s: &mut Steps, command: &str) -> anyhow::Result<()> {
+    let out = results_dir().join("compression.json");
+    let dataset = s.step("data", || install::ensure_data(Profile::Dev))?;
+    let load_before = machine::load_average();
+    let raw = cargo_bench_with(
+        s,
+        "tabswarm-sim",
+        "compression",
+        &[("TABSWARM_DATA", &dataset)],
+    )?;
+    let runs = raw["runs"]
+        .as_array()
+        .context("the compression benchmark wrote no runs")?;
+    let report = json!({
+        "command": command,
+        "machine": machine::record_since(load_before),
+        "setup": raw["setup"],
+        "what": "four simulated validators that also train (real MNIST MLP jobs, virtual network), the same heights for every setting; bytes are an update's payload (what a trainer sends per round), accuracy is validator 0's test of the parameters committed at the last height",
+        "figures": "each {median, min, max, runs} over runs with seeds 1..=runs",
+        "target": ">= 500x fewer bytes than dense f32 at <= 1 point accuracy loss (issue: robust aggregation and compression)",
+        "results": fold(runs, &["dense_bytes_per_update", "tested_height"]),
     });
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     eprintln!("written to {}", out.display());

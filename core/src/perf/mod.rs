@@ -5,6 +5,10 @@
 
 use burn::tensor::{Tensor, TensorData};
 
+mod vault;
+
+pub use vault::{VaultRates, shard_samples, vault_rates};
+
 use crate::Backend;
 use crate::model::{CLASSES, INPUT_PIXELS};
 
