@@ -348,7 +348,7 @@ fn compression(s: &mut Steps, command: &str) -> anyhow::Result<()> {
         "machine": machine::record_since(load_before),
         "setup": raw["setup"],
         "what": "four simulated validators that also train (real MNIST MLP jobs, virtual network), the same heights for every setting; bytes are an update's payload (what a trainer sends per round), accuracy is validator 0's test of the parameters committed at the last height",
-        "figures": "each {median, min, max, runs} over runs with seeds 1..=runs",
+        "figures": "each {median, min, max, runs} over runs with seeds 1..=runs; the seed changes only the simulated network delays, and with every update included at every height the deterministic jobs give the same figures in every run",
         "target": ">= 500x fewer bytes than dense f32 at <= 1 point accuracy loss (issue: robust aggregation and compression)",
         "results": fold(runs, &["dense_bytes_per_update", "tested_height"]),
     });
