@@ -283,6 +283,10 @@ impl<P: Clone + Eq + Hash + Ord> DataState<P> {
             all_grants,
         } = uses;
         let owner = policy.owner.public_key()?;
+        // The owner serves its own data whatever its roles say: until storage peers have
+        // copies it is the only holder, and it keeps everything (a node run as a trainer only
+        // would otherwise hold the shards without saying so, and nobody could fetch them).
+        let store = store || policy.owner == me;
         Some(Self {
             policy,
             owner,
@@ -1218,6 +1222,21 @@ mod tests {
         assert_eq!(plan.validation().len(), 9);
         assert_eq!(plan.test().len(), 10);
         assert!(d.take_plan(&TrainingRules::default()).is_none(), "once");
+    }
+
+    #[test]
+    fn the_owner_serves_its_data_even_without_the_storage_role() {
+        let s = seal(1, &[1]);
+        let mut d = state(1, Access::Closed, false);
+        let shards = s.addresses.iter().copied().zip(s.shards.clone()).collect();
+        d.restore(vec![s.manifest.clone()], s.grants.clone(), shards);
+        let out = d.tick(0, &[]);
+        let h = Holdings::decode(&published(&out).expect("the owner says what it holds")).unwrap();
+        assert!((0..6).all(|i| h.holds(i)));
+        // A reader without the storage role (not the owner) claims nothing.
+        let mut reader = state(9, Access::Closed, false);
+        reader.restore(vec![s.manifest.clone()], Vec::new(), Vec::new());
+        assert_eq!(published(&reader.tick(0, &[])), None);
     }
 
     #[test]
