@@ -205,7 +205,10 @@ impl Runner {
                 continue;
             };
             match effect {
-                Effect::Persist(p) => self.persist(p)?,
+                Effect::Persist(p) => self.persist(p).context(
+                    "keeping the node's state in its home failed (a full disk? free some space \
+                     and start the node again: it resumes from what it stored)",
+                )?,
                 Effect::Run(job) => self.run_job(job),
                 Effect::UsePlan(plan) => {
                     info!(

@@ -1,7 +1,8 @@
 //! Faults on real processes (loopback), the fast subset of the reliability suite: a third of
 //! stake frozen with SIGSTOP halts commits, which resume once it wakes; the relay killed and
 //! started again on its addresses, and a node that reaches the others only through it comes
-//! back. Each scenario ends by stopping every node and checking their ledgers agree block for
+//! back; a node whose disk fills stops with a clear error and, given room, comes back with
+//! nothing lost (its home on a tmpfs the test mounts: root, as the suite assumes). Each scenario ends by stopping every node and checking their ledgers agree block for
 //! block (no conflicting commit, no double signature, certificates of more than 2/3 of
 //! stake) and that training went on after the fault (test loss fell).
 
@@ -102,5 +103,117 @@ fn the_relay_killed_and_restarted_on_its_addresses_brings_a_relay_only_node_back
         target - 2,
         restarted.elapsed().as_secs_f64()
     );
+    assert_ledgers_agree(&mut net, &all, target);
+}
+
+/// A tmpfs of `size` at `dir`, unmounted when dropped (also when the test panics).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (this test needs root, as the reliability suite does): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir)
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_a_node_with_a_clear_error_and_loses_nothing() {
+    let _serial = serial();
+    let mut net = support::net("disk-full", 4, 4, FAST);
+    // Node 3's home on a small disk of its own.
+    let disk = SmallDisk::mount(net.dir.join("small-disk"), "64m");
+    let home = disk.0.join("node3");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(net.home(3))
+        .arg(&home)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    net.nodes[3].home = home.clone();
+    net.start_all().unwrap();
+    let all = [0, 1, 2, 3];
+    reach(&net, &all, 3, "every node at height 3", 120);
+
+    // Fill the disk but for a little: a few parameter snapshots more and it is full.
+    let filler = disk.0.join("filler");
+    let keep = 600 * 1024;
+    let fill = disk.free_bytes().saturating_sub(keep);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    let at_fill = net.height(3);
+    net.wait_until(
+        "node 3 to stop on the full disk",
+        Duration::from_secs(120),
+        |n| n.status(3).is_none() || n.height(0) > at_fill + 60,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while net.is_running(3) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(!net.is_running(3), "node 3 still runs on a full disk");
+    assert_eq!(net.newly_dead(), vec![3]);
+    let log = std::fs::read_to_string(&net.nodes[3].log).unwrap();
+    let last = log.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.starts_with("error:")
+            && last.contains("free some space")
+            && last.contains("No space left on device"),
+        "node 3 did not say why it stopped: {last}"
+    );
+    let stopped_at = net.height(0);
+    // The others go on (three of four equal validators).
+    reach(
+        &net,
+        &[0, 1, 2],
+        stopped_at + 3,
+        "commits without node 3",
+        60,
+    );
+
+    // Room again: it restarts from its store, catches up and votes.
+    std::fs::remove_file(&filler).unwrap();
+    net.start(3, &[]).unwrap();
+    let target = net.height(0) + 3;
+    reach(
+        &net,
+        &all,
+        target,
+        "node 3 back after the disk has room",
+        90,
+    );
+    println!("disk full: node 3 stopped saying {last:?}; back and in step at height {target}");
     assert_ledgers_agree(&mut net, &all, target);
 }
