@@ -33,7 +33,7 @@ export class WorkerPool {
 
   #spawn(dataset, genesis, kernels) {
     const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-    const slot = { w, busy: true, waiting: new Map() };
+    const slot = { w, busy: true, waiting: new Map(), plan: null };
     w.onmessage = (e) => {
       const { id, ok, message, ...rest } = e.data;
       const waiter = slot.waiting.get(id);
@@ -47,7 +47,13 @@ export class WorkerPool {
       slot.waiting.clear();
     };
     return this.#ask(slot, { type: 'init', dataset, genesis, kernels }).then(async () => {
-      if (this.plan) await this.#givePlan(slot, this.plan);
+      // A newer plan may arrive while this one is on its way: the worker joins the pool only
+      // with the newest (the peer's jobs index into it).
+      while (this.plan && slot.plan !== this.plan) {
+        const plan = this.plan;
+        await this.#givePlan(slot, plan);
+        slot.plan = plan;
+      }
       slot.busy = false;
       this.workers.push(slot);
       this.#pump();
@@ -67,7 +73,10 @@ export class WorkerPool {
   // still starting gets it before its first job.
   setPlan(plan) {
     this.plan = plan;
-    for (const slot of this.workers) this.#givePlan(slot, plan);
+    for (const slot of this.workers) {
+      this.#givePlan(slot, plan);
+      slot.plan = plan; // its messages are taken in order: every later job sees this plan
+    }
   }
 
   #givePlan(slot, plan) {
