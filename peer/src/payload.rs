@@ -42,6 +42,14 @@ pub enum PayloadError {
     /// A compressed delta that does not decode, or not in the run's encoding.
     #[error("the update payload's compressed delta: {0}")]
     Compressed(#[from] CompressError),
+    /// A delta of another length than the run's parameter vector.
+    #[error("the update payload's delta has {got} values where the model has {expected}")]
+    WrongLength {
+        /// Values in the payload.
+        got: usize,
+        /// Parameters of the run's model.
+        expected: usize,
+    },
     /// More entries than the run's top-k allows.
     #[error("the update payload sends {sent} entries where the run's top-k allows {allowed}")]
     TooDense {
@@ -101,11 +109,14 @@ impl Encoder {
     }
 }
 
-/// The delta in `bytes`, which must be wrapped for `trainer` in the run's `compression`.
+/// The delta in `bytes`, which must be wrapped for `trainer` in the run's `compression` and
+/// carry `expected_len` values (the model's parameters). The length is checked before a
+/// sparse delta is expanded: a few bytes claiming millions of values allocate nothing.
 pub fn decode(
     bytes: &[u8],
     trainer: &Address,
     compression: Compression,
+    expected_len: usize,
 ) -> Result<Vec<f32>, PayloadError> {
     if bytes.len() < HEADER_LEN {
         return Err(PayloadError::Length(bytes.len()));
@@ -121,11 +132,22 @@ pub fn decode(
         return Err(PayloadError::Trainer);
     }
     let body = &bytes[HEADER_LEN..];
-    match compression {
-        Compression::None => bytes_to_f32s(body).ok_or(PayloadError::Length(bytes.len())),
-        Compression::Int8 => Ok(compress::decode_int8(body)?),
+    let check = |got: usize| {
+        if got == expected_len {
+            Ok(())
+        } else {
+            Err(PayloadError::WrongLength {
+                got,
+                expected: expected_len,
+            })
+        }
+    };
+    let delta = match compression {
+        Compression::None => bytes_to_f32s(body).ok_or(PayloadError::Length(bytes.len()))?,
+        Compression::Int8 => compress::decode_int8(body)?,
         Compression::TopK { per_mille } => {
             let sparse = Sparse::decode(body)?;
+            check(sparse.len as usize)?;
             let allowed = Compression::top_k(per_mille, sparse.len as usize);
             if sparse.indices.len() > allowed {
                 return Err(PayloadError::TooDense {
@@ -133,9 +155,11 @@ pub fn decode(
                     allowed,
                 });
             }
-            Ok(sparse.to_dense())
+            sparse.to_dense()
         }
-    }
+    };
+    check(delta.len())?;
+    Ok(delta)
 }
 
 #[cfg(test)]
@@ -161,16 +185,24 @@ mod tests {
         for c in ALL {
             let (bytes, sent) = Encoder::default().encode(&me, &delta, c);
             // What peers decode is exactly what the trainer says it sent.
-            assert_eq!(decode(&bytes, &me, c), Ok(sent.clone()), "{c:?}");
-            assert_eq!(decode(&bytes, &other, c), Err(PayloadError::Trainer));
+            let n = delta.len();
+            assert_eq!(decode(&bytes, &me, c, n), Ok(sent.clone()), "{c:?}");
+            assert_eq!(decode(&bytes, &other, c, n), Err(PayloadError::Trainer));
+            assert!(matches!(
+                decode(&bytes, &me, c, n + 1),
+                Err(PayloadError::WrongLength { .. })
+            ));
             for wrong in ALL.into_iter().filter(|w| *w != c) {
                 assert!(
-                    decode(&bytes, &me, wrong).is_err(),
+                    decode(&bytes, &me, wrong, n).is_err(),
                     "{c:?} read as {wrong:?}"
                 );
             }
             for cut in [0, 5, HEADER_LEN + 1, bytes.len() - 1] {
-                assert!(decode(&bytes[..cut], &me, c).is_err(), "{c:?} cut at {cut}");
+                assert!(
+                    decode(&bytes[..cut], &me, c, n).is_err(),
+                    "{c:?} cut at {cut}"
+                );
             }
         }
         let (plain, _) = Encoder::default().encode(&me, &delta, Compression::None);
@@ -216,8 +248,29 @@ mod tests {
         let (bytes, _) =
             Encoder::default().encode(&me, &delta(), Compression::TopK { per_mille: 500 });
         assert!(matches!(
-            decode(&bytes, &me, Compression::TopK { per_mille: 10 }),
+            decode(&bytes, &me, Compression::TopK { per_mille: 10 }, 1000),
             Err(PayloadError::TooDense { .. })
         ));
+    }
+
+    #[test]
+    fn a_sparse_delta_claiming_a_huge_model_is_refused_before_it_is_expanded() {
+        let me = Address([1; 32]);
+        let sparse = Sparse {
+            len: compress::MAX_VALUES as u32,
+            indices: vec![7],
+            values: vec![1.0],
+        };
+        let mut bytes = vec![VERSION_COMPRESSED];
+        bytes.extend_from_slice(&me.0);
+        bytes.extend(sparse.encode());
+        assert!(bytes.len() < 64, "a few bytes on the wire");
+        assert_eq!(
+            decode(&bytes, &me, Compression::TopK { per_mille: 10 }, 1000),
+            Err(PayloadError::WrongLength {
+                got: compress::MAX_VALUES,
+                expected: 1000
+            })
+        );
     }
 }

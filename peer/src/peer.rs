@@ -1117,10 +1117,12 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             .collect();
         for update in waiting {
             let id = update.id();
+            let expected = self.app().params().len();
             match payload::decode(
                 &blob.bytes,
                 &update.header.trainer,
                 self.genesis.compression,
+                expected,
             ) {
                 Ok(delta) => {
                     if self.app_mut().add_payload(&id, delta)
@@ -1152,10 +1154,12 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         if !update.verify(&self.run) || address != update.header.payload_hash {
             return;
         }
+        let expected = self.app().params().len();
         let Ok(delta) = payload::decode(
             &blob.bytes,
             &update.header.trainer,
             self.genesis.compression,
+            expected,
         ) else {
             return;
         };
