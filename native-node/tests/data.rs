@@ -16,7 +16,6 @@ use tabswarm_core::chunks::Manifest;
 use tabswarm_peer::wire::{Request, Response, Topic};
 use tabswarm_peer::{jobs, payload};
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -46,25 +45,12 @@ fn data(net: &Net, i: usize) -> Option<Value> {
         .filter(|d| !d.is_null())
 }
 
-/// Live holders of each shard, from the status of the nodes in `live`.
-fn holders(net: &Net, live: &[usize]) -> BTreeMap<u64, Vec<usize>> {
-    let mut out: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    for &i in live {
-        if let Some(d) = data(net, i) {
-            for s in d["held"].as_array().unwrap() {
-                out.entry(s.as_u64().unwrap()).or_default().push(i);
-            }
-        }
-    }
-    out
-}
-
 fn shard_count(net: &Net) -> u64 {
     data(net, OWNER).unwrap()["shards"].as_u64().unwrap()
 }
 
 fn every_shard_has(net: &Net, live: &[usize], n: usize) -> bool {
-    let h = holders(net, live);
+    let h = net.shard_holders(live);
     let shards = shard_count(net);
     (0..shards).all(|s| h.get(&s).is_some_and(|v| v.len() >= n))
 }
@@ -193,13 +179,13 @@ fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with
     net.wait_until(
         "every shard on three to four storage holders",
         Duration::from_secs(90),
-        |n| every_shard_has(n, &all, 3) && holders(n, &all).values().all(|on| on.len() <= 4),
+        |n| every_shard_has(n, &all, 3) && n.shard_holders(&all).values().all(|on| on.len() <= 4),
     )
     .unwrap();
     println!(
         "replicated to 3 holders {:.1} s after the validators were ready; holders {:?}",
         t0.elapsed().as_secs_f64(),
-        holders(&net, &all)
+        net.shard_holders(&all)
     );
 
     // No grant: node 5 stores and serves ciphertext it cannot read.
@@ -215,7 +201,7 @@ fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with
     // Kill two holders of a shard (storage-only nodes with a grant: both validators are
     // needed for a quorum, node 5 for later); the shard stays retrievable and is back on three
     // live holders within bounded time.
-    let h = holders(&net, &all);
+    let h = net.shard_holders(&all);
     let others = [3, 4, 7];
     let (&shard, on) = h
         .iter()
@@ -236,14 +222,18 @@ fn the_runs_data_lives_on_the_network_replicated_repaired_and_readable_only_with
         .filter(|i| !killed.contains(i))
         .collect();
     assert!(
-        holders(&net, &live)[&shard].len() < 3,
+        net.shard_holders(&live)[&shard].len() < 3,
         "the kill leaves the shard under three live holders"
     );
     let t0 = Instant::now();
     net.wait_until(
         "the shard is back on three live holders",
         Duration::from_secs(60),
-        |n| holders(n, &live).get(&shard).is_some_and(|v| v.len() >= 3),
+        |n| {
+            n.shard_holders(&live)
+                .get(&shard)
+                .is_some_and(|v| v.len() >= 3)
+        },
     )
     .unwrap();
     println!(

@@ -6,6 +6,7 @@
 //! Every wait is bounded; every child is stopped when the [`Testnet`] drops (SIGTERM, then
 //! SIGKILL after [`STOP_GRACE`]).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -452,6 +453,23 @@ impl Testnet {
     /// Whether any node process is still running (as of the last [`Testnet::newly_dead`]).
     pub fn any_running(&self) -> bool {
         self.nodes.iter().any(|n| n.child.is_some())
+    }
+
+    /// The nodes among `nodes` holding each shard of the run's data, by shard index, from
+    /// their `/status` (nodes not answering count as holding nothing).
+    pub fn shard_holders(&self, nodes: &[usize]) -> BTreeMap<u64, Vec<usize>> {
+        let mut out: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for &i in nodes {
+            let Some(status) = self.status(i) else {
+                continue;
+            };
+            for s in status["data"]["held"].as_array().into_iter().flatten() {
+                if let Some(s) = s.as_u64() {
+                    out.entry(s).or_default().push(i);
+                }
+            }
+        }
+        out
     }
 
     /// `/status` of node `i`, or `None` while it is not answering.

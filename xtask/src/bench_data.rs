@@ -15,7 +15,6 @@
 //! - **Repair**: two holders of a shard killed with kill -9; the time until it is on three
 //!   live holders again.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -32,22 +31,6 @@ const OWNER: usize = 7;
 const REPLICATION: usize = 3;
 /// How long after replication the stored bytes are read.
 const SURPLUS_WAIT: Duration = Duration::from_secs(30);
-
-/// Holders of each shard, from the `/status` of `nodes`.
-fn holders(net: &Testnet, nodes: &[usize]) -> BTreeMap<u64, Vec<usize>> {
-    let mut out: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    for &i in nodes {
-        let Some(status) = net.status(i) else {
-            continue;
-        };
-        for s in status["data"]["held"].as_array().into_iter().flatten() {
-            if let Some(s) = s.as_u64() {
-                out.entry(s).or_default().push(i);
-            }
-        }
-    }
-    out
-}
 
 /// Shard bytes a node keeps on disk (every epoch).
 fn bytes_on_disk(home: &Path) -> u64 {
@@ -90,7 +73,7 @@ pub(crate) fn one_run(bins: &Binaries, data: &Path, dir: &Path) -> anyhow::Resul
     )?;
     let shards = owner_shards(&net).context("the owner reports no shards")?;
     let replicated = |n: &Testnet| {
-        let h = holders(n, &storage);
+        let h = n.shard_holders(&storage);
         (0..shards).all(|s| h.get(&s).is_some_and(|v| v.len() >= REPLICATION))
     };
     net.wait_until(
@@ -100,7 +83,7 @@ pub(crate) fn one_run(bins: &Binaries, data: &Path, dir: &Path) -> anyhow::Resul
     )?;
     let settle_s = started.elapsed().as_secs_f64();
     std::thread::sleep(SURPLUS_WAIT);
-    let copies: Vec<usize> = holders(&net, &storage).values().map(Vec::len).collect();
+    let copies: Vec<usize> = net.shard_holders(&storage).values().map(Vec::len).collect();
     let dataset_bytes = bytes_on_disk(net.home(OWNER)).max(1);
     let per_holder: Vec<u64> = storage
         .iter()
@@ -126,7 +109,7 @@ pub(crate) fn one_run(bins: &Binaries, data: &Path, dir: &Path) -> anyhow::Resul
 
     // Two holders of a shard (the validators keep the chain going; the repair does not
     // need it).
-    let h = holders(&net, &storage);
+    let h = net.shard_holders(&storage);
     let (&shard, on) = h
         .iter()
         .find(|(_, v)| v.iter().filter(|i| STORAGE.contains(i)).count() >= 2)
@@ -150,7 +133,7 @@ pub(crate) fn one_run(bins: &Binaries, data: &Path, dir: &Path) -> anyhow::Resul
         "the shard back on three live holders",
         Duration::from_secs(120),
         |n| {
-            holders(n, &live)
+            n.shard_holders(&live)
                 .get(&shard)
                 .is_some_and(|v| v.len() >= REPLICATION)
         },
