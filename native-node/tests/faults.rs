@@ -12,7 +12,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{FAST, Net, assert_same_block, heights, reach, serial};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use support::{FAST, Net, assert_same_block, heights, reach, report, scale, serial};
 
 fn test_loss(net: &Net, i: usize) -> f64 {
     net.status(i)
@@ -56,10 +59,14 @@ fn a_frozen_third_of_stake_halts_commits_and_they_resume_when_it_wakes() {
         90,
     );
     let recovered = woke.elapsed();
-    println!(
-        "pause: halted at height {during} for 10 s; {:.1} s after SIGCONT every node had \
-         committed 3 more",
-        recovered.as_secs_f64()
+    report(
+        "pause",
+        json!({
+            "halted_at": during,
+            "halted_s": 10,
+            "recover_s": recovered.as_secs_f64(),
+            "blocks_after": 3,
+        }),
     );
     net.wait_until("the test loss to fall", Duration::from_secs(60), |n| {
         test_loss(n, 0) < loss_before
@@ -97,11 +104,90 @@ fn the_relay_killed_and_restarted_on_its_addresses_brings_a_relay_only_node_back
     let restarted = Instant::now();
     let target = net.height(0) + 2;
     reach(&net, &all, target, "node 3 back through the relay", 90);
-    println!(
-        "relay: down while the others went from {killed} to {}; node 3 stayed at {behind}, \
-         caught up {:.1} s after the relay came back",
-        target - 2,
-        restarted.elapsed().as_secs_f64()
+    report(
+        "relay_restart",
+        json!({
+            "committed_without_relay": target - 2 - killed,
+            "relay_only_node_stayed_at": behind,
+            "recover_s": restarted.elapsed().as_secs_f64(),
+        }),
+    );
+    assert_ledgers_agree(&mut net, &all, target);
+}
+
+/// Kill -9 each validator in turn at random points of its work (mid-vote, mid-write,
+/// mid-training: wherever the random wait lands) and start it again: a restarted node
+/// never reports less than it had committed before the kill, the others keep committing,
+/// and once the kills stop every node is in step on the same chain.
+#[test]
+fn validators_killed_9_in_turn_at_random_points_lose_no_committed_block() {
+    let _serial = serial();
+    let kills = scale("TABSWARM_KILLS", 12);
+    let seed = scale("TABSWARM_FAULT_SEED", 7);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut net = support::net("kill9", 4, 4, FAST);
+    net.start_all().unwrap();
+    let all = [0, 1, 2, 3];
+    reach(&net, &all, 3, "every node at height 3", 120);
+    let loss_before = test_loss(&net, 0);
+    let start_height = net.height(0);
+    let started = Instant::now();
+    let mut restart_ms = Vec::new();
+    for k in 0..kills {
+        let victim = (k % 4) as usize;
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..2_000)));
+        let committed = net.height(victim);
+        net.kill9(victim);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1_500)));
+        net.start(victim, &[]).unwrap();
+        let restarted = Instant::now();
+        net.wait_until(
+            &format!("node {victim} to answer after kill {k}"),
+            Duration::from_secs(60),
+            |n| n.status(victim).is_some(),
+        )
+        .unwrap();
+        restart_ms.push(restarted.elapsed().as_millis() as u64);
+        let after = net.height(victim);
+        assert!(
+            after >= committed,
+            "kill {k} (seed {seed}): node {victim} had committed {committed}, came back at \
+             {after}: a committed block was lost"
+        );
+    }
+    let killing = started.elapsed();
+    let during = net.height(0).max(net.height(1)) - start_height;
+    let last_restart = Instant::now();
+    let target = all.iter().map(|&i| net.height(i)).max().unwrap() + 2;
+    reach(
+        &net,
+        &all,
+        target,
+        "every node in step after the kills",
+        120,
+    );
+    let recovered = last_restart.elapsed();
+    net.wait_until("the test loss to fall", Duration::from_secs(60), |n| {
+        test_loss(n, 0) < loss_before
+    })
+    .unwrap();
+    assert!(
+        during > 0,
+        "nothing committed while validators were killed one at a time"
+    );
+    restart_ms.sort_unstable();
+    report(
+        "kill9",
+        json!({
+            "kills": kills,
+            "seed": seed,
+            "seconds_killing": killing.as_secs_f64(),
+            "blocks_committed_during": during,
+            "restart_to_status_ms_median": restart_ms[restart_ms.len() / 2],
+            "restart_to_status_ms_max": restart_ms.last(),
+            "recover_s": recovered.as_secs_f64(),
+            "blocks_lost": 0,
+        }),
     );
     assert_ledgers_agree(&mut net, &all, target);
 }
@@ -205,6 +291,7 @@ fn a_full_disk_stops_a_node_with_a_clear_error_and_loses_nothing() {
 
     // Room again: it restarts from its store, catches up and votes.
     std::fs::remove_file(&filler).unwrap();
+    let back = Instant::now();
     net.start(3, &[]).unwrap();
     let target = net.height(0) + 3;
     reach(
@@ -214,6 +301,13 @@ fn a_full_disk_stops_a_node_with_a_clear_error_and_loses_nothing() {
         "node 3 back after the disk has room",
         90,
     );
-    println!("disk full: node 3 stopped saying {last:?}; back and in step at height {target}");
+    report(
+        "disk_full",
+        json!({
+            "error": last,
+            "recover_s": back.elapsed().as_secs_f64(),
+            "back_in_step_at": target,
+        }),
+    );
     assert_ledgers_agree(&mut net, &all, target);
 }

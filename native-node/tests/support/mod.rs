@@ -109,3 +109,31 @@ pub(crate) fn assert_same_block(net: &Net, nodes: &[usize], height: u64) -> Vec<
     }
     ledgers
 }
+
+/// Where the reliability suite (`cargo xtask reliability`) collects each scenario's figures;
+/// unset in a plain test run, which only prints them.
+const REPORT_DIR: &str = "TABSWARM_RELIABILITY_OUT";
+
+/// Prints a scenario's figures and, under the reliability suite, saves them as
+/// `<dir>/<scenario>.json` for its report.
+pub(crate) fn report(scenario: &str, figures: Value) {
+    println!("{scenario}: {figures}");
+    if let Some(dir) = std::env::var_os(REPORT_DIR) {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("{scenario}.json")),
+            serde_json::to_vec_pretty(&figures).unwrap(),
+        )
+        .unwrap();
+    }
+}
+
+/// A count the reliability suite raises (`name` in the environment), or `fast` for
+/// `cargo xtask test`.
+pub(crate) fn scale(name: &str, fast: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(fast)
+}
