@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use support::{FAST, Net, assert_same_block, heights, reach, report, scale, serial};
+use tabswarm_testnet::{Host, Spec};
 
 fn test_loss(net: &Net, i: usize) -> f64 {
     net.status(i)
@@ -113,6 +114,62 @@ fn the_relay_killed_and_restarted_on_its_addresses_brings_a_relay_only_node_back
         }),
     );
     assert_ledgers_agree(&mut net, &all, target);
+}
+
+/// Two validators and the relay on one side, two validators on the other, every packet
+/// between the sides dropped (network namespaces, nftables): neither half holds more than
+/// 2/3 of stake, so nothing commits; once healed, commits resume within 20 s and every node
+/// ends on the same chain.
+#[test]
+fn a_half_and_half_partition_halts_commits_and_they_resume_soon_after_it_heals() {
+    let _serial = serial();
+    let cut_secs = scale("TABSWARM_PARTITION_SECS", 10);
+    let mut net = support::net_spec("partition", 4, 4, FAST, Spec::isolated);
+    net.start_all().unwrap();
+    let all = [0, 1, 2, 3];
+    reach(&net, &all, 3, "every node at height 3", 120);
+    let loss_before = test_loss(&net, 0);
+
+    let a = [Host::Relay, Host::Node(0), Host::Node(1)];
+    let b = [Host::Node(2), Host::Node(3)];
+    net.hosts().unwrap().partition(&a, &b).unwrap();
+    // A height in flight may still finish with votes sent before the cut.
+    std::thread::sleep(Duration::from_secs(3));
+    let cut_at = heights(&net, &all).into_iter().max().unwrap();
+    std::thread::sleep(Duration::from_secs(cut_secs));
+    let during = heights(&net, &all).into_iter().max().unwrap();
+    assert!(
+        during <= cut_at,
+        "heights {cut_at} -> {during} while split 50/50: a half committed without 2/3 of stake"
+    );
+
+    net.hosts().unwrap().heal().unwrap();
+    let healed = Instant::now();
+    reach(
+        &net,
+        &all,
+        during + 1,
+        "a commit on every node after the heal",
+        20,
+    );
+    let first_commit = healed.elapsed();
+    reach(&net, &all, during + 3, "three heights after the heal", 60);
+    net.wait_until("the test loss to fall", Duration::from_secs(60), |n| {
+        test_loss(n, 0) < loss_before
+    })
+    .unwrap();
+    report(
+        "partition",
+        json!({
+            "split": "relay + 2 validators | 2 validators",
+            "cut_s": cut_secs,
+            "commits_while_cut": during.saturating_sub(cut_at),
+            "recover_s": first_commit.as_secs_f64(),
+            "three_heights_s": healed.elapsed().as_secs_f64(),
+        }),
+    );
+    let top = heights(&net, &all).into_iter().min().unwrap();
+    assert_ledgers_agree(&mut net, &all, top);
 }
 
 /// Kill -9 each validator in turn at random points of its work (mid-vote, mid-write,

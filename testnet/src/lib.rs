@@ -1,5 +1,6 @@
 //! Local tabswarm networks of real processes: one `tabswarm-relay` and several
-//! `tabswarm-node`s on 127.0.0.1, each node with its own home under one directory. The demo,
+//! `tabswarm-node`s on 127.0.0.1 (or each on a host of its own, [`Spec::isolated`]), each
+//! node with its own home under one directory. The demo,
 //! the network benchmark and the multi-process tests all start their networks here, so what
 //! the tests exercise is what a user runs.
 //!
@@ -16,6 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+
+mod hosts;
+
+pub use hosts::{Host, Hosts};
 
 /// How long a node may take to exit cleanly on SIGTERM.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -99,6 +104,9 @@ pub struct Spec {
     /// An open run (with `network_data`): the dataset key is in the genesis, so anyone who
     /// joins reads the data (volunteers' tabs, with no grant) and may submit updates.
     pub open_data: bool,
+    /// Each process on a host of its own (a network namespace; see [`Hosts`]), so the test
+    /// can partition them; otherwise all on 127.0.0.1.
+    pub isolated: bool,
 }
 
 impl Spec {
@@ -116,7 +124,14 @@ impl Spec {
             ungranted: Vec::new(),
             data_owner: 0,
             open_data: false,
+            isolated: false,
         }
+    }
+
+    /// Each process in a network namespace of its own (needs root and nftables).
+    pub fn isolated(mut self) -> Self {
+        self.isolated = true;
+        self
     }
 
     /// With the run's data on the network, owned by node `owner` and granted to every node
@@ -157,7 +172,7 @@ pub struct Node {
     child: Option<Child>,
 }
 
-/// A relay and nodes on 127.0.0.1.
+/// A relay and nodes on 127.0.0.1, or on hosts of their own.
 #[derive(Debug)]
 pub struct Testnet {
     /// Where everything lives.
@@ -172,6 +187,8 @@ pub struct Testnet {
     /// Every node, started or not.
     pub nodes: Vec<Node>,
     spec: Spec,
+    /// With [`Spec::isolated`]; dropped after the processes (fields drop after `drop`).
+    hosts: Option<Hosts>,
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
@@ -193,17 +210,20 @@ impl Testnet {
         if !data.exists() {
             bail!("{} is missing: run `cargo xtask data`", data.display());
         }
-        let (relay, relay_addrs) = start_relay(&bins.relay, dir, &spec.relay_args, [0; 4])?;
         let mut net = Self {
             dir: dir.to_owned(),
             bins: bins.clone(),
             data: data.to_owned(),
-            relay: Some(relay),
-            relay_addrs,
+            relay: None,
+            relay_addrs: Vec::new(),
             genesis: dir.join("genesis.json"),
             nodes: Vec::new(),
+            hosts: spec.isolated.then(Hosts::create).transpose()?,
             spec,
         };
+        let (relay, relay_addrs) = net.start_relay([0; 4])?;
+        net.relay = Some(relay);
+        net.relay_addrs = relay_addrs;
         for _ in 0..net.spec.validators + net.spec.others {
             net.add_node()?;
         }
@@ -386,17 +406,18 @@ impl Testnet {
 
     /// Starts node `i` bootstrapping from `bootstrap`.
     pub fn start_via(&mut self, i: usize, bootstrap: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let ip = self.ip(Host::Node(i));
         let metrics = match self.spec.metrics_base {
-            Some(base) => format!("127.0.0.1:{}", usize::from(base) + i),
-            None => "127.0.0.1:0".to_owned(),
+            Some(base) => format!("{ip}:{}", usize::from(base) + i),
+            None => format!("{ip}:0"),
         };
-        let node = &mut self.nodes[i];
-        if node.child.is_some() {
+        if self.nodes[i].child.is_some() {
             bail!("node {i} is already running");
         }
+        let mut cmd = self.program(Host::Node(i), &self.bins.node.clone())?;
+        let node = &mut self.nodes[i];
         // A stale address file would point status readers at the previous process.
         let _ = std::fs::remove_file(node.home.join("rpc.addr"));
-        let mut cmd = Command::new(&self.bins.node);
         if self.spec.json_logs {
             cmd.args(["--log-format", "json"]);
         }
@@ -411,7 +432,7 @@ impl Testnet {
             } else {
                 &self.data
             })
-            .args(["--bootstrap", bootstrap, "--ip", "127.0.0.1"])
+            .args(["--bootstrap", bootstrap, "--ip", &ip])
             .args(["--metrics", &metrics])
             .args(extra);
         // Nodes log at their default level whatever the caller's RUST_LOG says;
@@ -628,8 +649,7 @@ impl Testnet {
         if ports.contains(&0) {
             bail!("the relay's addresses name no port: {:?}", self.relay_addrs);
         }
-        let (relay, addrs) =
-            start_relay(&self.bins.relay, &self.dir, &self.spec.relay_args, ports)?;
+        let (relay, addrs) = self.start_relay(ports)?;
         if addrs != self.relay_addrs {
             bail!(
                 "the restarted relay listens elsewhere: {addrs:?}, was {:?}",
@@ -700,6 +720,42 @@ impl Testnet {
     pub fn home(&self, i: usize) -> &Path {
         &self.nodes[i].home
     }
+
+    /// Where `host` listens: its own address on an isolated network, else 127.0.0.1.
+    pub fn ip(&self, host: Host) -> String {
+        match &self.hosts {
+            Some(h) => h.ip(host),
+            None => "127.0.0.1".to_owned(),
+        }
+    }
+
+    /// The hosts of an isolated network ([`Spec::isolated`]), to cut and heal links.
+    pub fn hosts(&mut self) -> anyhow::Result<&mut Hosts> {
+        self.hosts
+            .as_mut()
+            .context("the network is not isolated (Spec::isolated): nothing to partition")
+    }
+
+    /// `program`, to run as `host`.
+    fn program(&mut self, host: Host, program: &Path) -> anyhow::Result<Command> {
+        match &mut self.hosts {
+            Some(h) => h.command(host, program),
+            None => Ok(Command::new(program)),
+        }
+    }
+
+    /// Starts the relay in `dir/relay` on `ports` (tcp, quic, websocket, webrtc-direct; 0
+    /// picks one), appending to `dir/relay.log`, and reads the addresses it prints.
+    fn start_relay(&mut self, ports: [u16; 4]) -> anyhow::Result<(Child, Vec<String>)> {
+        let cmd = self.program(Host::Relay, &self.bins.relay.clone())?;
+        start_relay(
+            cmd,
+            &self.dir,
+            &self.ip(Host::Relay),
+            &self.spec.relay_args,
+            ports,
+        )
+    }
 }
 
 impl Drop for Testnet {
@@ -740,12 +796,12 @@ fn stop_children(children: Vec<Child>) -> Vec<bool> {
         .collect()
 }
 
-/// Starts the relay and reads the addresses it prints; its log goes to `dir/relay.log`.
-/// Starts the relay in `dir/relay` on `ports` (tcp, quic, websocket, webrtc-direct; 0 picks
-/// one), appending to `dir/relay.log`.
+/// Runs `relay` (the program, perhaps wrapped to run on a host of its own) on `ip` and
+/// `ports`; see [`Testnet::start_relay`].
 fn start_relay(
-    bin: &Path,
+    mut relay: Command,
     dir: &Path,
+    ip: &str,
     extra: &[String],
     [tcp, quic, ws, webrtc]: [u16; 4],
 ) -> anyhow::Result<(Child, Vec<String>)> {
@@ -754,10 +810,10 @@ fn start_relay(
         .create(true)
         .append(true)
         .open(&log)?;
-    let mut relay = Command::new(bin)
+    let mut relay = relay
         .arg("--home")
         .arg(dir.join("relay"))
-        .args(["--ip", "127.0.0.1"])
+        .args(["--ip", ip])
         .args([
             "--tcp-port",
             &tcp.to_string(),

@@ -57,8 +57,18 @@ pub(crate) fn ensure_npm() -> anyhow::Result<()> {
 /// Debian's chromium for the browser tests (playwright-core drives it; it never downloads
 /// a browser of its own).
 pub(crate) fn ensure_chromium() -> anyhow::Result<()> {
-    if std::path::Path::new(CHROMIUM).exists() {
-        eprintln!("    chromium: {CHROMIUM}");
+    ensure_debian_package("chromium", CHROMIUM)
+}
+
+/// Debian's nftables: the fault tests cut links between network namespaces with `nft`.
+pub(crate) fn ensure_nftables() -> anyhow::Result<()> {
+    ensure_debian_package("nftables", "/usr/sbin/nft")
+}
+
+/// Installs Debian package `package` unless `installs` (a file it provides) exists.
+fn ensure_debian_package(package: &str, installs: &str) -> anyhow::Result<()> {
+    if std::path::Path::new(installs).exists() {
+        eprintln!("    {package}: {installs}");
         return Ok(());
     }
     let root_user = sh::output("id -u", Command::new("id").arg("-u"))
@@ -69,17 +79,19 @@ pub(crate) fn ensure_chromium() -> anyhow::Result<()> {
     } else {
         ("sudo", &["apt-get"])
     };
-    eprintln!("    installing chromium from Debian's packages");
+    eprintln!("    installing {package} from Debian's packages");
     sh::run(
         "apt-get update",
         Command::new(prog).args(prefix).args(["update", "-q"]),
     )
-    .context("could not run apt-get; install chromium yourself: apt-get install -y chromium")?;
+    .with_context(|| {
+        format!("could not run apt-get; install {package} yourself: apt-get install -y {package}")
+    })?;
     sh::run(
-        "apt-get install chromium",
+        &format!("apt-get install {package}"),
         Command::new(prog)
             .args(prefix)
-            .args(["install", "-y", "-q", "chromium"])
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
