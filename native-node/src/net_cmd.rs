@@ -446,6 +446,12 @@ pub(crate) fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
         "param_hash": hex(&ledger.param_hash()),
         "min_signed_stake_fraction": if persisted.blocks.is_empty() { serde_json::Value::Null } else { min_signed.into() },
         "evidence": evidence,
+        // Slashed validators are absent: an operator sees who still holds stake.
+        "stakes": ledger
+            .stakes()
+            .iter()
+            .map(|(a, s)| (hex(&a.0), serde_json::Value::from(*s)))
+            .collect::<serde_json::Map<_, _>>(),
         "updates_included": persisted.blocks.iter().map(|b| b.value.proposal.updates.len()).sum::<usize>(),
         "at": at.map(|b| serde_json::json!({
             "height": b.height.0,
