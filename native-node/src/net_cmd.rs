@@ -446,6 +446,16 @@ pub(crate) fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
         "param_hash": hex(&ledger.param_hash()),
         "min_signed_stake_fraction": if persisted.blocks.is_empty() { serde_json::Value::Null } else { min_signed.into() },
         "evidence": evidence,
+        "evidence_committed": persisted
+            .blocks
+            .iter()
+            .flat_map(|b| b.value.evidence.iter().map(move |e| serde_json::json!({
+                "in_block": b.height.0,
+                "kind": evidence_kind(e),
+                "offender": hex(&e.offender().0),
+                "height": e.height().0,
+            })))
+            .collect::<Vec<_>>(),
         // Slashed validators are absent: an operator sees who still holds stake.
         "stakes": ledger
             .stakes()
@@ -474,4 +484,13 @@ pub(crate) fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(())
+}
+
+fn evidence_kind(e: &tabswarm_consensus::evidence::Evidence) -> &'static str {
+    use tabswarm_consensus::evidence::Evidence;
+    match e {
+        Evidence::DoubleVote { .. } => "double_vote",
+        Evidence::DoubleProposal { .. } => "double_proposal",
+        _ => "other",
+    }
 }

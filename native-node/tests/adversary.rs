@@ -3,7 +3,10 @@
 //!   is refused, the sender loses gossip score, and the honest validators keep committing;
 //! - a crowd announcing updates under fresh trainer keys (free to make) and never serving
 //!   them: the pool turns them away and honest updates still make every block;
-//! - one that lies about its height to a joiner: the joiner stops believing it and catches up.
+//! - one that lies about its height to a joiner: the joiner stops believing it and catches up;
+//! - staked validators (the test holds their keys) that propose two values in one round, sign
+//!   conflicting votes and vote for a value nobody proposed: evidence of both is committed,
+//!   their stake slashed, and the invented value never commits.
 
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
@@ -12,14 +15,17 @@ mod support;
 use std::time::{Duration, Instant};
 
 use malachitebft_core_types::{NilOrVal, Round, VoteType};
+use serde_json::json;
 use support::attacker::Attacker;
-use support::{FAST, Net, serial};
-use tabswarm_consensus::context::{Height, Vote};
+use support::{FAST, Net, report, serial};
+use tabswarm_consensus::context::{
+    Height, Proposal, RoundProposal, TabswarmContext, ValidatorSet, Value, ValueId, Vote,
+};
 use tabswarm_consensus::evidence::SignedVoteMsg;
-use tabswarm_consensus::genesis::{Genesis, RunId, unhex32};
+use tabswarm_consensus::genesis::{Genesis, RunId, hex, unhex32};
 use tabswarm_consensus::identity::{Address, Keypair, Signature};
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
-use tabswarm_consensus::wire::Message;
+use tabswarm_consensus::wire::{Message, SignedProposalMsg};
 use tabswarm_peer::jobs;
 use tabswarm_peer::wire::{Request, Response, Topic};
 
@@ -282,6 +288,163 @@ fn a_peer_lying_about_its_height_cannot_keep_a_joiner_syncing() {
     );
     drop(liar);
     net.stop_all().unwrap();
+}
+
+/// A quarter of stake is Byzantine, in two validators whose keys the test holds and signs
+/// with over gossip, like any validator: one proposes two different values in each round it
+/// is chosen for, the other signs two different prevotes and precommits at each height in
+/// play, one of each for a value id no honest validator computed (an aggregate of its own
+/// making). The three honest validators (three quarters of stake) commit evidence of both,
+/// slash both in every ledger, and go on; no block holds the invented value (every ledger
+/// verifies from genesis, each certificate over the block it holds).
+#[test]
+fn an_equivocating_proposer_and_a_double_voter_are_slashed_and_commits_go_on() {
+    let _serial = serial();
+    let proposer = Keypair::from_seed([76; 32]);
+    let voter = Keypair::from_seed([77; 32]);
+    let [proposer_hex, voter_hex] = [&proposer, &voter].map(|k| hex(&k.address().0));
+    let flags = [&proposer_hex, &voter_hex].map(|k| format!("{k}:50"));
+    let mut genesis_args = FAST.to_vec();
+    for f in &flags {
+        genesis_args.extend(["--validator", f]);
+    }
+    let mut net = support::net("byzantine", 3, 3, &genesis_args);
+    for i in 0..3 {
+        net.start(i, &[]).unwrap();
+    }
+    net.wait_until("height 2", Duration::from_secs(120), |n| {
+        (0..3).all(|i| n.height(i) >= 2)
+    })
+    .unwrap();
+    let genesis = genesis_of(&net);
+    let ctx = TabswarmContext::new(genesis.run_id());
+    let attacker = Attacker::spawn(&genesis, |_| Response::NotFound);
+    attacker.dial(support::direct_tcp(&net.status(0).unwrap()));
+    wait_for("the node to subscribe to every topic", || {
+        attacker.seen().subscriptions >= Topic::ALL.len() as u64
+    });
+
+    // Two proposals for each round-0 turn of the equivocating proposer.
+    let set = ValidatorSet::new(genesis.validators.iter().copied(), genesis.run_id().0);
+    let mut turns = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while turns.len() < 2 && Instant::now() < deadline {
+        let Some(status) = net.status(0) else {
+            continue;
+        };
+        let h = Height(status["height"].as_u64().unwrap() + 1);
+        let seed = unhex32(status["head_hash"].as_str().unwrap()).unwrap();
+        let chosen = set
+            .with_seed(seed)
+            .proposer(h, Round::new(0))
+            .unwrap()
+            .address;
+        if chosen == proposer.address() && !turns.contains(&h.0) {
+            // Built on parameters no one holds: honest validators judge such a value at once
+            // (invalid) rather than holding it until its aggregate is scored, so both
+            // proposals reach consensus within the round.
+            for result in [[1; 32], [2; 32]] {
+                let value = Value::new(RoundProposal {
+                    base_param_hash: [0; 32],
+                    updates: Vec::new(),
+                    aggregation_rule: genesis.aggregation_rule,
+                    result_param_hash: result,
+                });
+                let signed = ctx.sign_proposal(
+                    &proposer,
+                    Proposal {
+                        height: h,
+                        round: Round::new(0),
+                        value,
+                        pol_round: Round::Nil,
+                        proposer: proposer.address(),
+                    },
+                );
+                let msg = Message::Proposal(SignedProposalMsg::from(signed));
+                attacker.publish(Topic::of(&msg), msg.encode().unwrap());
+            }
+            turns.push(h.0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(turns.len(), 2, "the proposer was not chosen twice in 120 s");
+
+    let invented = ValueId([0xEE; 32]);
+    let vote = |height: u64, round: u32, vote_type, value| {
+        let signed = ctx.sign_vote(
+            &voter,
+            Vote {
+                height: Height(height),
+                round: Round::new(round),
+                vote_type,
+                value,
+                validator: voter.address(),
+            },
+        );
+        Message::Vote(SignedVoteMsg::from(signed)).encode().unwrap()
+    };
+    let start = net.height(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut published = 0;
+    while net.height(0) < start + 6 && Instant::now() < deadline {
+        let h = net.height(0) + 1;
+        // The rounds a height may reach in a few seconds: the votes must land while the
+        // honest validators still count votes for that height and round.
+        for round in 0..3 {
+            for vote_type in [VoteType::Prevote, VoteType::Precommit] {
+                attacker.publish(
+                    Topic::Votes,
+                    vote(h, round, vote_type, NilOrVal::Val(invented)),
+                );
+                attacker.publish(Topic::Votes, vote(h, round, vote_type, NilOrVal::Nil));
+                published += 2;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let after = net.height(0);
+    assert!(
+        after >= start + 6,
+        "six heights took more than 120 s under double votes: {start} -> {after}"
+    );
+    net.wait_until("commits after the attack", Duration::from_secs(60), |n| {
+        (0..3).all(|i| n.height(i) >= after + 2)
+    })
+    .unwrap();
+    let top = (0..3).map(|i| net.height(i)).min().unwrap();
+    drop(attacker);
+    net.stop_all().unwrap();
+    let ledgers = support::assert_same_chain(&net, &[0, 1, 2], top);
+    report(
+        "byzantine_validators",
+        json!({
+            "byzantine_stake": "25% (two validators)",
+            "double_proposal_heights": turns,
+            "double_votes_published": published,
+            "heights_under_attack": after - start,
+            "evidence_committed": ledgers[0]["evidence_committed"],
+            "honest_stakes_after": ledgers[0]["stakes"].as_object().map(|s| s.len()),
+        }),
+    );
+    for (i, l) in ledgers.iter().enumerate() {
+        let committed = l["evidence_committed"].as_array().unwrap();
+        for (kind, offender) in [
+            ("double_proposal", &proposer_hex),
+            ("double_vote", &voter_hex),
+        ] {
+            assert!(
+                committed
+                    .iter()
+                    .any(|e| e["kind"] == kind && e["offender"] == offender.as_str()),
+                "node {i} committed no {kind} evidence against {offender}: {l}"
+            );
+            assert!(
+                l["stakes"].get(offender.as_str()).is_none(),
+                "node {i} still counts {offender}'s stake: {l}"
+            );
+        }
+        assert_eq!(l["stakes"].as_object().unwrap().len(), 3, "node {i}: {l}");
+    }
 }
 
 fn genesis_of(net: &Net) -> Genesis {
