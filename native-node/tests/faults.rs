@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use support::{FAST, Net, assert_same_block, heights, reach, report, scale, serial};
-use tabswarm_testnet::{Host, Spec};
+use tabswarm_testnet::{Host, Impairment, Spec};
 
 fn test_loss(net: &Net, i: usize) -> f64 {
     net.status(i)
@@ -166,6 +166,67 @@ fn a_half_and_half_partition_halts_commits_and_they_resume_soon_after_it_heals()
             "commits_while_cut": during.saturating_sub(cut_at),
             "recover_s": first_commit.as_secs_f64(),
             "three_heights_s": healed.elapsed().as_secs_f64(),
+        }),
+    );
+    let top = heights(&net, &all).into_iter().min().unwrap();
+    assert_ledgers_agree(&mut net, &all, top);
+}
+
+/// Every host delays what it sends to the others by 100 ms (200 ms round trips) and drops 2%
+/// of it: consensus, gossip and update fetches all cross the slow, lossy links, and blocks
+/// still commit; after the links are healed, every node ends on the same chain.
+#[test]
+fn round_trips_of_200_ms_and_2_percent_loss_between_all_peers_still_commit() {
+    let _serial = serial();
+    let heights_wanted = scale("TABSWARM_IMPAIRED_HEIGHTS", 3);
+    let mut net = support::net_spec("slow-links", 4, 4, FAST, Spec::isolated);
+    net.start_all().unwrap();
+    let all = [0, 1, 2, 3];
+    reach(&net, &all, 3, "every node at height 3", 120);
+    let loss_before = test_loss(&net, 0);
+
+    let impairment = Impairment {
+        delay: Duration::from_millis(100),
+        loss_per_mille: 20,
+    };
+    net.hosts().unwrap().impair(impairment, 7).unwrap();
+    let impaired = Instant::now();
+    let from = heights(&net, &all).into_iter().max().unwrap();
+    reach(
+        &net,
+        &all,
+        from + heights_wanted,
+        "commits over 200 ms round trips with 2% loss",
+        240,
+    );
+    let took = impaired.elapsed();
+    let (seen, dropped) = net.hosts().unwrap().impaired_packets();
+    assert!(
+        seen > 1_000,
+        "only {seen} packets crossed the impaired links"
+    );
+    let lost = dropped as f64 / seen as f64;
+    assert!(
+        (0.01..0.03).contains(&lost),
+        "{dropped} of {seen} packets dropped: not the 2% asked"
+    );
+    net.hosts().unwrap().heal().unwrap();
+    let healed_from = heights(&net, &all).into_iter().max().unwrap();
+    reach(&net, &all, healed_from + 2, "commits after the heal", 60);
+    net.wait_until("the test loss to fall", Duration::from_secs(60), |n| {
+        test_loss(n, 0) < loss_before
+    })
+    .unwrap();
+    report(
+        "slow_lossy_links",
+        json!({
+            "rtt_ms": 200,
+            "loss_per_mille_each_way": 20,
+            "heights": heights_wanted,
+            "seconds_for_heights": took.as_secs_f64(),
+            "seconds_per_height": took.as_secs_f64() / heights_wanted as f64,
+            "packets_seen": seen,
+            "packets_dropped": dropped,
         }),
     );
     let top = heights(&net, &all).into_iter().min().unwrap();

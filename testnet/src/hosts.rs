@@ -1,7 +1,8 @@
 //! A network's processes on hosts of their own: each in a Linux network namespace with one
 //! address, all joined by a bridge, so a test can cut the wire between them (partitions) the
-//! way a real network fails, which loopback cannot. Needs root, `ip` (iproute2) and `nft`
-//! (nftables); `cargo xtask test` installs nftables.
+//! way a real network fails, which loopback cannot, and slow and lossy links between them
+//! ([`Hosts::impair`]). Needs root, `ip` (iproute2), `nft` (nftables) and `iptables`;
+//! `cargo xtask test` installs the last two.
 //!
 //! The bridge has an address too, so the test process (outside every namespace) still reads
 //! each node's `/status`: faults are applied between hosts, never between a host and the
@@ -11,6 +12,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
+
+use crate::netem::{Impairment, QUEUE, Shaper};
 
 /// One of a network's processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,6 +36,7 @@ pub struct Hosts {
     subnet: u8,
     bridge: String,
     made: BTreeMap<Host, String>,
+    shapers: Vec<Shaper>,
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
@@ -63,6 +67,7 @@ impl Hosts {
             subnet: 10 + (pid % 200) as u8,
             bridge: format!("tsb{}", pid % 100_000),
             made: BTreeMap::new(),
+            shapers: Vec::new(),
         };
         // A bridge left by a crashed run with this pid would make `add` fail.
         let _ = ip(&["link", "del", &hosts.bridge]);
@@ -154,8 +159,57 @@ impl Hosts {
         Ok(())
     }
 
+    /// Delays and drops what every host sends to the others (not to the test), until
+    /// [`Hosts::heal`]: a fixed one-way delay, so a round trip between two hosts takes twice
+    /// `impairment.delay`, and a share of packets lost each way. The random drops are drawn
+    /// from `seed`.
+    pub fn impair(&mut self, impairment: Impairment, seed: u64) -> anyhow::Result<()> {
+        let subnet = format!("10.{}.0.0/24", self.subnet);
+        let test_side = format!("10.{}.0.1", self.subnet);
+        let queue = QUEUE.to_string();
+        for (k, ns) in self.made.values().enumerate() {
+            self.shapers
+                .push(Shaper::start(ns, impairment, seed ^ (k as u64 + 1))?);
+            let iptables = |args: &[&str]| {
+                run(Command::new("ip")
+                    .args(["netns", "exec", ns, "iptables", "-w", "-A", "OUTPUT"])
+                    .args(args))
+                .context("iptables (install it: `apt-get install iptables`)")
+            };
+            iptables(&["-d", &test_side, "-j", "ACCEPT"])?;
+            iptables(&[
+                "-d",
+                &subnet,
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                &queue,
+                "--queue-bypass",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Packets the impairment saw and dropped so far, over every host.
+    pub fn impaired_packets(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.shapers.iter().fold((0, 0), |(s, d), sh| {
+            (
+                s + sh.seen.load(Ordering::Relaxed),
+                d + sh.dropped.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// Removes every fault from every host.
     pub fn heal(&mut self) -> anyhow::Result<()> {
+        for ns in self.made.values() {
+            let _ =
+                run(Command::new("ip")
+                    .args(["netns", "exec", ns, "iptables", "-w", "-F", "OUTPUT"]));
+        }
+        // After the rules: a packet queued meanwhile is released by its shaper on drop.
+        self.shapers.clear();
         for ns in self.made.values() {
             // No table means no fault on that host.
             let _ = run(Command::new("ip").args([
@@ -199,6 +253,7 @@ impl Hosts {
 
 impl Drop for Hosts {
     fn drop(&mut self) {
+        self.shapers.clear();
         // Deleting a namespace deletes its end of the veth, and with it the bridge's end.
         for ns in self.made.values() {
             let _ = ip(&["netns", "del", ns]);

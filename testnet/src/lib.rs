@@ -19,8 +19,10 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 mod hosts;
+mod netem;
 
 pub use hosts::{Host, Hosts};
+pub use netem::Impairment;
 
 /// How long a node may take to exit cleanly on SIGTERM.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);

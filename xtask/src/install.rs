@@ -60,9 +60,11 @@ pub(crate) fn ensure_chromium() -> anyhow::Result<()> {
     ensure_debian_package("chromium", CHROMIUM)
 }
 
-/// Debian's nftables: the fault tests cut links between network namespaces with `nft`.
-pub(crate) fn ensure_nftables() -> anyhow::Result<()> {
-    ensure_debian_package("nftables", "/usr/sbin/nft")
+/// Debian's nftables and iptables: the fault tests cut links between network namespaces
+/// with `nft` and queue packets to delay them with `iptables`' NFQUEUE.
+pub(crate) fn ensure_netfilter_tools() -> anyhow::Result<()> {
+    ensure_debian_package("nftables", "/usr/sbin/nft")?;
+    ensure_debian_package("iptables", "/usr/sbin/iptables")
 }
 
 /// Installs Debian package `package` unless `installs` (a file it provides) exists.

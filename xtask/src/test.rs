@@ -109,7 +109,7 @@ pub(crate) fn install_missing() -> anyhow::Result<()> {
     install::ensure_wasm_target()?;
     install::ensure_npm()?;
     install::ensure_chromium()?;
-    install::ensure_nftables()?;
+    install::ensure_netfilter_tools()?;
     install::ensure_wasm_bindgen().map(|_| ())
 }
 
