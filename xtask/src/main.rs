@@ -4,6 +4,7 @@
 //! - `test`: every check and test, cheapest first (what CI runs).
 //! - `bench`: training step (native, Chromium), consensus, and network benchmarks, as JSON.
 //! - `data`: only prepare `data/mnist.tsd`.
+//! - `reliability`: the fault and Byzantine scenarios at full strength, as JSON and a table.
 //!
 //! Builds go to a persistent target directory outside the clone
 //! (`$TABSWARM_CACHE`, default `~/.cache/tabswarm`), so repeated runs and fresh clones on
@@ -19,6 +20,7 @@ mod bench_network;
 mod demo;
 mod install;
 mod machine;
+mod reliability;
 mod runs;
 mod sh;
 mod test;
@@ -65,6 +67,14 @@ enum Command {
     },
     /// Only pack the MNIST digits into data/mnist.tsd.
     Data,
+    /// Every fault and Byzantine scenario at full strength (100 kills, a 60 s partition, ...):
+    /// bench/results/reliability.json and docs/reliability.md.
+    Reliability {
+        /// Only this scenario (kill9, pause, partition, slow_lossy_links, relay_restart, disk_full,
+        /// byzantine_validators, hostile_messages).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +89,7 @@ fn main() -> ExitCode {
             catch_up_blocks,
         } => bench::run(steps, only, rounds, catch_up_blocks),
         Command::Data => install::ensure_data(sh::Profile::Dev).map(|_| ()),
+        Command::Reliability { only } => reliability::run(only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
