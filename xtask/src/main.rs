@@ -4,6 +4,7 @@
 //! - `test`: every check and test, cheapest first (what CI runs).
 //! - `bench`: training step (native, Chromium), consensus, and network benchmarks, as JSON.
 //! - `data`: only prepare `data/mnist.tsd`.
+//! - `fuzz`: every fuzz target (nightly, libFuzzer) for a given time, from the committed corpora.
 //!
 //! Builds go to a persistent target directory outside the clone
 //! (`$TABSWARM_CACHE`, default `~/.cache/tabswarm`), so repeated runs and fresh clones on
@@ -17,6 +18,7 @@ mod bench;
 mod bench_data;
 mod bench_network;
 mod demo;
+mod fuzz;
 mod install;
 mod machine;
 mod runs;
@@ -65,6 +67,18 @@ enum Command {
     },
     /// Only pack the MNIST digits into data/mnist.tsd.
     Data,
+    /// Fuzz every decoder and the peer's input handler (fuzz/), each target for --seconds.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (a file name of fuzz/fuzz_targets without .rs).
+        #[arg(long)]
+        target: Option<String>,
+        /// Also write executions, speed and crashes per target as JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +93,11 @@ fn main() -> ExitCode {
             catch_up_blocks,
         } => bench::run(steps, only, rounds, catch_up_blocks),
         Command::Data => install::ensure_data(sh::Profile::Dev).map(|_| ()),
+        Command::Fuzz {
+            seconds,
+            target,
+            out,
+        } => fuzz::run(seconds, target, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
