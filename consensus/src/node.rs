@@ -408,7 +408,9 @@ impl<A: Application> Node<A> {
         if *seen % 3 != if one_back { 0 } else { 1 } {
             return;
         }
-        let from = v.vote.height.0;
+        // The chain starts at height 1: a (signed, so Byzantine) vote for height 0 is
+        // answered from block 1, not from a block index of 0 - 1.
+        let from = v.vote.height.0.max(1);
         let to = (from + CATCH_UP_BATCH).min(self.ledger.height().0 + 1);
         for h in from..to {
             if let Some(b) = self.ledger.blocks().get((h - 1) as usize) {

@@ -91,3 +91,39 @@ fn judge_accepts_real_votes_and_refuses_forged_ones() {
     assert_eq!(node.judge(&forged), Verdict::Reject);
     assert_eq!(node.judge(&forged), Verdict::Reject);
 }
+
+/// Found by fuzzing the peer: a validator's signed vote for height 0 (no such height: the
+/// chain starts at 1) reached the catch-up answer as a stale vote, which counted the first
+/// block to send from 0 and panicked on `0 - 1` in builds with overflow checks. It is answered
+/// like any laggard's vote, from block 1.
+#[test]
+fn a_validators_vote_for_height_zero_is_answered_from_block_one() {
+    use malachitebft_core_types::{NilOrVal, Round, VoteType};
+    use tabswarm_consensus::context::{Height, TabswarmContext, Vote};
+    use tabswarm_consensus::node::Output;
+    use tabswarm_consensus::testkit::key;
+    use tabswarm_consensus::wire::Message;
+
+    let mut c = Cluster::new(&[1, 1, 1, 1]).expect("cluster");
+    assert!(c.run_until_height(2, 100_000).expect("no node error"));
+    let signer = key(1);
+    let vote = Vote {
+        height: Height(0),
+        round: Round::new(0),
+        vote_type: VoteType::Prevote,
+        value: NilOrVal::Nil,
+        validator: signer.address(),
+    };
+    let ctx = TabswarmContext::new(genesis(&[1, 1, 1, 1]).run_id());
+    let out = c.nodes[0]
+        .on_message(Message::Vote(ctx.sign_vote(&signer, vote).into()))
+        .expect("a stale vote is no error");
+    let sent: Vec<u64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(Message::Block(b)) => Some(b.height.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.first(), Some(&1), "blocks from height 1: {sent:?}");
+}

@@ -70,6 +70,10 @@ fn body(bytes: &[u8], kind: u8) -> Result<&[u8], CompressError> {
     }
 }
 
+/// The largest int8 scale: 128 steps of it (an int8 reaches -128) are still a finite f32.
+/// A larger scale decoded finite bytes to infinity, and an infinite delta to every peer.
+const MAX_INT8_SCALE: f32 = f32::MAX / 128.0;
+
 /// `delta` quantized to int8 with one scale per [`INT8_CHUNK`] values.
 pub fn encode_int8(delta: &[f32]) -> Vec<u8> {
     let mut scales = Vec::with_capacity(delta.len().div_ceil(INT8_CHUNK));
@@ -79,7 +83,11 @@ pub fn encode_int8(delta: &[f32]) -> Vec<u8> {
             .iter()
             .filter(|x| x.is_finite())
             .fold(0f32, |m, x| m.max(x.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 0.0 };
+        let scale = if max > 0.0 {
+            (max / 127.0).min(MAX_INT8_SCALE)
+        } else {
+            0.0
+        };
         scales.push(scale);
         values.extend(chunk.iter().map(|x| {
             if scale == 0.0 || !x.is_finite() {
@@ -117,9 +125,13 @@ pub fn decode_int8(bytes: &[u8]) -> Result<Vec<f32>, CompressError> {
     if wire.values.len() != len || wire.scales.len() != len.div_ceil(INT8_CHUNK) {
         return Err(CompressError::Malformed("counts do not fit the length"));
     }
-    if wire.scales.iter().any(|s| !s.is_finite() || *s < 0.0) {
+    if wire
+        .scales
+        .iter()
+        .any(|s| !s.is_finite() || *s < 0.0 || *s > MAX_INT8_SCALE)
+    {
         return Err(CompressError::Malformed(
-            "a scale is negative or not finite",
+            "a scale is negative, not finite or so large its steps overflow",
         ));
     }
     Ok(wire
@@ -296,6 +308,25 @@ mod tests {
             framed[1] = KIND_INT8;
             let _ = decode_int8(&framed);
         }
+    }
+
+    #[test]
+    fn int8_never_decodes_to_infinity_and_the_largest_deltas_still_encode() {
+        // Found by fuzzing: a finite scale near f32::MAX times -128 was -inf.
+        let wire = Int8Wire {
+            len: 2,
+            scales: vec![f32::MAX / 100.0],
+            values: vec![0x80, 127],
+        };
+        let mut bytes = header(KIND_INT8);
+        bytes.extend(postcard::to_allocvec(&wire).unwrap());
+        assert!(matches!(
+            decode_int8(&bytes),
+            Err(CompressError::Malformed(_))
+        ));
+        let huge = decode_int8(&encode_int8(&[f32::MAX, -f32::MAX, 1.0])).unwrap();
+        assert!(huge.iter().all(|v| v.is_finite()), "{huge:?}");
+        assert!(huge[0] > f32::MAX / 2.0 && huge[1] < -f32::MAX / 2.0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `bench`: training step (native, Chromium), consensus, and network benchmarks, as JSON.
 //! - `data`: only prepare `data/mnist.tsd`.
 //! - `reliability`: the fault and Byzantine scenarios at full strength, as JSON and a table.
+//! - `fuzz`: every fuzz target (nightly, libFuzzer) for a given time, from the committed corpora.
 //!
 //! Builds go to a persistent target directory outside the clone
 //! (`$TABSWARM_CACHE`, default `~/.cache/tabswarm`), so repeated runs and fresh clones on
@@ -18,6 +19,7 @@ mod bench;
 mod bench_data;
 mod bench_network;
 mod demo;
+mod fuzz;
 mod install;
 mod machine;
 mod reliability;
@@ -75,6 +77,18 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Fuzz every decoder and the peer's input handler (fuzz/), each target for --seconds.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (a file name of fuzz/fuzz_targets without .rs).
+        #[arg(long)]
+        target: Option<String>,
+        /// Also write executions, speed and crashes per target as JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +104,11 @@ fn main() -> ExitCode {
         } => bench::run(steps, only, rounds, catch_up_blocks),
         Command::Data => install::ensure_data(sh::Profile::Dev).map(|_| ()),
         Command::Reliability { only } => reliability::run(only),
+        Command::Fuzz {
+            seconds,
+            target,
+            out,
+        } => fuzz::run(seconds, target, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

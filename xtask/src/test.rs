@@ -58,6 +58,17 @@ pub(crate) fn run(browser_only: bool) -> anyhow::Result<()> {
         sh::run(
             "doc tests",
             &mut sh::cargo(&["test", "--workspace", "--doc"]),
+        )?;
+        // The fuzz crate is its own workspace; on stable without libFuzzer, in the same
+        // target directory, so it reuses the dependencies built above.
+        sh::run(
+            "fuzz corpus replay",
+            &mut sh::cargo(&[
+                "test",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--no-default-features",
+            ]),
         )
     })?;
     s.step("browser tests (headless chromium)", || {

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tabswarm_fuzz::consensus_decoders::wal_record(data));
