@@ -28,7 +28,7 @@ const SCENARIOS: &[Scenario] = &[
         name: "kill9",
         binary: "faults",
         test: "validators_killed_9_in_turn_at_random_points_lose_no_committed_block",
-        what: "kill -9 and restart each of 4 validators in turn at random points",
+        what: "kill -9 and restart each of 4 validators in turn at random points, the next kill while the last victim may still be catching up",
     },
     Scenario {
         name: "pause",
@@ -77,6 +77,7 @@ const SCENARIOS: &[Scenario] = &[
 /// The fast counts of `cargo xtask test`, raised.
 const FULL_STRENGTH: &[(&str, &str)] = &[
     ("TABSWARM_KILLS", "100"),
+    ("TABSWARM_KILL_OVERLAP", "1"),
     ("TABSWARM_PARTITION_SECS", "60"),
     ("TABSWARM_IMPAIRED_HEIGHTS", "20"),
 ];
