@@ -265,17 +265,7 @@ fn ensure_cargo_fuzz() -> anyhow::Result<PathBuf> {
         )?;
     }
     let bin = sh::tools_bin().join("cargo-fuzz");
-    let installed = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if installed
-        .as_deref()
-        .and_then(|v| v.split_whitespace().nth(1))
-        == Some(CARGO_FUZZ_VERSION)
-    {
+    if crate::install::tool_version(&bin).as_deref() == Some(CARGO_FUZZ_VERSION) {
         eprintln!("    cargo-fuzz {CARGO_FUZZ_VERSION}: installed");
         return Ok(bin);
     }

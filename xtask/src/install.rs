@@ -113,21 +113,24 @@ fn locked_wasm_bindgen() -> anyhow::Result<String> {
     bail!("wasm-bindgen is not in Cargo.lock")
 }
 
+/// The version a tool reports as `<name> <version>` to `--version`, if it runs.
+pub(crate) fn tool_version(bin: &std::path::Path) -> Option<String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
+}
+
 /// The wasm-bindgen CLI at the Cargo.lock version, installed into the cache when missing.
 pub(crate) fn ensure_wasm_bindgen() -> anyhow::Result<PathBuf> {
     let version = locked_wasm_bindgen()?;
     let bin = sh::tools_bin().join("wasm-bindgen");
-    let installed = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if installed
-        .as_deref()
-        .and_then(|v| v.split_whitespace().nth(1))
-        == Some(version.as_str())
-    {
+    if tool_version(&bin).as_deref() == Some(version.as_str()) {
         eprintln!("    wasm-bindgen-cli {version}: installed");
         return Ok(bin);
     }
