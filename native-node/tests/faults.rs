@@ -440,3 +440,42 @@ fn a_full_disk_stops_a_node_with_a_clear_error_and_loses_nothing() {
     );
     assert_ledgers_agree(&mut net, &all, target);
 }
+
+/// Every validator killed -9 at once and started again (each on new ports, as the harness
+/// lets them pick), several times over: each time they find each other again through the
+/// relay and commit. Found by the reliability suite's overlapping kills, where after enough
+/// restarts every node stayed connected to the relay alone and the height stalled for good.
+#[test]
+fn all_validators_killed_at_once_find_each_other_again_each_time() {
+    let _serial = serial();
+    let times = scale("TABSWARM_MASS_RESTARTS", 8);
+    let mut net = support::net("mass-restart", 4, 4, FAST);
+    net.start_all().unwrap();
+    let all = [0, 1, 2, 3];
+    reach(&net, &all, 2, "every node at height 2", 120);
+    let mut back_s = Vec::new();
+    for t in 0..times {
+        let target = heights(&net, &all).into_iter().max().unwrap() + 1;
+        for i in all {
+            net.kill9(i);
+        }
+        for i in all {
+            net.start(i, &[]).unwrap();
+        }
+        let restarted = Instant::now();
+        reach(
+            &net,
+            &all,
+            target,
+            &format!("every node past the height it had after mass restart {t}"),
+            60,
+        );
+        back_s.push(restarted.elapsed().as_secs_f64());
+    }
+    report(
+        "mass_restart",
+        json!({ "restarts": times, "back_s": back_s }),
+    );
+    let top = heights(&net, &all).into_iter().min().unwrap();
+    assert_ledgers_agree(&mut net, &all, top);
+}

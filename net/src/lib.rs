@@ -8,12 +8,16 @@
 //!   swarm's transports ([`server_transports!`]).
 
 #[cfg(feature = "server")]
+mod kad_addresses;
+#[cfg(feature = "server")]
 mod keyfile;
 #[cfg(feature = "server")]
 mod listen;
 #[cfg(feature = "peer")]
 pub mod protocols;
 
+#[cfg(feature = "server")]
+pub use kad_addresses::replace_kad_addresses;
 #[cfg(feature = "server")]
 pub use keyfile::{load_or_create_certificate, load_or_create_keypair};
 #[cfg(feature = "server")]

@@ -92,9 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => log_relay_event(e),
                 SwarmEvent::Behaviour(BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. })) => {
-                    for addr in info.listen_addrs {
-                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+                    tabswarm_net::replace_kad_addresses(&mut swarm.behaviour_mut().kad, &peer_id, info.listen_addrs);
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                     debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");

@@ -443,8 +443,14 @@ impl Testnet {
             Ok(filter) => cmd.env("RUST_LOG", filter),
             Err(_) => cmd.env_remove("RUST_LOG"),
         };
-        let log = std::fs::File::create(&node.log)
-            .with_context(|| format!("creating {}", node.log.display()))?;
+        // Appended, not replaced: what a node logged before a kill is what explains a fault.
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .with_context(|| format!("opening {}", node.log.display()))?;
+        writeln!(log, "---- tabswarm-node started by the test ----")
+            .with_context(|| format!("writing {}", node.log.display()))?;
         let child = cmd
             .stdout(Stdio::null())
             .stderr(log)

@@ -107,11 +107,12 @@ impl Connectivity {
         info: &identify::Info,
     ) -> bool {
         let is_relay = info.protocols.iter().any(|p| p.as_ref() == RELAY_HOP);
-        for addr in &info.listen_addrs {
-            if !self.relay_only || is_circuit(addr) || is_relay {
-                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-            }
-        }
+        let usable = info
+            .listen_addrs
+            .iter()
+            .filter(|a| !self.relay_only || is_circuit(a) || is_relay)
+            .cloned();
+        tabswarm_net::replace_kad_addresses(&mut swarm.behaviour_mut().kad, &peer, usable);
         if is_relay {
             self.relays.insert(peer);
             self.reserve_on(swarm, peer, &info.listen_addrs);
