@@ -280,19 +280,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             .collect(),
             ..Status::default()
         }));
-        let bound = crate::metrics::serve(options.metrics, registry, status.clone()).await?;
-        std::fs::write(options.home.join(RPC_FILE), bound.to_string())
-            .context("writing rpc.addr in the home")?;
-        info!(
-            peer_id = %swarm.local_peer_id(),
-            run = %hex(&genesis.run_id().0[..8]),
-            metrics = %format!("http://{bound}/metrics"),
-            status = %format!("http://{bound}/status"),
-            trainer = roles.train,
-            validator = roles.validate,
-            "node starting"
-        );
-        let runner = Runner::new(Setup {
+        let peer_id = *swarm.local_peer_id();
+        let run = hex(&genesis.run_id().0[..8]);
+        let mut runner = Runner::new(Setup {
             swarm,
             store,
             home: options.home.clone(),
@@ -303,9 +293,24 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             bootstrap: options.bootstrap,
             relay_only: options.relay_only,
             metrics,
-            status,
+            status: status.clone(),
             stop_at_height: options.stop_at_height,
         })?;
+        // The status page opens only once it tells the stored height: a monitor (or a test)
+        // reading it while the store loads saw height 0 after every restart.
+        runner.refresh_status();
+        let bound = crate::metrics::serve(options.metrics, registry, status.clone()).await?;
+        std::fs::write(options.home.join(RPC_FILE), bound.to_string())
+            .context("writing rpc.addr in the home")?;
+        info!(
+            %peer_id,
+            %run,
+            metrics = %format!("http://{bound}/metrics"),
+            status = %format!("http://{bound}/status"),
+            trainer = roles.train,
+            validator = roles.validate,
+            "node starting"
+        );
         runner.run(crate::shutdown::signal()).await
     })
 }

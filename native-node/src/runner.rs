@@ -356,7 +356,7 @@ impl Runner {
         Ok(())
     }
 
-    fn refresh_status(&mut self) {
+    pub(crate) fn refresh_status(&mut self) {
         let swarm = &self.swarm;
         let gossip = &swarm.behaviour().peer.gossipsub;
         let (direct, relayed) = self.net.peers_by_path();
