@@ -299,6 +299,25 @@ impl<A: Application> Node<A> {
         &self.host.stats
     }
 
+    /// This node's buffers as (name, length, most it may hold): what an operator watches for
+    /// a queue that only grows.
+    pub fn buffers(&self) -> [(&'static str, usize, usize); 4] {
+        [
+            (
+                "future_proposals",
+                self.future_proposals.len(),
+                FUTURE_PROPOSALS,
+            ),
+            ("future_blocks", self.future_blocks.len(), FUTURE_BLOCKS),
+            (
+                "evidence_pool",
+                self.host.evidence_pool.len(),
+                EVIDENCE_POOL,
+            ),
+            ("stale_votes_seen", self.stale_seen.len(), SERVED_MEMORY),
+        ]
+    }
+
     /// The current signer state (also handed out as [`Record::Signer`]).
     pub fn signer_state(&self) -> &SignerState {
         &self.host.signer
@@ -649,6 +668,8 @@ impl<A: Application> Node<A> {
             }
         }
         self.future_blocks.retain(|h, _| *h >= next);
+        // Counts are kept per height of ours; those of decided heights are never read again.
+        self.stale_seen.retain(|(_, h), _| *h >= next);
         if let Some(b) = self.future_blocks.remove(&next) {
             self.on_block(b)?;
         }

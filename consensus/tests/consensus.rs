@@ -127,3 +127,21 @@ fn a_validators_vote_for_height_zero_is_answered_from_block_one() {
         .collect();
     assert_eq!(sent.first(), Some(&1), "blocks from height 1: {sent:?}");
 }
+
+/// Counts of laggards' stale votes are kept per height of ours; once that height is decided
+/// they are dropped, so the memo holds the current height's counts only (the soak test saw it
+/// grow with every height until its 4,096-entry reset).
+#[test]
+fn counts_of_stale_votes_are_dropped_when_the_height_is_decided() {
+    let mut c = Cluster::new(&[1, 1, 1, 1]).expect("cluster");
+    assert!(c.run_until_height(20, 1_000_000).expect("no node error"));
+    for node in &c.nodes {
+        let (_, counts, _) = node
+            .buffers()
+            .into_iter()
+            .find(|(name, _, _)| *name == "stale_votes_seen")
+            .expect("the memo is listed");
+        // Late votes for the height just decided come from the three other validators.
+        assert!(counts <= 3, "{counts} counts kept after 20 heights");
+    }
+}

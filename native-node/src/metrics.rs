@@ -11,7 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -37,6 +39,13 @@ pub(crate) struct Metrics {
     pub(crate) credit: Gauge,
     pub(crate) shards_held: Gauge,
     pub(crate) shards_damaged: Counter,
+    pub(crate) queue_length: Family<QueueLabel, Gauge>,
+}
+
+/// The label of a queue's length.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueueLabel {
+    pub(crate) queue: &'static str,
 }
 
 impl Metrics {
@@ -59,8 +68,14 @@ impl Metrics {
             credit: Gauge::default(),
             shards_held: Gauge::default(),
             shards_damaged: Counter::default(),
+            queue_length: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("tabswarm");
+        r.register(
+            "queue_length",
+            "Entries in each of the node's buffers (see /status \"queues\" for their bounds)",
+            m.queue_length.clone(),
+        );
         r.register(
             "shards_held",
             "Shards of the run's data held and checked against the manifest",
@@ -173,10 +188,19 @@ pub(crate) struct Status {
     pub(crate) rejected: Rejected,
     /// The run's data held here (runs that keep it on the network).
     pub(crate) data: Option<DataStatus>,
+    /// Each buffer's length and the most it may hold (null: bounded only indirectly).
+    pub(crate) queues: std::collections::BTreeMap<String, QueueStatus>,
     /// Every trainer's credit in the committed ledger, by hex address (`/credits/{address}`;
     /// left out of `/status`, whose size must not grow with the number of trainers).
     #[serde(skip)]
     pub(crate) credits: std::collections::BTreeMap<String, u64>,
+}
+
+/// One buffer's fill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct QueueStatus {
+    pub(crate) len: usize,
+    pub(crate) bound: Option<usize>,
 }
 
 /// What the node holds of the run's data.

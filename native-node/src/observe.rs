@@ -3,10 +3,10 @@
 
 use tabswarm_consensus::genesis::hex;
 use tabswarm_peer::data::DataEvent;
-use tabswarm_peer::{Event, Snapshot};
+use tabswarm_peer::{Event, Queue, Snapshot};
 use tracing::{debug, info, warn};
 
-use crate::metrics::{DataStatus, Metrics, Status};
+use crate::metrics::{DataStatus, Metrics, QueueLabel, QueueStatus, Status};
 
 /// Logs one peer event and updates the metrics it moves.
 pub(crate) fn on_event(metrics: &Metrics, credit: u64, event: Event) {
@@ -109,7 +109,26 @@ pub(crate) struct NetView {
 }
 
 /// Fills the status page from the peer's snapshot and the network view.
-pub(crate) fn update_status(s: &mut Status, snap: Snapshot, net: NetView, metrics: &Metrics) {
+pub(crate) fn update_status(
+    s: &mut Status,
+    snap: Snapshot,
+    queues: Vec<Queue>,
+    net: NetView,
+    metrics: &Metrics,
+) {
+    for q in queues {
+        metrics
+            .queue_length
+            .get_or_create(&QueueLabel { queue: q.name })
+            .set(q.len as i64);
+        s.queues.insert(
+            q.name.to_owned(),
+            QueueStatus {
+                len: q.len,
+                bound: q.bound,
+            },
+        );
+    }
     metrics.round.set(snap.round);
     s.direct_peers = net.direct;
     s.relayed_peers = net.relayed;

@@ -387,7 +387,8 @@ impl Runner {
                     .map(|(address, credit)| (hex(address), *credit))
                     .collect();
             }
-            observe::update_status(&mut status, snapshot, view, &self.metrics);
+            let queues = self.peer.queues();
+            observe::update_status(&mut status, snapshot, queues, view, &self.metrics);
         }
     }
 }

@@ -67,6 +67,16 @@ impl Blobs {
         }
     }
 
+    /// Blobs held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// The blob at `address`, if held.
     pub fn get(&self, address: &[u8; 32]) -> Option<&Arc<Blob>> {
         self.map.get(address)
@@ -162,6 +172,11 @@ impl<P: Clone + Eq + Hash> Fetcher<P> {
     /// Whether a download of `address` is in progress.
     pub fn is_fetching(&self, address: &[u8; 32]) -> bool {
         self.downloads.contains_key(address)
+    }
+
+    /// Chunk requests in flight, over every download.
+    pub fn in_flight(&self) -> usize {
+        self.requests.len()
     }
 
     /// Downloads in progress.

@@ -61,7 +61,7 @@ pub mod wire;
 
 pub use peer::{
     DataSnapshot, Effect, Event, HOLD_MS, Input, MAX_HELD, MAX_WAITING_JOBS, Peer, PeerError,
-    Persist, Rejections, Restored, RestoredData, Roles, Snapshot, TICK_MS,
+    Persist, Queue, Rejections, Restored, RestoredData, Roles, Snapshot, TICK_MS,
 };
 
 /// A request's id, chosen by the peer (not by the transport), carried back with its answer.

@@ -22,10 +22,10 @@ use tracing::{debug, info, warn};
 
 use crate::RequestId;
 use crate::data::{Action as DataAction, DataEvent, DataRecord, DataState, DataUses};
-use crate::fetch::{Blob, Blobs, Fetcher, Purpose};
+use crate::fetch::{self, Blob, Blobs, Fetcher, Purpose};
 use crate::jobs::{self, DataPlan, Job};
 use crate::payload;
-use crate::pool::Admitted;
+use crate::pool::{self, Admitted};
 use crate::round::{AppStats, RoundApp, RoundReport, short};
 use crate::sync::{self, Claims, Sync};
 use crate::wire::{
@@ -297,6 +297,19 @@ pub struct Rejections {
     pub bad_signature: u64,
     /// Authentic but stale, for another height, or beyond the window.
     pub wrong_run_or_stale: u64,
+}
+
+/// One of the peer's buffers, for the soak test and operators' dashboards: a queue that only
+/// grows is a leak, or a door for a hostile peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    /// What it holds.
+    pub name: &'static str,
+    /// Entries now.
+    pub len: usize,
+    /// The most it may hold; `None` where the bound is indirect (say, one entry per update
+    /// in a bounded pool).
+    pub bound: Option<usize>,
 }
 
 /// A view of the peer for status pages and metrics.
@@ -642,6 +655,36 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 ready: d.ready(),
             }),
         }
+    }
+
+    /// The peer's buffers, consensus's included while it runs.
+    pub fn queues(&self) -> Vec<Queue> {
+        let q = |name, len, bound| Queue { name, len, bound };
+        let app = self.app();
+        let mut queues = vec![
+            q("held_proposals", self.held.len(), Some(MAX_HELD)),
+            q(
+                "waiting_jobs",
+                self.waiting_jobs.len(),
+                Some(MAX_WAITING_JOBS),
+            ),
+            q("served_blobs", self.blobs.len(), Some(fetch::KEEP_BLOBS)),
+            q("fetched_updates", app.pool().ready(), Some(pool::MAX_READY)),
+            q("announced_updates", app.pool().len(), None),
+            q("downloads", self.fetcher.len(), None),
+            q("chunk_requests", self.fetcher.in_flight(), None),
+            q("requests", self.requests.len(), None),
+            q("asked_updates", self.asked_updates.len(), None),
+            q("timers", self.timers.len(), None),
+        ];
+        if let Phase::Running(node) = &self.phase {
+            queues.extend(
+                node.buffers()
+                    .into_iter()
+                    .map(|(name, len, bound)| q(name, len, Some(bound))),
+            );
+        }
+        queues
     }
 
     /// Included updates the ledger credits to this peer.
