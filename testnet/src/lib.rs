@@ -479,6 +479,16 @@ impl Testnet {
         dead
     }
 
+    /// Node `i`'s resident memory in KiB (Linux `/proc`), while its process runs.
+    pub fn rss_kib(&self, i: usize) -> Option<u64> {
+        let pid = self.nodes[i].child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Whether any node process is still running (as of the last [`Testnet::newly_dead`]).
     pub fn any_running(&self) -> bool {
         self.nodes.iter().any(|n| n.child.is_some())

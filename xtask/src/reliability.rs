@@ -61,6 +61,18 @@ const SCENARIOS: &[Scenario] = &[
         what: "one validator's disk fills, then has room again",
     },
     Scenario {
+        name: "mass_restart",
+        binary: "faults",
+        test: "all_validators_killed_at_once_find_each_other_again_each_time",
+        what: "every validator killed -9 at once and restarted on new ports, 20 times over",
+    },
+    Scenario {
+        name: "soak",
+        binary: "soak",
+        test: "many_peers_for_minutes_no_panic_no_leak_no_growing_queue",
+        what: "32 peers (4 validators, 28 trainers) training for 10 minutes; memory and buffers sampled every 5 s",
+    },
+    Scenario {
         name: "byzantine_validators",
         binary: "adversary",
         test: "an_equivocating_proposer_and_a_double_voter_are_slashed_and_commits_go_on",
@@ -80,6 +92,9 @@ const FULL_STRENGTH: &[(&str, &str)] = &[
     ("TABSWARM_KILL_OVERLAP", "1"),
     ("TABSWARM_PARTITION_SECS", "60"),
     ("TABSWARM_IMPAIRED_HEIGHTS", "20"),
+    ("TABSWARM_MASS_RESTARTS", "20"),
+    ("TABSWARM_SOAK_PEERS", "32"),
+    ("TABSWARM_SOAK_SECS", "600"),
 ];
 
 pub(crate) fn run(only: Option<String>) -> anyhow::Result<()> {
@@ -100,6 +115,8 @@ pub(crate) fn run(only: Option<String>) -> anyhow::Result<()> {
                 "faults",
                 "--test",
                 "adversary",
+                "--test",
+                "soak",
                 "--no-run",
             ]),
         )
