@@ -163,13 +163,16 @@ pub(crate) fn run(only: Option<String>) -> anyhow::Result<()> {
             "figures": figures,
         }));
     }
+    let root = sh::root();
+    let json_path = root.join("bench/results/reliability.json");
+    if only.is_some() {
+        results = merged_with_earlier(&json_path, results);
+    }
     let report = json!({
         "machine": crate::machine::record(),
         "counts": FULL_STRENGTH.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>(),
         "scenarios": results,
     });
-    let root = sh::root();
-    let json_path = root.join("bench/results/reliability.json");
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     let md_path = root.join("docs/reliability.md");
@@ -184,6 +187,27 @@ pub(crate) fn run(only: Option<String>) -> anyhow::Result<()> {
         .collect();
     anyhow::ensure!(failed.is_empty(), "scenarios failed: {failed:?}");
     Ok(())
+}
+
+/// With `--only`, the other scenarios' rows of the last full report stay (one scenario run
+/// again must not wipe the table), in the suite's order.
+fn merged_with_earlier(path: &std::path::Path, fresh: Vec<Value>) -> Vec<Value> {
+    let earlier: Vec<Value> = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|r| r["scenarios"].as_array().cloned())
+        .unwrap_or_default();
+    let name = |r: &Value| r["scenario"].as_str().unwrap_or_default().to_owned();
+    SCENARIOS
+        .iter()
+        .filter_map(|sc| {
+            fresh
+                .iter()
+                .chain(&earlier)
+                .find(|r| name(r) == sc.name)
+                .cloned()
+        })
+        .collect()
 }
 
 /// The report's table, regenerated from the JSON on every run.
