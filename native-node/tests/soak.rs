@@ -6,14 +6,21 @@
 //! resident memory grew by at most 10% from the first minutes to the last, and that the
 //! chain went on (every node committed, test loss fell).
 //!
-//! `cargo xtask test` runs a short form (8 peers, 90 s); the reliability suite the full one
-//! (`TABSWARM_SOAK_PEERS=32`, `TABSWARM_SOAK_SECS=600`).
+//! With `TABSWARM_SOAK_TABS=N` (and `TABSWARM_PKG`, the browser package), N volunteers'
+//! headless tabs join too (`tests/e2e/soak_tabs.mjs`): the run then keeps its data on the
+//! network, open to anyone, with rounds long enough for tabs, and each tab's memory (JS heap
+//! after a forced collection, plus its wasm memories) is held to the same 10%.
+//!
+//! `cargo xtask test` runs a short form (8 native peers, 90 s); the reliability suite the full
+//! one (`TABSWARM_SOAK_PEERS=32`, `TABSWARM_SOAK_SECS=600`, `TABSWARM_SOAK_TABS=4`).
 
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -23,6 +30,17 @@ use support::{FAST, Net, assert_same_block, heights, reach, report, scale, seria
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Most resident memory may grow from the start to the end of the run.
 const MAX_RSS_GROWTH: f64 = 0.10;
+/// Rounds with room for tabs (as in the browser tests): a 2 s deadline for updates.
+const WITH_TABS: &[&str] = &[
+    "--local-steps",
+    "30",
+    "--round-deadline-ms",
+    "2000",
+    "--checkpoint-every",
+    "5",
+    "--propose-timeout-ms",
+    "4000",
+];
 
 /// One reading of one node.
 struct Reading {
@@ -48,9 +66,101 @@ fn read(net: &Net, i: usize) -> Option<Reading> {
     })
 }
 
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
+}
+
+/// Growth from the median of the second fifth of `series` to the median of its last fifth
+/// (the first fifth is start-up).
+fn growth(series: &[f64]) -> f64 {
+    let fifth = (series.len() / 5).max(1);
+    let at = |from: usize| median(series[from..(from + fifth).min(series.len())].to_vec());
+    at(series.len() - fifth) / at(fifth) - 1.0
+}
+
+/// The tabs' process, killed if the test fails before judging it.
+struct Tabs(Option<Child>);
+
+impl Drop for Tabs {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `tabs` headless volunteers on `net` for `secs`; their report lands in `out`.
+fn start_tabs(net: &Net, tabs: usize, secs: u64, out: &Path) -> Tabs {
+    let network = net.dir.join("network.json");
+    std::fs::write(&network, net.for_browsers().unwrap().to_string()).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    Command::new("node")
+        .arg("tests/e2e/soak_tabs.mjs")
+        .current_dir(root)
+        .env("TABSWARM_NETWORK", &network)
+        .env("TABSWARM_DATA", support::data_file())
+        .env("TABSWARM_SOAK_TABS", tabs.to_string())
+        .env("TABSWARM_SOAK_SECS", secs.to_string())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(net.dir.join("tabs.log")).unwrap())
+        .spawn()
+        .map(|c| Tabs(Some(c)))
+        .expect(
+            "starting node tests/e2e/soak_tabs.mjs (is node installed? cargo xtask installs it)",
+        )
+}
+
+/// Waits (bounded) for the tabs' report and judges it; returns its figures.
+fn judge_tabs(mut tabs: Tabs, out: &Path, net: &Net) -> Value {
+    let mut child = tabs.0.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the tabs did not finish");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(net.dir.join("tabs.log")).unwrap_or_default();
+    assert!(status.success(), "the tabs' script failed: {log}");
+    let report: Value = serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap();
+    let mut figures = Vec::new();
+    for (i, tab) in report["tabs"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(tab["crashed"], false, "tab {i} crashed");
+        assert_eq!(tab["errors"], json!([]), "page errors in tab {i}");
+        let samples = tab["samples"].as_array().unwrap();
+        assert!(samples.len() >= 5, "tab {i}: too few samples ({log})");
+        assert!(
+            samples.iter().any(|s| s["state"] == "running"),
+            "tab {i} never caught up and ran: {samples:?}"
+        );
+        let field = |k: &str| -> Vec<f64> {
+            samples
+                .iter()
+                .map(|s| s[k].as_f64().unwrap_or(0.0))
+                .collect()
+        };
+        let total: Vec<f64> = field("heap_mb")
+            .iter()
+            .zip(field("wasm_mb"))
+            .map(|(h, w)| h + w)
+            .collect();
+        let g = growth(&total);
+        let last = samples.last().unwrap();
+        figures.push(json!({
+            "memory_growth": g,
+            "memory_end_mb": total.last(),
+            "wasm_end_mb": last["wasm_mb"],
+            "height_end": last["height"],
+            "credit_end": last["credit"],
+        }));
+        assert!(
+            g <= MAX_RSS_GROWTH,
+            "tab {i}: memory grew by {:.1}%: {total:?}",
+            g * 100.0
+        );
+    }
+    Value::Array(figures)
 }
 
 #[test]
@@ -58,14 +168,23 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
     let _serial = serial();
     let peers = scale("TABSWARM_SOAK_PEERS", 8) as usize;
     let secs = scale("TABSWARM_SOAK_SECS", 90);
+    let tabs = scale("TABSWARM_SOAK_TABS", 0) as usize;
     let validators = 4;
-    let mut net = support::net("soak", peers, validators, FAST);
+    let mut net = if tabs > 0 {
+        support::net_spec("soak", peers, validators, WITH_TABS, |s| {
+            s.open_network_data(0)
+        })
+    } else {
+        support::net("soak", peers, validators, FAST)
+    };
     net.start_all().unwrap();
     let all: Vec<usize> = (0..peers).collect();
     let voters: Vec<usize> = (0..validators).collect();
     reach(&net, &all, 2, "every peer at height 2", 300);
     let loss_before = net.status(0).and_then(|s| s["test_loss"].as_f64()).unwrap();
     let start_height = heights(&net, &voters).into_iter().min().unwrap();
+    let tabs_out = net.dir.join("tabs.json");
+    let tab_run = (tabs > 0).then(|| start_tabs(&net, tabs, secs, &tabs_out));
     let started = Instant::now();
     let mut samples: Vec<Vec<Reading>> = Vec::new();
     while started.elapsed() < Duration::from_secs(secs) {
@@ -94,19 +213,21 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
 
     // Memory: the median of the second fifth of the run (past the start-up) against the
     // median of the last fifth, per node.
-    let fifth = (samples.len() / 5).max(1);
-    let window = |from: usize, i: usize| -> u64 {
-        median(
-            samples[from..(from + fifth).min(samples.len())]
-                .iter()
-                .map(|s| s[i].rss_kib)
-                .collect(),
-        )
-    };
     let growth: Vec<f64> = all
         .iter()
-        .map(|&i| window(samples.len() - fifth, i) as f64 / window(fifth, i) as f64 - 1.0)
+        .map(|&i| {
+            growth(
+                &samples
+                    .iter()
+                    .map(|s| s[i].rss_kib as f64)
+                    .collect::<Vec<_>>(),
+            )
+        })
         .collect();
+    for &i in &voters {
+        let series: Vec<u64> = samples.iter().map(|s| s[i].rss_kib / 1024).collect();
+        println!("soak: node {i} (validator) resident MiB every 5 s: {series:?}");
+    }
     let rss_end_mib: Vec<u64> = all
         .iter()
         .map(|&i| samples.last().unwrap()[i].rss_kib / 1024)
@@ -140,6 +261,7 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
     let end_height = heights(&net, &voters).into_iter().min().unwrap();
     let loss_after = net.status(0).and_then(|s| s["test_loss"].as_f64()).unwrap();
     let max_growth = growth.iter().cloned().fold(f64::MIN, f64::max);
+    let tab_figures = tab_run.map(|child| judge_tabs(child, &tabs_out, &net));
     report(
         "soak",
         json!({
@@ -154,6 +276,7 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
             "rss_end_mib_max": rss_end_mib.iter().max(),
             "rss_end_mib_median": median(rss_end_mib.clone()),
             "queue_peaks_first_second_half": queue_peaks,
+            "tabs": tab_figures,
         }),
     );
     assert!(

@@ -70,7 +70,7 @@ const SCENARIOS: &[Scenario] = &[
         name: "soak",
         binary: "soak",
         test: "many_peers_for_minutes_no_panic_no_leak_no_growing_queue",
-        what: "32 peers (4 validators, 28 trainers) training for 10 minutes; memory and buffers sampled every 5 s",
+        what: "32 native peers (4 validators, 28 trainers) and 4 headless tabs training for 10 minutes; memory and buffers sampled every 5-10 s",
     },
     Scenario {
         name: "byzantine_validators",
@@ -95,6 +95,7 @@ const FULL_STRENGTH: &[(&str, &str)] = &[
     ("TABSWARM_MASS_RESTARTS", "20"),
     ("TABSWARM_SOAK_PEERS", "32"),
     ("TABSWARM_SOAK_SECS", "600"),
+    ("TABSWARM_SOAK_TABS", "4"),
 ];
 
 pub(crate) fn run(only: Option<String>) -> anyhow::Result<()> {
@@ -103,6 +104,11 @@ pub(crate) fn run(only: Option<String>) -> anyhow::Result<()> {
     let data = s.step("data (data/mnist.tsd)", || {
         crate::install::ensure_data(Profile::Dev)
     })?;
+    // The soak's volunteers' tabs load the browser package.
+    let pkg = s.step(
+        "browser build (wasm32, simd128 and relaxed SIMD, wasm-bindgen)",
+        crate::wasm::build_browser_pkg,
+    )?;
     s.step("build the node, the relay and the tests", || {
         crate::install::build_bins(Profile::Dev)?;
         sh::run(
@@ -143,6 +149,8 @@ pub(crate) fn run(only: Option<String>) -> anyhow::Result<()> {
                     "--nocapture",
                 ]);
                 cmd.env("TABSWARM_DATA", &data)
+                    .env("TABSWARM_PKG", &pkg)
+                    .env("TABSWARM_CHROMIUM", crate::install::CHROMIUM)
                     .env("TABSWARM_RELIABILITY_OUT", &out_dir);
                 for (k, v) in FULL_STRENGTH {
                     cmd.env(k, v);

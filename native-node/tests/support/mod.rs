@@ -45,12 +45,17 @@ pub(crate) fn net_spec(
     genesis_args: &[&str],
     f: impl FnOnce(Spec) -> Spec,
 ) -> Net {
-    let data = std::env::var_os("TABSWARM_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/mnist.tsd"));
+    let data = data_file();
     let bins = Binaries::beside(node_bin()).unwrap();
     let spec = f(Spec::new(validators, nodes - validators).genesis(genesis_args));
     Net::temp(name, &bins, &data, spec).unwrap()
+}
+
+/// The MNIST file the networks train on (`TABSWARM_DATA`, or the repository's `data/`).
+pub(crate) fn data_file() -> PathBuf {
+    std::env::var_os("TABSWARM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/mnist.tsd"))
 }
 
 /// A node's direct TCP listen address (not websocket, not a relay circuit).
