@@ -112,8 +112,9 @@ fn start_tabs(net: &Net, tabs: usize, secs: u64, out: &Path) -> Tabs {
         )
 }
 
-/// Waits (bounded) for the tabs' report and judges it; returns its figures.
-fn judge_tabs(mut tabs: Tabs, out: &Path, net: &Net) -> Value {
+/// Waits (bounded) for the tabs' report and judges it: its figures, and what went wrong.
+/// `chain_height` is the validators' height at the end.
+fn judge_tabs(mut tabs: Tabs, out: &Path, net: &Net, chain_height: u64) -> (Value, Vec<String>) {
     let mut child = tabs.0.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().unwrap().is_none() {
@@ -125,15 +126,18 @@ fn judge_tabs(mut tabs: Tabs, out: &Path, net: &Net) -> Value {
     assert!(status.success(), "the tabs' script failed: {log}");
     let report: Value = serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap();
     let mut figures = Vec::new();
+    let mut problems = Vec::new();
     for (i, tab) in report["tabs"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(tab["crashed"], false, "tab {i} crashed");
-        assert_eq!(tab["errors"], json!([]), "page errors in tab {i}");
         let samples = tab["samples"].as_array().unwrap();
-        assert!(samples.len() >= 5, "tab {i}: too few samples ({log})");
-        assert!(
-            samples.iter().any(|s| s["state"] == "running"),
-            "tab {i} never caught up and ran: {samples:?}"
-        );
+        if tab["crashed"] != false || tab["errors"] != json!([]) || samples.len() < 5 {
+            problems.push(format!(
+                "tab {i}: crashed {}, page errors {}, {} samples",
+                tab["crashed"],
+                tab["errors"],
+                samples.len()
+            ));
+            continue;
+        }
         let field = |k: &str| -> Vec<f64> {
             samples
                 .iter()
@@ -147,20 +151,25 @@ fn judge_tabs(mut tabs: Tabs, out: &Path, net: &Net) -> Value {
             .collect();
         let g = growth(&total);
         let last = samples.last().unwrap();
+        let height = last["height"].as_u64().unwrap_or(0);
         figures.push(json!({
             "memory_growth": g,
             "memory_end_mb": total.last(),
             "wasm_end_mb": last["wasm_mb"],
-            "height_end": last["height"],
+            "height_end": height,
             "credit_end": last["credit"],
         }));
-        assert!(
-            g <= MAX_RSS_GROWTH,
-            "tab {i}: memory grew by {:.1}%: {total:?}",
-            g * 100.0
-        );
+        if g > MAX_RSS_GROWTH {
+            problems.push(format!("tab {i}: memory grew by {:.1}%", g * 100.0));
+        }
+        // A tab that stops following the chain is broken for its volunteer.
+        if height + 5 < chain_height {
+            problems.push(format!(
+                "tab {i} was at height {height} when the chain was at {chain_height}"
+            ));
+        }
     }
-    Value::Array(figures)
+    (Value::Array(figures), problems)
 }
 
 #[test]
@@ -244,13 +253,15 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
             .unwrap_or(0)
     };
     let mut queue_peaks = serde_json::Map::new();
+    let mut problems = Vec::new();
     for (name, (_, bound)) in &samples[0][0].queues {
         let (first, second) = (peak(&samples[..half], name), peak(&samples[half..], name));
         queue_peaks.insert(name.clone(), json!([first, second]));
-        assert!(
-            bound.is_some() || second <= (2 * first).max(first + 32),
-            "queue {name} kept growing: peak {first} in the first half, {second} in the second"
-        );
+        if bound.is_none() && second > (2 * first).max(first + 32) {
+            problems.push(format!(
+                "queue {name} kept growing: peak {first} in the first half, {second} in the second"
+            ));
+        }
     }
 
     let logs: String = all
@@ -261,7 +272,18 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
     let end_height = heights(&net, &voters).into_iter().min().unwrap();
     let loss_after = net.status(0).and_then(|s| s["test_loss"].as_f64()).unwrap();
     let max_growth = growth.iter().cloned().fold(f64::MIN, f64::max);
-    let tab_figures = tab_run.map(|child| judge_tabs(child, &tabs_out, &net));
+    if max_growth > MAX_RSS_GROWTH {
+        problems.push(format!(
+            "resident memory grew by {:.1}% on some node (bound {:.0}%): {growth:?}",
+            max_growth * 100.0,
+            MAX_RSS_GROWTH * 100.0
+        ));
+    }
+    let tab_figures = tab_run.map(|child| {
+        let (figures, tab_problems) = judge_tabs(child, &tabs_out, &net, end_height);
+        problems.extend(tab_problems);
+        figures
+    });
     report(
         "soak",
         json!({
@@ -277,14 +299,10 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
             "rss_end_mib_median": median(rss_end_mib.clone()),
             "queue_peaks_first_second_half": queue_peaks,
             "tabs": tab_figures,
+            "problems": problems,
         }),
     );
-    assert!(
-        max_growth <= MAX_RSS_GROWTH,
-        "resident memory grew by {:.1}% on some node (bound {:.0}%): {growth:?}",
-        max_growth * 100.0,
-        MAX_RSS_GROWTH * 100.0
-    );
+    assert!(problems.is_empty(), "{problems:#?}");
     assert!(
         end_height > start_height,
         "no height committed during the soak"
