@@ -144,6 +144,8 @@ pub struct RoundApp {
     /// In a closed run, the trainers whose updates count (the members the data owner
     /// granted); `None`: anyone's (an open run, or a follower that does not judge).
     members: Option<BTreeSet<Address>>,
+    /// Members from the next commit on (see [`Self::set_members`]).
+    next_members: Option<BTreeSet<Address>>,
     stats: AppStats,
 }
 
@@ -175,6 +177,7 @@ impl RoundApp {
             quiet: false,
             scoring: true,
             members: None,
+            next_members: None,
             stats: AppStats::default(),
         };
         app.set_committed(height, app.params.clone(), now_ms);
@@ -229,7 +232,24 @@ impl RoundApp {
     /// Updates already pooled from trainers who are no longer members leave the pool: a
     /// proposer that kept a revoked member's update from before a key rotation named it in
     /// every proposal, every validator refused them, and the run stopped.
+    ///
+    /// A *change* of members (a closed run's new epoch) waits for the next commit: whether a
+    /// proposal is valid must not flip while its height is decided. A validator locked on a
+    /// value that named a member's update saw that value turn invalid when the member was
+    /// revoked mid-height; Tendermint re-proposes a locked value round after round, every
+    /// validator refused it, and the run stopped for good.
     pub fn set_members(&mut self, members: Option<BTreeSet<Address>>) {
+        if self.members.is_some() && members.is_some() {
+            if members != self.members {
+                self.next_members = members;
+            }
+            return;
+        }
+        self.next_members = None;
+        self.apply_members(members);
+    }
+
+    fn apply_members(&mut self, members: Option<BTreeSet<Address>>) {
         self.members = members;
         let strangers: Vec<[u8; 32]> = self
             .pool
@@ -585,6 +605,9 @@ impl RoundApp {
         self.scores.clear();
         self.asked.clear();
         self.pool.retain_after(height);
+        if let Some(members) = self.next_members.take() {
+            self.apply_members(Some(members));
+        }
         self.active_trainers
             .retain(|_, last| *last + ACTIVE_HEIGHTS > height);
         self.last_report = RoundReport {
@@ -1004,6 +1027,32 @@ mod tests {
         // A peer that does not know the members (a follower) does not filter by them.
         app.set_members(None);
         assert!(app.announce(signed(&app, 9, app.height() + 1), 1).is_ok());
+    }
+
+    #[test]
+    fn a_change_of_members_waits_for_the_commit_so_a_proposal_stays_valid_all_its_height() {
+        let (a, b) = (
+            Keypair::from_seed([2; 32]).address(),
+            Keypair::from_seed([3; 32]).address(),
+        );
+        let mut app = app_with(AggregationRule::Mean, 1.0);
+        app.set_members(Some([a, b].into()));
+        let ups = [add(&mut app, 2, 0.1), add(&mut app, 3, 0.12)];
+        let both = proposal(&mut app, &ups);
+        assert!(judge(&mut app, &both));
+        // A new epoch revokes b mid-height: a value others may be locked on stays valid.
+        app.set_members(Some([a].into()));
+        assert!(
+            judge(&mut app, &both),
+            "a proposal valid earlier in the height turned invalid"
+        );
+        assert!(app.update(&ups[1].id).is_some());
+        // From the next height on, b is out.
+        let params = app.params().clone();
+        app.set_committed(app.height() + 1, params, 0);
+        assert!(!app.may_submit(&b));
+        let late = signed(&app, 3, app.height() + 1);
+        assert_eq!(app.announce(late, 1), Err(Refusal::NotMember));
     }
 
     #[test]
