@@ -3,8 +3,9 @@
 //! memory (`/proc`) and its buffers (`/status` "queues", also exported as
 //! `tabswarm_queue_length`). It asserts that no process died or panicked, that no buffer ever
 //! held more than its bound, that buffers without a hard bound did not keep growing, that
-//! resident memory grew by at most 10% from the first minutes to the last, and that the
-//! chain went on (every node committed, test loss fell).
+//! resident memory grew by at most 10% from the first minutes to the last (judged in runs of
+//! 5 minutes or more; shorter ones are still warming up), and that the chain went on (every
+//! node committed, test loss fell).
 //!
 //! With `TABSWARM_SOAK_TABS=N` (and `TABSWARM_PKG`, the browser package), N volunteers'
 //! headless tabs join too (`tests/e2e/soak_tabs.mjs`): the run then keeps its data on the
@@ -30,6 +31,10 @@ use support::{FAST, Net, assert_same_block, heights, reach, report, scale, seria
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Most resident memory may grow from the start to the end of the run.
 const MAX_RSS_GROWTH: f64 = 0.10;
+/// Shortest run whose memory growth is judged: in a shorter one, nodes are still warming up
+/// (a validator went from 200 to 243 MiB in the first 90 s and stayed near that for 10
+/// minutes), so growth there says nothing about leaks. It is reported either way.
+const MIN_SECS_FOR_MEMORY: u64 = 300;
 /// Rounds with room for tabs (as in the browser tests): a 2 s deadline for updates.
 const WITH_TABS: &[&str] = &[
     "--local-steps",
@@ -114,7 +119,13 @@ fn start_tabs(net: &Net, tabs: usize, secs: u64, out: &Path) -> Tabs {
 
 /// Waits (bounded) for the tabs' report and judges it: its figures, and what went wrong.
 /// `chain_height` is the validators' height at the end.
-fn judge_tabs(mut tabs: Tabs, out: &Path, net: &Net, chain_height: u64) -> (Value, Vec<String>) {
+fn judge_tabs(
+    mut tabs: Tabs,
+    out: &Path,
+    net: &Net,
+    chain_height: u64,
+    judge_memory: bool,
+) -> (Value, Vec<String>) {
     let mut child = tabs.0.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().unwrap().is_none() {
@@ -159,7 +170,7 @@ fn judge_tabs(mut tabs: Tabs, out: &Path, net: &Net, chain_height: u64) -> (Valu
             "height_end": height,
             "credit_end": last["credit"],
         }));
-        if g > MAX_RSS_GROWTH {
+        if judge_memory && g > MAX_RSS_GROWTH {
             problems.push(format!("tab {i}: memory grew by {:.1}%", g * 100.0));
         }
         // A tab that stops following the chain is broken for its volunteer.
@@ -272,7 +283,8 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
     let end_height = heights(&net, &voters).into_iter().min().unwrap();
     let loss_after = net.status(0).and_then(|s| s["test_loss"].as_f64()).unwrap();
     let max_growth = growth.iter().cloned().fold(f64::MIN, f64::max);
-    if max_growth > MAX_RSS_GROWTH {
+    let judge_memory = secs >= MIN_SECS_FOR_MEMORY;
+    if judge_memory && max_growth > MAX_RSS_GROWTH {
         problems.push(format!(
             "resident memory grew by {:.1}% on some node (bound {:.0}%): {growth:?}",
             max_growth * 100.0,
@@ -280,7 +292,7 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
         ));
     }
     let tab_figures = tab_run.map(|child| {
-        let (figures, tab_problems) = judge_tabs(child, &tabs_out, &net, end_height);
+        let (figures, tab_problems) = judge_tabs(child, &tabs_out, &net, end_height, judge_memory);
         problems.extend(tab_problems);
         figures
     });
@@ -294,6 +306,7 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
             "heights_committed": end_height - start_height,
             "test_loss": [loss_before, loss_after],
             "rss_growth_max": max_growth,
+            "memory_judged": judge_memory,
             "rss_growth_mean": growth.iter().sum::<f64>() / growth.len() as f64,
             "rss_end_mib_max": rss_end_mib.iter().max(),
             "rss_end_mib_median": median(rss_end_mib.clone()),
