@@ -116,6 +116,8 @@ pub(crate) fn update_status(
     net: NetView,
     metrics: &Metrics,
 ) {
+    // Consensus's buffers exist only while it runs: none left over from before a catch-up.
+    s.queues.clear();
     for q in queues {
         metrics
             .queue_length

@@ -35,18 +35,6 @@ const MAX_RSS_GROWTH: f64 = 0.10;
 /// (a validator went from 200 to 243 MiB in the first 90 s and stayed near that for 10
 /// minutes), so growth there says nothing about leaks. It is reported either way.
 const MIN_SECS_FOR_MEMORY: u64 = 300;
-/// Rounds with room for tabs (as in the browser tests): a 2 s deadline for updates.
-const WITH_TABS: &[&str] = &[
-    "--local-steps",
-    "30",
-    "--round-deadline-ms",
-    "2000",
-    "--checkpoint-every",
-    "5",
-    "--propose-timeout-ms",
-    "4000",
-];
-
 /// One reading of one node.
 struct Reading {
     rss_kib: u64,
@@ -191,9 +179,13 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
     let tabs = scale("TABSWARM_SOAK_TABS", 0) as usize;
     let validators = 4;
     let mut net = if tabs > 0 {
-        support::net_spec("soak", peers, validators, WITH_TABS, |s| {
-            s.open_network_data(0)
-        })
+        support::net_spec(
+            "soak",
+            peers,
+            validators,
+            tabswarm_testnet::WITH_TABS,
+            |s| s.open_network_data(0),
+        )
     } else {
         support::net("soak", peers, validators, FAST)
     };

@@ -43,6 +43,19 @@ pub const FAST: &[&str] = &[
     "3000",
 ];
 
+/// Genesis flags with room for volunteers' tabs (slower than native trainers): a 2 s
+/// deadline for updates. The browser tests and the soak with tabs use them.
+pub const WITH_TABS: &[&str] = &[
+    "--local-steps",
+    "30",
+    "--round-deadline-ms",
+    "2000",
+    "--checkpoint-every",
+    "5",
+    "--propose-timeout-ms",
+    "4000",
+];
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Networks share two cores: tests in one binary take this so they run one at a time (nextest

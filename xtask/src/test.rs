@@ -128,24 +128,15 @@ pub(crate) fn install_missing() -> anyhow::Result<()> {
 /// as in the demo). A tab trains slower than native validators; proposers wait for it only
 /// if it can make the deadline, and with 500 ms a 2-worker tab on a busy 2-core machine
 /// (440 ms a job) sometimes could not.
-const TABS: &[&str] = &[
-    "--local-steps",
-    "30",
-    "--round-deadline-ms",
-    "2000",
-    "--checkpoint-every",
-    "5",
-    "--propose-timeout-ms",
-    "4000",
-];
-
 pub(crate) fn network_for_tabs(data: &Path) -> anyhow::Result<Testnet> {
     let bins = Binaries {
         node: sh::native_bin(Profile::Dev, "tabswarm-node"),
         relay: sh::native_bin(Profile::Dev, "tabswarm-relay"),
     };
     // The run keeps its data on the network, open to anyone (tabs read the shards they fetch).
-    let spec = Spec::new(3, 0).genesis(TABS).open_network_data(0);
+    let spec = Spec::new(3, 0)
+        .genesis(tabswarm_testnet::WITH_TABS)
+        .open_network_data(0);
     let mut net = Testnet::temp("tab-peer", &bins, data, spec)?;
     net.start_all()?;
     net.wait_height(&[0, 1, 2], 1, Duration::from_secs(120))?;
