@@ -434,6 +434,9 @@ pub struct Peer<P> {
     clock: RoundClock,
     last_commit_ms: u64,
     last_checkpoint_ask_ms: Option<u64>,
+    /// While running with stale parameters: the checkpoint fetched or held for a height at or
+    /// past the ledger's.
+    ahead: sync::Ahead,
     rejected: Rejections,
     now_ms: u64,
     effects: Vec<Effect<P>>,
@@ -557,6 +560,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             clock: RoundClock::default(),
             last_commit_ms: now_ms,
             last_checkpoint_ask_ms: None,
+            ahead: sync::Ahead::default(),
             rejected: Rejections::default(),
             now_ms,
             effects: Vec::new(),
@@ -1330,6 +1334,11 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             consensus_ms,
         }));
         if !applied {
+            if let Some(bytes) = self.ahead.take_at(height)
+                && self.adopt_checkpoint(height, bytes)
+            {
+                return self.retry_propose();
+            }
             debug!(
                 height,
                 "committed without the payloads here; fetching a checkpoint"
@@ -1337,6 +1346,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             self.request_checkpoint_anywhere();
             return Ok(());
         }
+        self.ahead.clear();
         self.after_params_changed(height, false);
         Ok(())
     }
@@ -1905,12 +1915,15 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             }
             Some(Sync::Target { .. }) => {}
             None => {
-                if height == ours && self.params_stale() {
-                    let sends = self
-                        .fetcher
-                        .want(address, Purpose::Checkpoint(height), peer);
+                // Running with stale parameters: a checkpoint at or past our height is taken,
+                // its height fixed now (see `sync::Ahead`); blocks bring the ledger there.
+                if self.params_stale() && self.ahead.want(ours, height, self.now_ms) {
+                    let sends =
+                        self.fetcher
+                            .want(address, Purpose::Checkpoint(height), peer.clone());
                     self.send_fetches(sends);
-                } else if height > ours && !self.pending(Asked::Blocks) {
+                }
+                if height > ours && !self.pending(Asked::Blocks) {
                     self.request_blocks(peer);
                 }
             }
@@ -1940,14 +1953,28 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             });
             return Ok(());
         }
-        self.adopt_checkpoint(height, bytes);
+        if self.syncing() || !self.params_stale() {
+            self.adopt_checkpoint(height, bytes);
+            return self.retry_propose();
+        }
+        let ours = self.ledger().height().0;
+        match self.ahead.arrived(ours, height, bytes, self.now_ms) {
+            sync::Arrived::AdoptNow(bytes) => {
+                if !self.adopt_checkpoint(height, bytes) {
+                    self.request_checkpoint_anywhere();
+                }
+            }
+            sync::Arrived::Held => {}
+            sync::Arrived::Passed => self.request_checkpoint_anywhere(),
+        }
         self.retry_propose()
     }
 
-    /// Adopts parameters for our ledger height if they hash to what its block says.
-    fn adopt_checkpoint(&mut self, height: u64, bytes: Vec<u8>) {
+    /// Adopts parameters for our ledger height if they hash to what its block says; whether
+    /// they did.
+    fn adopt_checkpoint(&mut self, height: u64, bytes: Vec<u8>) -> bool {
         let Some(params) = bytes_to_f32s(&bytes) else {
-            return;
+            return false;
         };
         let expected = self
             .ledger()
@@ -1956,7 +1983,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             .map(|b| b.value.proposal.result_param_hash);
         if height != self.ledger().height().0 || expected != Some(flat::param_hash(&params).0) {
             debug!(height, "checkpoint does not match our ledger; ignored");
-            return;
+            return false;
         }
         let now = self.now_ms;
         self.app_mut().set_committed(height, Arc::new(params), now);
@@ -1967,9 +1994,11 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             // The target is reached: look around again (most likely we are in sync now).
             self.set_sync(Sync::start(now));
         }
+        self.ahead.clear();
         self.effects
             .push(Effect::Event(Event::CheckpointAdopted { height }));
         self.after_params_changed(height, true);
+        true
     }
 }
 

@@ -496,6 +496,48 @@ fn a_partition_without_two_thirds_halts_and_commits_resume_after_it_heals() {
 }
 
 #[test]
+fn a_trainer_cut_off_for_a_while_is_back_on_current_parameters_soon_after_the_heal() {
+    // Member 5, a trainer, hears nothing for 20 s while the chain goes on (~60 heights). Its
+    // ledger follows again at once; its parameters need a checkpoint, and the chain commits
+    // a height every ~330 ms, faster than a checkpoint answer comes back. Before the fix it
+    // took only a checkpoint of exactly its ledger's height and kept stale parameters (and
+    // trained on nothing) for over 8 s after the heal, in one run for good.
+    let (cut_from, heal) = (5_000, 25_000);
+    let mut net = quadratic(5, 2, |c| {
+        c.partitions = vec![Partition {
+            from_ms: cut_from,
+            until_ms: heal,
+            groups: vec![vec![0, 1, 2, 3, 4]],
+        }];
+    });
+    net.run(heal, |_| false);
+    let cut_at = net.peer(5).app().height();
+    assert!(
+        net.height(0) >= cut_at + 20,
+        "the chain went on during the cut: {} vs {cut_at}",
+        net.height(0)
+    );
+    let current = |n: &PeerSim| {
+        let p = n.peer(5).app();
+        p.height() > cut_at + 20 && p.height() == n.height(5) && p.height() + 1 >= n.height(0)
+    };
+    assert!(
+        net.run(heal + 3_000, current),
+        "3 s after the heal: chain {}, the trainer's ledger {} and parameters {}",
+        net.height(0),
+        net.height(5),
+        net.peer(5).app().height()
+    );
+    let me = net.key(5).address().0;
+    let credit = |n: &PeerSim| n.peer(0).ledger().credits().get(&me).copied().unwrap_or(0);
+    let before = credit(&net);
+    assert!(
+        net.run(net.now() + 10_000, |n| credit(n) > before),
+        "the trainer's updates get into blocks again"
+    );
+}
+
+#[test]
 fn an_equivocating_validator_among_real_peers_is_slashed_and_the_rest_go_on() {
     let mut sim = quadratic(11, 1, |c| {
         c.behaviours = vec![Behaviour::Equivocate];
