@@ -436,7 +436,7 @@ pub struct Peer<P> {
     last_checkpoint_ask_ms: Option<u64>,
     /// While running with stale parameters: the checkpoint fetched or held for a height at or
     /// past the ledger's.
-    ahead: sync::Ahead,
+    ahead: sync::Ahead<P>,
     rejected: Rejections,
     now_ms: u64,
     effects: Vec<Effect<P>>,
@@ -1334,10 +1334,11 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             consensus_ms,
         }));
         if !applied {
-            if let Some(bytes) = self.ahead.take_at(height)
-                && self.adopt_checkpoint(height, bytes)
-            {
-                return self.retry_propose();
+            if let Some((offerer, bytes)) = self.ahead.take_at(height) {
+                if self.adopt_checkpoint(height, bytes) {
+                    return self.retry_propose();
+                }
+                self.convict_offerer(offerer);
             }
             debug!(
                 height,
@@ -1917,7 +1918,10 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             None => {
                 // Running with stale parameters: a checkpoint at or past our height is taken,
                 // its height fixed now (see `sync::Ahead`); blocks bring the ledger there.
-                if self.params_stale() && self.ahead.want(ours, height, self.now_ms) {
+                if self.params_stale()
+                    && self.claims.credible(&peer)
+                    && self.ahead.want(ours, height, &peer, self.now_ms)
+                {
                     let sends =
                         self.fetcher
                             .want(address, Purpose::Checkpoint(height), peer.clone());
@@ -1958,16 +1962,28 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             return self.retry_propose();
         }
         let ours = self.ledger().height().0;
-        match self.ahead.arrived(ours, height, bytes, self.now_ms) {
-            sync::Arrived::AdoptNow(bytes) => {
+        match self.ahead.arrived(ours, height, bytes) {
+            sync::Arrived::AdoptNow(offerer, bytes) => {
                 if !self.adopt_checkpoint(height, bytes) {
+                    self.convict_offerer(offerer);
                     self.request_checkpoint_anywhere();
                 }
             }
             sync::Arrived::Held => {}
-            sync::Arrived::Passed => self.request_checkpoint_anywhere(),
+            sync::Arrived::Useless => self.request_checkpoint_anywhere(),
         }
         self.retry_propose()
+    }
+
+    /// A peer named, for a height, parameters the block of that height does not commit to:
+    /// a lie (content addressing rules out a mangled transfer).
+    fn convict_offerer(&mut self, offerer: P) {
+        warn!(
+            ?offerer,
+            "peer offered a checkpoint that does not match its block; convicted"
+        );
+        self.claims.convict(&offerer);
+        self.effects.push(Effect::Penalise(offerer));
     }
 
     /// Adopts parameters for our ledger height if they hash to what its block says; whether

@@ -108,46 +108,59 @@ impl<P: Ord + Clone> Claims<P> {
 
 /// The checkpoint a running peer with stale parameters is fetching or holding: for a height
 /// at or past its ledger's, adopted when the ledger is there (see the module's text).
-#[derive(Debug, Clone, Default)]
-pub struct Ahead {
-    wanted: Option<Wanted>,
+///
+/// Offers are claims: a peer may name a height far ahead that the ledger never reaches, or
+/// bytes that are not that height's parameters. So a lower offer (still at or past the
+/// ledger) replaces a higher one, which any honest offer near the head does to a far-fetched
+/// claim; a wanted checkpoint not in hand after [`TARGET_TIMEOUT_MS`] can be replaced; and the
+/// offerer is kept, so bytes that fail the block's hash convict it.
+#[derive(Debug, Clone)]
+pub struct Ahead<P> {
+    wanted: Option<Wanted<P>>,
+}
+
+impl<P> Default for Ahead<P> {
+    fn default() -> Self {
+        Self { wanted: None }
+    }
 }
 
 #[derive(Debug, Clone)]
-struct Wanted {
+struct Wanted<P> {
     height: u64,
+    offerer: P,
     since_ms: u64,
     bytes: Option<Vec<u8>>,
 }
 
 /// What to do with a checkpoint's bytes that just arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Arrived {
-    /// For the ledger's height: adopt them now.
-    AdoptNow(Vec<u8>),
-    /// For a height still ahead: held until the ledger gets there.
+pub enum Arrived<P> {
+    /// For the ledger's height: adopt them now (the offerer answers for them).
+    AdoptNow(P, Vec<u8>),
+    /// For the height wanted, still ahead: held until the ledger gets there.
     Held,
-    /// The ledger has passed their height: useless.
-    Passed,
+    /// Not what is wanted, or the ledger has passed their height: useless.
+    Useless,
 }
 
-impl Ahead {
-    /// Whether to fetch the checkpoint a peer offers for `height` when our ledger is at
-    /// `ours`. One at a time: a newer offer replaces the one wanted only once that one is
-    /// passed or has taken longer than [`TARGET_TIMEOUT_MS`] (a peer that offers a height
-    /// far ahead and never serves it costs that long, not the peer's recovery).
-    pub fn want(&mut self, ours: u64, height: u64, now_ms: u64) -> bool {
+impl<P: Clone + PartialEq> Ahead<P> {
+    /// Whether to fetch the checkpoint `offerer` offers for `height` when our ledger is at
+    /// `ours` (see the type's text for which offer wins).
+    pub fn want(&mut self, ours: u64, height: u64, offerer: &P, now_ms: u64) -> bool {
         if height < ours {
             return false;
         }
         if let Some(w) = &self.wanted
             && w.height >= ours
-            && now_ms.saturating_sub(w.since_ms) <= TARGET_TIMEOUT_MS
+            && w.height <= height
+            && (w.bytes.is_some() || now_ms.saturating_sub(w.since_ms) <= TARGET_TIMEOUT_MS)
         {
             return false;
         }
         self.wanted = Some(Wanted {
             height,
+            offerer: offerer.clone(),
             since_ms: now_ms,
             bytes: None,
         });
@@ -155,34 +168,31 @@ impl Ahead {
     }
 
     /// The bytes of the checkpoint for `height` arrived while the ledger is at `ours`.
-    pub fn arrived(&mut self, ours: u64, height: u64, bytes: Vec<u8>, now_ms: u64) -> Arrived {
+    pub fn arrived(&mut self, ours: u64, height: u64, bytes: Vec<u8>) -> Arrived<P> {
+        let Some(w) = self.wanted.as_mut().filter(|w| w.height == height) else {
+            return Arrived::Useless;
+        };
         if height < ours {
-            return Arrived::Passed;
+            self.wanted = None;
+            return Arrived::Useless;
         }
         if height == ours {
+            let offerer = w.offerer.clone();
             self.wanted = None;
-            return Arrived::AdoptNow(bytes);
+            return Arrived::AdoptNow(offerer, bytes);
         }
-        match &mut self.wanted {
-            Some(w) if w.height == height => w.bytes = Some(bytes),
-            _ => {
-                self.wanted = Some(Wanted {
-                    height,
-                    since_ms: now_ms,
-                    bytes: Some(bytes),
-                });
-            }
-        }
+        w.bytes = Some(bytes);
         Arrived::Held
     }
 
-    /// The ledger committed `height` without applying it: the held bytes for that height,
-    /// if any (a held checkpoint the ledger has passed is dropped).
-    pub fn take_at(&mut self, height: u64) -> Option<Vec<u8>> {
+    /// The ledger committed `height` without applying it: the held bytes for that height and
+    /// their offerer, if any (a checkpoint the ledger has passed is dropped).
+    pub fn take_at(&mut self, height: u64) -> Option<(P, Vec<u8>)> {
         match &self.wanted {
-            Some(w) if w.height == height && w.bytes.is_some() => {
-                self.wanted.take().and_then(|w| w.bytes)
-            }
+            Some(w) if w.height == height && w.bytes.is_some() => self
+                .wanted
+                .take()
+                .and_then(|w| w.bytes.map(|b| (w.offerer, b))),
             Some(w) if w.height < height => {
                 self.wanted = None;
                 None
@@ -209,43 +219,56 @@ mod tests {
     #[test]
     fn a_checkpoint_ahead_of_the_ledger_is_held_until_the_ledger_gets_there() {
         let mut a = Ahead::default();
-        assert!(a.want(10, 12, 0));
-        assert_eq!(a.arrived(11, 12, vec![1], 0), Arrived::Held);
+        assert!(a.want(10, 12, &7, 0));
+        assert_eq!(a.arrived(11, 12, vec![1]), Arrived::Held);
         assert_eq!(a.take_at(11), None, "not its height yet");
-        assert_eq!(a.take_at(12), Some(vec![1]));
+        assert_eq!(a.take_at(12), Some((7, vec![1])), "with who answers for it");
         assert_eq!(a.height(), None);
     }
 
     #[test]
     fn a_checkpoint_for_the_ledgers_height_is_adopted_and_one_passed_is_useless() {
         let mut a = Ahead::default();
-        assert!(a.want(10, 10, 0));
-        assert_eq!(a.arrived(10, 10, vec![1], 0), Arrived::AdoptNow(vec![1]));
-        assert!(a.want(10, 11, 0));
-        assert_eq!(a.arrived(12, 11, vec![2], 0), Arrived::Passed);
-        assert_eq!(a.take_at(13), None);
+        assert!(a.want(10, 10, &7, 0));
+        assert_eq!(a.arrived(10, 10, vec![1]), Arrived::AdoptNow(7, vec![1]));
+        assert!(a.want(10, 11, &7, 0));
+        assert_eq!(a.arrived(12, 11, vec![2]), Arrived::Useless);
         assert_eq!(
             a.height(),
             None,
-            "a held height the ledger passed is dropped"
+            "a checkpoint the ledger passed is dropped"
+        );
+        assert!(a.want(12, 13, &7, 0));
+        assert_eq!(
+            a.arrived(12, 14, vec![3]),
+            Arrived::Useless,
+            "not the one wanted"
         );
     }
 
     #[test]
-    fn one_checkpoint_is_wanted_at_a_time_until_it_is_passed_or_too_slow() {
+    fn a_far_fetched_offer_gives_way_to_a_lower_one_and_a_stalled_one_to_any() {
         let mut a = Ahead::default();
-        assert!(!a.want(10, 9, 0), "behind the ledger");
-        assert!(a.want(10, 11, 0));
-        assert!(!a.want(10, 12, 100), "one fetch at a time");
-        assert!(a.want(12, 13, 200), "the wanted one is passed");
-        assert!(!a.want(12, 14, 200 + TARGET_TIMEOUT_MS));
+        assert!(!a.want(10, 9, &1, 0), "behind the ledger");
+        assert!(a.want(10, 1_000_000, &1, 0), "a liar's claim, first");
         assert!(
-            a.want(12, 14, 201 + TARGET_TIMEOUT_MS),
-            "a peer that offered and never served costs one timeout"
+            a.want(10, 11, &2, 100),
+            "an offer nearer the head replaces it"
         );
+        assert!(!a.want(10, 12, &3, 200), "one fetch at a time otherwise");
+        assert!(!a.want(10, 12, &3, 100 + TARGET_TIMEOUT_MS));
+        assert!(
+            a.want(10, 12, &3, 101 + TARGET_TIMEOUT_MS),
+            "an offer never served costs one timeout"
+        );
+        assert_eq!(a.arrived(10, 12, vec![1]), Arrived::Held);
+        assert!(
+            !a.want(10, 12, &4, 200 + 2 * TARGET_TIMEOUT_MS),
+            "bytes in hand are kept"
+        );
+        assert!(a.want(13, 14, &4, 0), "passed: any new offer");
         assert_eq!(a.height(), Some(14));
     }
-
     #[test]
     fn two_doubts_or_one_conviction_discredit_a_peer() {
         let mut c = Claims::default();

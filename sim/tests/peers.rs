@@ -538,6 +538,51 @@ fn a_trainer_cut_off_for_a_while_is_back_on_current_parameters_soon_after_the_he
 }
 
 #[test]
+fn a_far_fetched_checkpoint_offer_does_not_keep_a_trainer_on_stale_parameters() {
+    // As above, but member 0 (one of four validators: the rest hold 3/4 of stake) is a liar
+    // among the first peers the trainer asks for a checkpoint: it claims one a million
+    // heights ahead and never serves it. A nearer honest offer must win over its claim.
+    let (cut_from, heal) = (5_000, 25_000);
+    let mut net = quadratic(5, 2, |c| {
+        c.partitions = vec![Partition {
+            from_ms: cut_from,
+            until_ms: heal,
+            groups: vec![vec![0, 1, 2, 3, 4]],
+        }];
+    });
+    net.fake(
+        0,
+        Box::new(|req| {
+            Some(match req {
+                Request::Status => Response::Status { height: 1_000_000 },
+                Request::Checkpoint => Response::Checkpoint {
+                    height: 1_000_000,
+                    address: [0xee; 32],
+                },
+                _ => Response::NotFound,
+            })
+        }),
+    );
+    net.run(heal, |_| false);
+    let cut_at = net.peer(5).app().height();
+    assert!(
+        net.height(1) >= cut_at + 20,
+        "the chain went on without member 0"
+    );
+    let current = |n: &PeerSim| {
+        let p = n.peer(5).app();
+        p.height() > cut_at + 20 && p.height() == n.height(5) && p.height() + 1 >= n.height(1)
+    };
+    assert!(
+        net.run(heal + 3_000, current),
+        "3 s after the heal: chain {}, the trainer's ledger {} and parameters {}",
+        net.height(1),
+        net.height(5),
+        net.peer(5).app().height()
+    );
+}
+
+#[test]
 fn an_equivocating_validator_among_real_peers_is_slashed_and_the_rest_go_on() {
     let mut sim = quadratic(11, 1, |c| {
         c.behaviours = vec![Behaviour::Equivocate];
