@@ -156,6 +156,7 @@ fn judge_tabs(
             "memory_end_mb": total.last(),
             "wasm_end_mb": last["wasm_mb"],
             "height_end": height,
+            "params_height_end": last["params_height"],
             "credit_end": last["credit"],
         }));
         if judge_memory && g > MAX_RSS_GROWTH {
@@ -164,7 +165,12 @@ fn judge_tabs(
         // A tab that stops following the chain is broken for its volunteer.
         if height + 5 < chain_height {
             problems.push(format!(
-                "tab {i} was at height {height} when the chain was at {chain_height}"
+                "tab {i} was at height {height} (parameters {}) when the chain was at {chain_height}; its console's last lines:\n{}",
+                last["params_height"],
+                tab["console_tail"]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"))
+                    .unwrap_or_default()
             ));
         }
     }

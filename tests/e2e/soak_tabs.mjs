@@ -41,6 +41,7 @@ async function sample(tab, at) {
     wasm_mb: s.wasm / 1e6,
     state: s.status?.state ?? null,
     height: s.status?.height ?? 0,
+    params_height: s.status?.params_height ?? 0,
     credit: s.status?.credit ?? 0,
     peers: s.status?.peers ?? 0,
   });
@@ -65,6 +66,8 @@ const report = {
     crashed: t.crashed,
     errors: pageErrors(t.errors),
     samples: t.samples,
+    // What the tab said last (its tracing goes to the console): read when it fails.
+    console_tail: t.consoleLines.slice(-60),
   })),
 };
 process.stdout.write(`${JSON.stringify(report)}\n`);

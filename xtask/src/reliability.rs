@@ -152,8 +152,12 @@ pub(crate) fn run(only: Option<String>) -> anyhow::Result<()> {
                     .env("TABSWARM_PKG", &pkg)
                     .env("TABSWARM_CHROMIUM", crate::install::CHROMIUM)
                     .env("TABSWARM_RELIABILITY_OUT", &out_dir);
+                // A count already in the environment wins: a smaller run while diagnosing
+                // (each scenario's figures record the sizes it ran at).
                 for (k, v) in FULL_STRENGTH {
-                    cmd.env(k, v);
+                    if std::env::var_os(k).is_none() {
+                        cmd.env(k, v);
+                    }
                 }
                 sh::run(sc.name, &mut cmd)
             })
