@@ -781,16 +781,6 @@ impl Application for RoundApp {
         let min = self.min_updates(round);
         let expected = self.active_trainers.len().min(MAX_INCLUDED).max(min);
         if passing.len() < min || (passing.len() < expected && !deadline) {
-            if std::env::var("DBG").is_ok() {
-                eprintln!(
-                    "t={} h={} wait passing={} expected={} unscored={unscored} pool={}",
-                    self.now_ms - self.height_started_ms,
-                    self.height,
-                    passing.len(),
-                    expected,
-                    self.pool.len()
-                );
-            }
             return None;
         }
         // The aggregate must stay within the harm budget: drop the worst until it does.
