@@ -35,14 +35,50 @@ const MAX_RSS_GROWTH: f64 = 0.10;
 /// (a validator went from 200 to 243 MiB in the first 90 s and stayed near that for 10
 /// minutes), so growth there says nothing about leaks. It is reported either way.
 const MIN_SECS_FOR_MEMORY: u64 = 300;
+/// Longest the validators may go without committing a height.
+const MAX_STALL_SECS: u64 = 120;
 /// One reading of one node.
 struct Reading {
     rss_kib: u64,
     queues: BTreeMap<String, (u64, Option<u64>)>,
+    height: u64,
+    /// What the node saw of the network, for a stall: height, round, peers, and how it
+    /// reached the other validators.
+    view: String,
 }
 
-fn read(net: &Net, i: usize) -> Option<Reading> {
+/// How `status` reaches each of `validators` (peer ids): `d` directly, `r` by relay, `-` not.
+fn reach_of(status: &Value, validators: &[String]) -> String {
+    let has = |k: &str, id: &str| {
+        status[k]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|p| p.as_str() == Some(id)))
+    };
+    validators
+        .iter()
+        .map(|id| {
+            if status["peer_id"].as_str() == Some(id) {
+                '*'
+            } else if has("direct_peers", id) {
+                'd'
+            } else if has("relayed_peers", id) {
+                'r'
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn read(net: &Net, i: usize, validators: &[String]) -> Option<Reading> {
     let status: Value = serde_json::from_str(&net.get(i, "/status")?).ok()?;
+    let view = format!(
+        "height {} round {} peers {} validators [{}]",
+        status["height"],
+        status["round"],
+        status["peers"],
+        reach_of(&status, validators)
+    );
     let queues = status["queues"]
         .as_object()?
         .iter()
@@ -56,6 +92,39 @@ fn read(net: &Net, i: usize) -> Option<Reading> {
     Some(Reading {
         rss_kib: net.rss_kib(i)?,
         queues,
+        height: status["height"].as_u64().unwrap_or(0),
+        view,
+    })
+}
+
+/// The longest stretch of readings in which the validators' lowest height did not move, if
+/// it lasted a minute or more: how long, and what each validator saw at its start and end
+/// (enough to tell a slow network from a cut one).
+fn longest_stall(samples: &[Vec<Reading>], at_s: &[u64], voters: &[usize]) -> Option<Value> {
+    let low = |s: &[Reading]| voters.iter().map(|&i| s[i].height).min().unwrap_or(0);
+    let (mut best, mut from) = ((0, 0), 0);
+    for (k, s) in samples.iter().enumerate() {
+        if low(s) != low(&samples[from]) {
+            from = k;
+        }
+        if at_s[k] - at_s[from] > at_s[best.1] - at_s[best.0] {
+            best = (from, k);
+        }
+    }
+    let secs = at_s[best.1] - at_s[best.0];
+    (secs >= 60).then(|| {
+        let views = |k: usize| -> Vec<&str> {
+            voters
+                .iter()
+                .map(|&i| samples[k][i].view.as_str())
+                .collect()
+        };
+        json!({
+            "seconds": secs,
+            "from_s": at_s[best.0],
+            "at_start": views(best.0),
+            "at_end": views(best.1),
+        })
     })
 }
 
@@ -218,15 +287,23 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
     let start_height = heights(&net, &voters).into_iter().min().unwrap();
     let tabs_out = net.dir.join("tabs.json");
     let tab_run = (tabs > 0).then(|| start_tabs(&net, tabs, secs, &tabs_out));
+    let validator_ids: Vec<String> = voters
+        .iter()
+        .map(|&i| net.nodes[i].peer_id.clone())
+        .collect();
     let started = Instant::now();
     let mut samples: Vec<Vec<Reading>> = Vec::new();
+    let mut at_s: Vec<u64> = Vec::new();
     while started.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(SAMPLE_EVERY);
         let dead = net.newly_dead();
         assert!(dead.is_empty(), "nodes {dead:?} exited during the soak");
         let round: Vec<Reading> = all
             .iter()
-            .map(|&i| read(&net, i).unwrap_or_else(|| panic!("node {i} did not answer /status")))
+            .map(|&i| {
+                read(&net, i, &validator_ids)
+                    .unwrap_or_else(|| panic!("node {i} did not answer /status"))
+            })
             .collect();
         for (i, r) in round.iter().enumerate() {
             for (name, (len, bound)) in &r.queues {
@@ -236,6 +313,7 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
             }
         }
         samples.push(round);
+        at_s.push(started.elapsed().as_secs());
     }
     assert!(samples.len() >= 5, "too few samples: {}", samples.len());
     let metrics = net.metrics(0).unwrap();
@@ -304,6 +382,14 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
             MAX_RSS_GROWTH * 100.0
         ));
     }
+    let stall = longest_stall(&samples, &at_s, &voters);
+    if let Some(s) = &stall {
+        println!("soak: longest stall of the validators {s:#}");
+        // Twenty rounds' worth of timeouts at any setting the soak uses.
+        if s["seconds"].as_u64().unwrap_or(0) >= MAX_STALL_SECS {
+            problems.push(format!("no height committed for {} s: {s}", s["seconds"]));
+        }
+    }
     let tab_figures = tab_run.map(|child| {
         let (figures, tab_problems) = judge_tabs(child, &tabs_out, &net, end_height, judge_memory);
         problems.extend(tab_problems);
@@ -324,6 +410,7 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
             "rss_end_mib_max": rss_end_mib.iter().max(),
             "rss_end_mib_median": median(rss_end_mib.clone()),
             "queue_peaks_first_second_half": queue_peaks,
+            "longest_stall": stall,
             "tabs": tab_figures,
             "problems": problems,
         }),
