@@ -22,10 +22,11 @@
 //!   honest peers behind one address.
 //!   Delivery-rate terms are off: rounds are bursty and small networks would punish honest
 //!   peers for being quiet between rounds. Slowness costs nothing either (gossipsub 0.50's
-//!   slow-peer penalty is off), and a message waits in a connection's queue as long as a
-//!   duplicate window before it is abandoned (gossipsub forwards for 1 s by default): see
-//!   [`behaviour`]. Positive terms are off too (no credit for time in
-//!   the mesh or first deliveries), so good behaviour cannot be banked against rejections.
+//!   slow-peer penalty and the broken-promise penalty P7 are off), and a message waits in a
+//!   connection's queue as long as a duplicate window before it is abandoned (gossipsub
+//!   forwards for 1 s by default): see [`behaviour`]. Positive terms are off too (no credit
+//!   for time in the mesh or first deliveries), so good behaviour cannot be banked against
+//!   rejections.
 
 use std::time::Duration;
 
@@ -147,6 +148,13 @@ pub fn score_params(topics: &Topics) -> gossipsub::PeerScoreParams {
     // default (-0.2 per message their queue could not take) graylisted honest validators
     // of an overloaded network at 400 drops, so their votes were ignored (see `behaviour`).
     params.slow_peer_weight = 0.0;
+    // Nor for broken promises (P7: an IHAVE whose message did not come within 3 s of our
+    // IWANT, or a GRAFT too soon after a PRUNE), for the same reason: in the 32-peer soak,
+    // with the slow-peer penalty already off, one validator held another at -67,240 (82
+    // broken promises within about a second, squared, x -10) and a height took minutes.
+    // What an IHAVE flood can cost is bounded by gossipsub's per-heartbeat caps instead
+    // (`max_ihave_length`, `max_ihave_messages`).
+    params.behaviour_penalty_weight = 0.0;
     params
 }
 
@@ -201,11 +209,17 @@ mod tests {
         let topics = Topics::new(&tabswarm_consensus::genesis::RunId([3; 32]));
         let params = score_params(&topics);
         let thresholds = gossipsub::PeerScoreThresholds::default();
-        // A thousand messages its queue could not take, say in a minute on a busy machine.
+        // A thousand messages its queue could not take, say in a minute on a busy machine,
+        // and a hundred promises it could not keep in a second.
         let slow = params.slow_peer_weight * 1_000.0;
         assert!(
             slow > thresholds.graylist_threshold,
             "graylisted for slowness"
+        );
+        let broken = params.behaviour_penalty_weight * 100f64.powi(2);
+        assert!(
+            broken > thresholds.graylist_threshold,
+            "graylisted for lateness"
         );
         let rebroadcast = Duration::from_secs(5);
         let config = config(Mesh::SMALL, rebroadcast).unwrap();
