@@ -146,6 +146,9 @@ pub struct RoundApp {
     members: Option<BTreeSet<Address>>,
     /// Members from the next commit on (see [`Self::set_members`]).
     next_members: Option<BTreeSet<Address>>,
+    /// The members before the last change, still counted when judging until the commit after
+    /// it (see [`Self::set_members`]).
+    previous_members: Option<BTreeSet<Address>>,
     stats: AppStats,
 }
 
@@ -178,6 +181,7 @@ impl RoundApp {
             scoring: true,
             members: None,
             next_members: None,
+            previous_members: None,
             stats: AppStats::default(),
         };
         app.set_committed(height, app.params.clone(), now_ms);
@@ -238,6 +242,14 @@ impl RoundApp {
     /// value that named a member's update saw that value turn invalid when the member was
     /// revoked mid-height; Tendermint re-proposes a locked value round after round, every
     /// validator refused it, and the run stopped for good.
+    ///
+    /// The manifest of a new epoch reaches validators at different times, so one applies the
+    /// change at a commit and another at the next: for that height they hold different
+    /// lists. Around a change a validator therefore proposes by its current list but admits
+    /// and judges by the old and new lists together ([`Self::may_count`]), from the change's
+    /// arrival until the commit after it is applied. Without that, a validator that applied
+    /// the change first refused every proposal of one that had not yet (the revoked member's
+    /// update), and with two validators the run stopped.
     pub fn set_members(&mut self, members: Option<BTreeSet<Address>>) {
         if self.members.is_some() && members.is_some() {
             if members != self.members {
@@ -250,11 +262,12 @@ impl RoundApp {
     }
 
     fn apply_members(&mut self, members: Option<BTreeSet<Address>>) {
-        self.members = members;
+        self.previous_members = std::mem::replace(&mut self.members, members.clone())
+            .filter(|old| members.as_ref().is_some_and(|new| new != old));
         let strangers: Vec<[u8; 32]> = self
             .pool
             .iter()
-            .filter(|(_, e)| !self.may_submit(&e.update.header.trainer))
+            .filter(|(_, e)| !self.may_count(&e.update.header.trainer))
             .map(|(id, _)| *id)
             .collect();
         for id in strangers {
@@ -265,15 +278,24 @@ impl RoundApp {
             .retain(|t, _| members.as_ref().is_none_or(|m| m.contains(t)));
     }
 
-    /// Whether `trainer` may submit updates.
+    /// Whether `trainer` may submit updates (what a proposer goes by).
     pub fn may_submit(&self, trainer: &Address) -> bool {
         self.members.as_ref().is_none_or(|m| m.contains(trainer))
+    }
+
+    /// Whether `trainer`'s update is admitted and counts in others' proposals: a member now,
+    /// or, around a change of members, before or after it (see [`Self::set_members`]).
+    fn may_count(&self, trainer: &Address) -> bool {
+        self.may_submit(trainer)
+            || [&self.previous_members, &self.next_members]
+                .into_iter()
+                .any(|m| m.as_ref().is_some_and(|m| m.contains(trainer)))
     }
 
     /// Records an announcement (signature already checked) from gossip publisher
     /// `publisher`.
     pub fn announce(&mut self, update: SignedUpdate, publisher: u64) -> Result<Admitted, Refusal> {
-        if !self.may_submit(&update.header.trainer) {
+        if !self.may_count(&update.header.trainer) {
             // A closed run: nobody waits for, fetches or includes a stranger's update.
             self.stats.non_members_refused += 1;
             return Err(Refusal::NotMember);
@@ -605,6 +627,8 @@ impl RoundApp {
         self.scores.clear();
         self.asked.clear();
         self.pool.retain_after(height);
+        // A change applied at the previous commit has had its height of grace.
+        self.previous_members = None;
         if let Some(members) = self.next_members.take() {
             self.apply_members(Some(members));
         }
@@ -677,7 +701,7 @@ impl RoundApp {
             {
                 return refused("an update of another trainer or height");
             }
-            if self.scoring && !self.may_submit(&Address(u.trainer)) {
+            if self.scoring && !self.may_count(&Address(u.trainer)) {
                 self.stats.non_members_refused += 1;
                 return refused("an update by a non-member");
             }
@@ -749,6 +773,7 @@ impl Application for RoundApp {
             .filter(|(_, e)| {
                 e.delta.is_some()
                     && e.update.header.height == height.0
+                    && self.may_submit(&e.update.header.trainer)
                     && !self
                         .pool
                         .double_announced(&e.update.header.trainer, e.update.header.height)
@@ -1037,12 +1062,75 @@ mod tests {
             "a proposal valid earlier in the height turned invalid"
         );
         assert!(app.update(&ups[1].id).is_some());
-        // From the next height on, b is out.
+        // From the next height on, b is out of our proposals; a height later (its grace for
+        // validators that learnt of the change a commit later) refused outright.
         let params = app.params().clone();
-        app.set_committed(app.height() + 1, params, 0);
+        app.set_committed(app.height() + 1, params.clone(), 0);
         assert!(!app.may_submit(&b));
+        app.set_committed(app.height() + 1, params, 0);
         let late = signed(&app, 3, app.height() + 1);
         assert_eq!(app.announce(late, 1), Err(Refusal::NotMember));
+    }
+
+    #[test]
+    fn validators_that_apply_a_change_of_members_a_height_apart_accept_each_others_proposals() {
+        let (a, b) = (
+            Keypair::from_seed([2; 32]).address(),
+            Keypair::from_seed([3; 32]).address(),
+        );
+        // Both start with {a, b}. The new epoch ({a}) reaches `early` before the commit of
+        // height 1 and `late` after it.
+        let (mut early, mut late) = (
+            app_with(AggregationRule::Mean, 1.0),
+            app_with(AggregationRule::Mean, 1.0),
+        );
+        for app in [&mut early, &mut late] {
+            app.set_members(Some([a, b].into()));
+        }
+        early.set_members(Some([a].into()));
+        for app in [&mut early, &mut late] {
+            let params = app.params().clone();
+            app.set_committed(1, params, 0);
+            app.on_score(ScoreKey::Base(app.param_hash()), Some(1.0));
+        }
+        late.set_members(Some([a].into()));
+        assert!(!early.may_submit(&b) && late.may_submit(&b));
+        // Height 2: `late` still goes by {a, b}; `early` admits and judges b's update too.
+        let ups = [signed(&late, 2, 2), signed(&late, 3, 2)];
+        for (u, d) in ups.iter().zip([0.1, 0.12]) {
+            for app in [&mut early, &mut late] {
+                assert!(app.announce(*u, 1).is_ok(), "refused around the change");
+                assert!(app.add_payload(&u.id(), vec![d; N]));
+            }
+        }
+        let included: Vec<IncludedUpdate> = ups.iter().map(SignedUpdate::included).collect();
+        let by_late = proposal(&mut late, &included);
+        for _ in 0..4 {
+            if early.missing_for(&by_late).is_empty() {
+                break;
+            }
+            score_all(&mut early, |_| 0.9);
+        }
+        assert!(
+            early.validate(Height(2), Round::new(0), &by_late),
+            "the validator that applied the change first refused the other's proposal"
+        );
+        // It does not propose b's update itself.
+        early.set_now(10_000);
+        let mine = try_propose(&mut early).expect("a proposal");
+        assert!(!mine.updates.is_empty());
+        assert!(mine.updates.iter().all(|u| u.trainer != b.0));
+        // From height 3 on both go by {a} alone.
+        for app in [&mut early, &mut late] {
+            let params = app.params().clone();
+            app.set_committed(2, params, 0);
+        }
+        for app in [&mut early, &mut late] {
+            let params = app.params().clone();
+            app.set_committed(3, params, 0);
+            let stranger = signed(app, 3, 4);
+            assert_eq!(app.announce(stranger, 1), Err(Refusal::NotMember));
+        }
     }
 
     #[test]
