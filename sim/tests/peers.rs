@@ -495,39 +495,52 @@ fn a_partition_without_two_thirds_halts_and_commits_resume_after_it_heals() {
     );
 }
 
-#[test]
-fn a_trainer_cut_off_for_a_while_is_back_on_current_parameters_soon_after_the_heal() {
-    // Member 5, a trainer, hears nothing for 20 s while the chain goes on (~60 heights). Its
-    // ledger follows again at once; its parameters need a checkpoint, and the chain commits
-    // a height every ~330 ms, faster than a checkpoint answer comes back. Before the fix it
-    // took only a checkpoint of exactly its ledger's height and kept stale parameters (and
-    // trained on nothing) for over 8 s after the heal, in one run for good.
-    let (cut_from, heal) = (5_000, 25_000);
-    let mut net = quadratic(5, 2, |c| {
+/// When trainer 5 is cut off from everyone (virtual ms) in [`cut_off_trainer`].
+const CUT: (u64, u64) = (5_000, 25_000);
+
+/// Four validators and two trainers on the quadratic model; trainer 5 hears nothing during
+/// [`CUT`] while the chain goes on (~60 heights).
+fn cut_off_trainer() -> PeerSim {
+    quadratic(5, 2, |c| {
         c.partitions = vec![Partition {
-            from_ms: cut_from,
-            until_ms: heal,
+            from_ms: CUT.0,
+            until_ms: CUT.1,
             groups: vec![vec![0, 1, 2, 3, 4]],
         }];
-    });
-    net.run(heal, |_| false);
+    })
+}
+
+/// Runs `net` to the heal, then asserts trainer 5 is back on current parameters (those of
+/// validator `honest`'s height, or one below) within 3 s.
+fn back_on_current_parameters(net: &mut PeerSim, honest: usize) {
+    net.run(CUT.1, |_| false);
     let cut_at = net.peer(5).app().height();
     assert!(
-        net.height(0) >= cut_at + 20,
+        net.height(honest) >= cut_at + 20,
         "the chain went on during the cut: {} vs {cut_at}",
-        net.height(0)
+        net.height(honest)
     );
     let current = |n: &PeerSim| {
         let p = n.peer(5).app();
-        p.height() > cut_at + 20 && p.height() == n.height(5) && p.height() + 1 >= n.height(0)
+        p.height() > cut_at + 20 && p.height() == n.height(5) && p.height() + 1 >= n.height(honest)
     };
     assert!(
-        net.run(heal + 3_000, current),
+        net.run(CUT.1 + 3_000, current),
         "3 s after the heal: chain {}, the trainer's ledger {} and parameters {}",
-        net.height(0),
+        net.height(honest),
         net.height(5),
         net.peer(5).app().height()
     );
+}
+
+#[test]
+fn a_trainer_cut_off_for_a_while_is_back_on_current_parameters_soon_after_the_heal() {
+    // Its ledger follows again at once; its parameters need a checkpoint, and the chain
+    // commits a height every ~330 ms, faster than a checkpoint answer comes back. Before the
+    // fix it took only a checkpoint of exactly its ledger's height and kept stale parameters
+    // (and trained on nothing) for over 8 s after the heal, in one run for good.
+    let mut net = cut_off_trainer();
+    back_on_current_parameters(&mut net, 0);
     let me = net.key(5).address().0;
     let credit = |n: &PeerSim| n.peer(0).ledger().credits().get(&me).copied().unwrap_or(0);
     let before = credit(&net);
@@ -542,14 +555,7 @@ fn a_far_fetched_checkpoint_offer_does_not_keep_a_trainer_on_stale_parameters() 
     // As above, but member 0 (one of four validators: the rest hold 3/4 of stake) is a liar
     // among the first peers the trainer asks for a checkpoint: it claims one a million
     // heights ahead and never serves it. A nearer honest offer must win over its claim.
-    let (cut_from, heal) = (5_000, 25_000);
-    let mut net = quadratic(5, 2, |c| {
-        c.partitions = vec![Partition {
-            from_ms: cut_from,
-            until_ms: heal,
-            groups: vec![vec![0, 1, 2, 3, 4]],
-        }];
-    });
+    let mut net = cut_off_trainer();
     net.fake(
         0,
         Box::new(|req| {
@@ -563,23 +569,7 @@ fn a_far_fetched_checkpoint_offer_does_not_keep_a_trainer_on_stale_parameters() 
             })
         }),
     );
-    net.run(heal, |_| false);
-    let cut_at = net.peer(5).app().height();
-    assert!(
-        net.height(1) >= cut_at + 20,
-        "the chain went on without member 0"
-    );
-    let current = |n: &PeerSim| {
-        let p = n.peer(5).app();
-        p.height() > cut_at + 20 && p.height() == n.height(5) && p.height() + 1 >= n.height(1)
-    };
-    assert!(
-        net.run(heal + 3_000, current),
-        "3 s after the heal: chain {}, the trainer's ledger {} and parameters {}",
-        net.height(1),
-        net.height(5),
-        net.peer(5).app().height()
-    );
+    back_on_current_parameters(&mut net, 1);
 }
 
 #[test]
