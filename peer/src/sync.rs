@@ -207,7 +207,8 @@ impl<P: Clone + PartialEq> Ahead<P> {
     }
 
     /// Height wanted or held, if any.
-    pub fn height(&self) -> Option<u64> {
+    #[cfg(test)]
+    fn height(&self) -> Option<u64> {
         self.wanted.as_ref().map(|w| w.height)
     }
 }

@@ -12,7 +12,7 @@ use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_peer::wire::{Request, Response, Topic};
 use tabswarm_peer::{Event, Roles};
-use tabswarm_sim::peers::{ALL, Attack, JobModel, PeerConfig, PeerReport, PeerSim, TRAINER};
+use tabswarm_sim::peers::{ALL, Attack, Fake, JobModel, PeerConfig, PeerReport, PeerSim, TRAINER};
 use tabswarm_sim::{Behaviour, Crash, Partition};
 
 /// Runs until `done` or `until` (virtual ms); whether `done`.
@@ -106,6 +106,20 @@ fn a_restarted_peer_resumes_from_its_records_and_catches_up() {
     assert!(same_params(&net, &[0, 3]));
 }
 
+/// A peer that claims a chain, and a checkpoint, a million blocks ahead and delivers neither.
+fn far_fetched_liar() -> Fake {
+    Box::new(|req| {
+        Some(match req {
+            Request::Status => Response::Status { height: 1_000_000 },
+            Request::Checkpoint => Response::Checkpoint {
+                height: 1_000_000,
+                address: [0xee; 32],
+            },
+            _ => Response::NotFound,
+        })
+    })
+}
+
 #[test]
 fn a_lying_peer_cannot_keep_a_joiner_syncing() {
     let mut net = net(6, &[100, 100, 100, 100]);
@@ -114,19 +128,7 @@ fn a_lying_peer_cannot_keep_a_joiner_syncing() {
     }
     assert!(net.run(60_000, |n| n.height(0) >= 4));
     // Slot 4 claims a chain a million blocks long and never delivers it.
-    net.fake(
-        4,
-        Box::new(|req| {
-            Some(match req {
-                Request::Status => Response::Status { height: 1_000_000 },
-                Request::Checkpoint => Response::Checkpoint {
-                    height: 1_000_000,
-                    address: [0xee; 32],
-                },
-                _ => Response::NotFound,
-            })
-        }),
-    );
+    net.fake(4, far_fetched_liar());
     // The joiner meets the liar first, so the liar's claim is the best it knows...
     net.start_linked(5, TRAINER, &[4]).unwrap();
     net.run(net.now() + 1_000, |_| false);
@@ -556,19 +558,7 @@ fn a_far_fetched_checkpoint_offer_does_not_keep_a_trainer_on_stale_parameters() 
     // among the first peers the trainer asks for a checkpoint: it claims one a million
     // heights ahead and never serves it. A nearer honest offer must win over its claim.
     let mut net = cut_off_trainer();
-    net.fake(
-        0,
-        Box::new(|req| {
-            Some(match req {
-                Request::Status => Response::Status { height: 1_000_000 },
-                Request::Checkpoint => Response::Checkpoint {
-                    height: 1_000_000,
-                    address: [0xee; 32],
-                },
-                _ => Response::NotFound,
-            })
-        }),
-    );
+    net.fake(0, far_fetched_liar());
     back_on_current_parameters(&mut net, 1);
 }
 
