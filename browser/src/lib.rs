@@ -173,6 +173,23 @@ pub fn matmul_gflops(
     ))
 }
 
+/// What each aggregation rule costs in this browser for `updates` updates of `values` values,
+/// each the median of `reps` timings with `now` (milliseconds), as JSON (see
+/// `tabswarm_core::perf::AggregationCosts`; `cargo xtask bench --only robust` runs the same
+/// natively).
+#[wasm_bindgen]
+pub fn aggregation_costs(
+    updates: u32,
+    values: u32,
+    reps: u32,
+    now: &js_sys::Function,
+) -> Result<String, JsError> {
+    let mut clock = js_clock(now);
+    let costs =
+        perf::aggregation_costs(updates as usize, values as usize, reps as usize, &mut clock);
+    serde_json::to_string(&costs).map_err(js_err)
+}
+
 /// The data vault's figures in this browser for a shard of `samples` images, each the median
 /// of `reps` timings with `now` (milliseconds), as JSON (see
 /// `tabswarm_core::perf::VaultRates`; `cargo xtask bench --only data` runs the same natively).

@@ -7,6 +7,8 @@
 //! `cargo bench -p tabswarm-core --bench vault -- --out FILE [--runs N]` writes one record
 //! per run; `cargo xtask bench --only data` folds them into `bench/results/data.json`.
 
+mod support;
+
 use std::time::Instant;
 
 use tabswarm_core::perf::vault_rates;
@@ -32,19 +34,5 @@ fn one_run() -> serde_json::Value {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let runs: usize = value("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
-    let runs: Vec<serde_json::Value> = (0..runs).map(|_| one_run()).collect();
-    let report = serde_json::json!({ "runs": runs });
-    let text = serde_json::to_string_pretty(&report).expect("json");
-    match value("--out") {
-        Some(path) => std::fs::write(&path, text + "\n").expect("writing the results"),
-        None => println!("{text}"),
-    }
+    support::main_with(one_run);
 }

@@ -86,6 +86,8 @@ pub struct AppStats {
     pub non_members_refused: u64,
     /// Late announcements taken as a trainer's sign of life.
     pub late_announcements: u64,
+    /// Aggregates computed (each list of updates once per height).
+    pub aggregates_computed: u64,
 }
 
 /// What a judgement of a proposal still waits for.
@@ -126,6 +128,12 @@ pub struct RoundApp {
     asked: BTreeSet<ScoreKey>,
     jobs: Vec<Job>,
     results: HashMap<[u8; 32], Arc<Vec<f32>>>,
+    /// The result of each list of updates aggregated this height. A held proposal is checked
+    /// again at every tick and every finished job until its scores are in, and a proposer
+    /// retries as often; a robust rule over dozens of full-size deltas costs more than a tick
+    /// on a busy machine, so computing it each time kept validators' event loops busy
+    /// (votes handled late, a round took minutes in the 32-peer soak).
+    combined: HashMap<(AggregationRule, Vec<[u8; 32]>), [u8; 32]>,
     active_trainers: BTreeMap<Address, u64>,
     credited: BTreeSet<Address>,
     last_report: RoundReport,
@@ -171,6 +179,7 @@ impl RoundApp {
             asked: BTreeSet::new(),
             jobs: Vec::new(),
             results: HashMap::new(),
+            combined: HashMap::new(),
             active_trainers: BTreeMap::new(),
             credited: BTreeSet::new(),
             last_report: RoundReport::default(),
@@ -558,6 +567,13 @@ impl RoundApp {
         if updates.is_empty() {
             return Some((self.params.clone(), self.param_hash));
         }
+        // An id names its payload's hash, so the same list always combines the same deltas.
+        let key = (self.rule, updates.iter().map(|u| u.id).collect());
+        if let Some(hash) = self.combined.get(&key)
+            && let Some(params) = self.results.get(hash)
+        {
+            return Some((params.clone(), *hash));
+        }
         let mut deltas = Vec::with_capacity(updates.len());
         for u in updates {
             deltas.push(self.pool.get(&u.id)?.delta.clone()?);
@@ -567,6 +583,8 @@ impl RoundApp {
         let mut next = self.params.to_vec();
         flat::apply_delta(&mut next, &combined, 1.0).ok()?;
         let hash = flat::param_hash(&next).0;
+        self.stats.aggregates_computed += 1;
+        self.combined.insert(key, hash);
         let next = self
             .results
             .entry(hash)
@@ -624,6 +642,7 @@ impl RoundApp {
             self.commit_times.pop_front();
         }
         self.results.clear();
+        self.combined.clear();
         self.scores.clear();
         self.asked.clear();
         self.pool.retain_after(height);
@@ -1495,5 +1514,54 @@ mod tests {
         assert_eq!(try_propose(&mut app), None);
         app.set_now(1_000);
         assert_eq!(try_propose(&mut app).map(|p| p.updates.len()), Some(1));
+    }
+
+    #[test]
+    fn a_proposal_waiting_for_its_scores_is_aggregated_once_however_often_it_is_checked() {
+        // A validator holding a proposal checks it at every tick until its scores are in;
+        // a proposer retries as often. Each list of updates is combined once per height.
+        let mut app = app_with(AggregationRule::CenteredClip { iterations: 3 }, 1.0);
+        let updates: Vec<IncludedUpdate> = (2..10)
+            .map(|seed| add(&mut app, seed, f32::from(seed) * 0.001))
+            .collect();
+        let p = proposal(&mut app, &updates);
+        for _ in 0..100 {
+            assert!(!app.missing_for(&p).is_empty(), "scored without a job done");
+        }
+        assert_eq!(app.stats().aggregates_computed, 1);
+        // The updates' scores, then the aggregate's, each asked while it is checked again.
+        for _ in 0..2 {
+            score_all(&mut app, |_| 0.9);
+            for _ in 0..100 {
+                let _ = app.missing_for(&p);
+            }
+        }
+        assert!(app.missing_for(&p).is_empty());
+        assert!(app.validate(Height(1), Round::new(0), &p));
+        assert_eq!(app.stats().aggregates_computed, 1);
+
+        // Proposing: retried until the aggregate's score is here, one computation per list.
+        let mut proposer = app_with(AggregationRule::CenteredClip { iterations: 3 }, 1.0);
+        for seed in 2..10 {
+            add(&mut proposer, seed, f32::from(seed) * 0.001);
+        }
+        proposer.set_now(1_000);
+        let next = Height(1);
+        let retry = |proposer: &mut RoundApp| {
+            for _ in 0..100 {
+                let made = proposer.propose(next, Round::new(0), proposer.param_hash());
+                assert_eq!(made, None, "proposed before every score was in");
+            }
+            score_all(proposer, |_| 0.9);
+        };
+        retry(&mut proposer); // the updates' scores
+        retry(&mut proposer); // the aggregate's
+        let made = proposer.propose(next, Round::new(0), proposer.param_hash());
+        assert_eq!(made.map(|m| m.result_param_hash), Some(p.result_param_hash));
+        assert_eq!(proposer.stats().aggregates_computed, 1);
+
+        // A new height forgets them.
+        app.set_committed(1, Arc::new(vec![0.6; N]), 2_000);
+        assert!(app.combined.is_empty() && app.results.is_empty());
     }
 }

@@ -2,8 +2,9 @@
 //! into `bench/results/train_step.json`, and the consensus benchmark into
 //! `bench/results/consensus.json`, the network into `bench/results/network.json`, and the
 //! volunteer's tab against real nodes into `bench/results/browser.json`, the data on the
-//! network into `bench/results/data.json` and the compression settings into
-//! `bench/results/compression.json`, each with the command and the machine. Every measured
+//! network into `bench/results/data.json`, the compression settings into
+//! `bench/results/compression.json` and the aggregation rules' costs into
+//! `bench/results/robust.json`, each with the command and the machine. Every measured
 //! figure is the median of several runs with their min and max (see [`crate::runs`]).
 
 use std::path::Path;
@@ -54,6 +55,8 @@ pub(crate) enum Only {
     Data,
     /// Bytes per update and accuracy for each genesis compression (simulated peers, MNIST).
     Compression,
+    /// What each aggregation rule costs, native and in Chromium.
+    Robust,
 }
 
 pub(crate) fn run(
@@ -86,11 +89,18 @@ pub(crate) fn run(
         s.summary();
         return Ok(());
     }
+    if only == Some(Only::Robust) {
+        let mut s = Steps::new();
+        robust(&mut s, "cargo xtask bench --only robust")?;
+        s.summary();
+        return Ok(());
+    }
     train_and_consensus(steps, only.is_none())?;
     if only.is_none() {
         let mut s = Steps::new();
         data(&mut s, "cargo xtask bench")?;
         compression(&mut s, "cargo xtask bench")?;
+        robust(&mut s, "cargo xtask bench")?;
         s.summary();
         network(rounds, catch_up_blocks)?;
         browser()?;
@@ -351,6 +361,55 @@ fn compression(s: &mut Steps, command: &str) -> anyhow::Result<()> {
         "figures": "each {median, min, max, runs} over runs with seeds 1..=runs; the seed changes only the simulated network delays, and with every update included at every height the deterministic jobs give the same figures in every run",
         "target": ">= 500x fewer bytes than dense f32 at <= 1 point accuracy loss (issue: robust aggregation and compression)",
         "results": fold(runs, &["dense_bytes_per_update", "tested_height"]),
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+/// What each aggregation rule costs for 8, 64 and 512 updates of the MLP's size, natively
+/// (`core/benches/aggregate.rs`) and in headless Chromium (`bench/aggregate.mjs`, the same
+/// code in wasm), into `bench/results/robust.json`.
+fn robust(s: &mut Steps, command: &str) -> anyhow::Result<()> {
+    let out = results_dir().join("robust.json");
+    s.step("install what is missing", crate::test::install_missing)?;
+    let pkg = s.step("browser build", wasm::build_browser_pkg)?;
+    let dataset = s.step("data", || install::ensure_data(Profile::Dev))?;
+    let load_before = machine::load_average();
+    let raw = cargo_bench(s, "tabswarm-core", "aggregate")?;
+    let runs = raw["runs"]
+        .as_array()
+        .context("the aggregation benchmark wrote no runs")?;
+    let chromium: Value = s.step("the same in headless chromium (wasm, simd128)", || {
+        let text = sh::output(
+            "node bench/aggregate.mjs",
+            Command::new("node")
+                .arg("bench/aggregate.mjs")
+                .current_dir(sh::root())
+                .stderr(std::process::Stdio::inherit())
+                .env("TABSWARM_PKG", &pkg)
+                .env("TABSWARM_DATA", &dataset)
+                .env("TABSWARM_CHROMIUM", CHROMIUM)
+                .env("TABSWARM_BENCH_RUNS", RUNS.to_string()),
+        )?;
+        serde_json::from_str(text.trim()).context("parsing bench/aggregate.mjs's output")
+    })?;
+    let browser_runs = chromium["runs"]
+        .as_array()
+        .context("bench/aggregate.mjs wrote no runs")?;
+    let report = json!({
+        "command": command,
+        "machine": machine::record_since(load_before),
+        "what": "milliseconds per aggregate of n seeded updates of the MLP's 101,770 values, per genesis rule (tabswarm_core::perf::aggregation_costs): a validator computes one for every proposal it judges and a proposer for each set it tries, on its event loop; centered clipping runs the genesis default's 3 iterations, the trimmed mean drops 10% at each end",
+        "figures": "each {median, min, max, runs} over whole runs, one timing per rule and size in each run",
+        "not_yet": "the accuracy table (each attack x each rule, MNIST, fixed compute budget) asked for beside these costs",
+        "aggregation_ms": {
+            "native": fold(runs, &["updates", "values"]),
+            "chromium": {
+                "user_agent": chromium["user_agent"],
+                "results": fold(browser_runs, &["updates", "values"]),
+            },
+        },
     });
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     eprintln!("written to {}", out.display());

@@ -5,8 +5,10 @@
 
 use burn::tensor::{Tensor, TensorData};
 
+mod aggregate;
 mod vault;
 
+pub use aggregate::{AggregationCosts, CLIP_ITERATIONS, TRIM_PER_MILLE, aggregation_costs};
 pub use vault::{VaultRates, shard_samples, vault_rates};
 
 use crate::Backend;
