@@ -293,20 +293,7 @@ fn data(s: &mut Steps, command: &str) -> anyhow::Result<()> {
     let runs = raw["runs"]
         .as_array()
         .context("the vault benchmark wrote no runs")?;
-    let chromium: Value = s.step("the same in headless chromium (wasm, simd128)", || {
-        let text = sh::output(
-            "node bench/vault.mjs",
-            Command::new("node")
-                .arg("bench/vault.mjs")
-                .current_dir(sh::root())
-                .stderr(std::process::Stdio::inherit())
-                .env("TABSWARM_PKG", &pkg)
-                .env("TABSWARM_DATA", &dataset)
-                .env("TABSWARM_CHROMIUM", CHROMIUM)
-                .env("TABSWARM_BENCH_RUNS", RUNS.to_string()),
-        )?;
-        serde_json::from_str(text.trim()).context("parsing bench/vault.mjs's output")
-    })?;
+    let chromium = chromium_bench(s, "vault", &pkg, &dataset)?;
     let browser_runs = chromium["runs"]
         .as_array()
         .context("bench/vault.mjs wrote no runs")?;
@@ -380,20 +367,7 @@ fn robust(s: &mut Steps, command: &str) -> anyhow::Result<()> {
     let runs = raw["runs"]
         .as_array()
         .context("the aggregation benchmark wrote no runs")?;
-    let chromium: Value = s.step("the same in headless chromium (wasm, simd128)", || {
-        let text = sh::output(
-            "node bench/aggregate.mjs",
-            Command::new("node")
-                .arg("bench/aggregate.mjs")
-                .current_dir(sh::root())
-                .stderr(std::process::Stdio::inherit())
-                .env("TABSWARM_PKG", &pkg)
-                .env("TABSWARM_DATA", &dataset)
-                .env("TABSWARM_CHROMIUM", CHROMIUM)
-                .env("TABSWARM_BENCH_RUNS", RUNS.to_string()),
-        )?;
-        serde_json::from_str(text.trim()).context("parsing bench/aggregate.mjs's output")
-    })?;
+    let chromium = chromium_bench(s, "aggregate", &pkg, &dataset)?;
     let browser_runs = chromium["runs"]
         .as_array()
         .context("bench/aggregate.mjs wrote no runs")?;
@@ -414,6 +388,31 @@ fn robust(s: &mut Steps, command: &str) -> anyhow::Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     eprintln!("written to {}", out.display());
     Ok(())
+}
+
+/// Runs `bench/<script>.mjs` (the native benchmark's code in headless Chromium, RUNS whole
+/// runs) and reads the JSON it prints: `{runs: [...], user_agent, ...}`.
+fn chromium_bench(
+    s: &mut Steps,
+    script: &str,
+    pkg: &Path,
+    dataset: &Path,
+) -> anyhow::Result<Value> {
+    let file = format!("bench/{script}.mjs");
+    s.step("the same in headless chromium (wasm, simd128)", || {
+        let text = sh::output(
+            &format!("node {file}"),
+            Command::new("node")
+                .arg(&file)
+                .current_dir(sh::root())
+                .stderr(std::process::Stdio::inherit())
+                .env("TABSWARM_PKG", pkg)
+                .env("TABSWARM_DATA", dataset)
+                .env("TABSWARM_CHROMIUM", CHROMIUM)
+                .env("TABSWARM_BENCH_RUNS", RUNS.to_string()),
+        )?;
+        serde_json::from_str(text.trim()).with_context(|| format!("parsing {file}'s output"))
+    })
 }
 
 /// The consensus benchmark's per-run records folded into one, beside its notes and the
