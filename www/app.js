@@ -147,12 +147,15 @@ async function join() {
     window.tabswarmPool = state.pool;
     set('state', dataset ? 'loading the model code and data in workers' : 'loading the model code in workers');
     await state.pool.ready;
-    const { secret, persistent } = await loadSecret();
+    const { secret, slot, persistent } = await loadSecret();
+    // Each identity keeps its own data: tabs of one browser read different training shards,
+    // and a shared record would hand a reopened tab whichever tab saved last.
+    const dataKey = slot === 0 ? 'data' : `data-${slot}`;
     if (!persistent) showProblem('This browser does not keep site data here: credit starts over on reload.');
     const log = params.get('log') ?? undefined;
     state.tab = Tab.start(JSON.stringify({ genesis: cfg.genesis, bootstrap: cfg.bootstrap, log }), secret,
       (job, kind) => state.pool.run(job, kind), (plan) => state.pool.setPlan(plan),
-      await loadCache('chain'), await loadCache('data'));
+      await loadCache('chain'), await loadCache(dataKey));
     // The verified chain is kept so the next load resumes from it instead of from genesis:
     // every 5 s until a first copy is stored (a volunteer may close the tab within the first
     // minute, and a write begun as the page closes may never finish), then every 30 s (the
@@ -163,7 +166,7 @@ async function join() {
       const bytes = state.tab.take_cache();
       if (bytes) saveCache(bytes, 'chain').then(() => { stored = true; });
       const data = state.tab.take_data();
-      if (data) saveCache(data, 'data');
+      if (data) saveCache(data, dataKey);
     };
     const early = setInterval(() => { if (stored) clearInterval(early); else keep(); }, 5_000);
     setInterval(keep, 30_000);

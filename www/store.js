@@ -26,8 +26,9 @@ export function run(db, store, mode, fn) {
   });
 }
 
-// What the newest tab saved under `key` ('chain' or 'data'; any tab of this page: all
-// follow the same run, and the peer verifies both before use), or undefined.
+// What was saved under `key`, or undefined: 'chain' is the newest tab's (all tabs follow one
+// run), 'data' / 'data-<slot>' one identity's (each reads its own training shards). The
+// peer verifies both before use.
 export async function loadCache(key = 'chain') {
   try {
     const db = await openDb();
