@@ -10,6 +10,7 @@ use clap::Parser;
 mod cli;
 mod data_cmd;
 mod data_dir;
+mod job_pool;
 mod logging;
 mod metrics;
 mod net;

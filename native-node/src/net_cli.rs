@@ -151,6 +151,9 @@ pub(crate) fn parse_aggregation(text: &str) -> Result<AggregationRule, String> {
     Ok(rule)
 }
 
+/// Most job threads `--job-threads` takes: each holds a copy of the model while it works.
+const MAX_JOB_THREADS: usize = 256;
+
 #[derive(Debug, Args, Default)]
 pub(crate) struct RunArgs {
     /// Directory of this node's state; create it with `init`.
@@ -208,6 +211,10 @@ pub(crate) struct RunArgs {
     /// [default: 0, all of them].
     #[arg(long, env = "TABSWARM_TRAIN_SHARDS")]
     pub(crate) train_shards: Option<u32>,
+    /// Threads for training, scoring and testing jobs (more queue; fewer leave cores to
+    /// other work) [default: one per core].
+    #[arg(long, env = "TABSWARM_JOB_THREADS")]
+    pub(crate) job_threads: Option<usize>,
 }
 
 /// The `--config` file: the same options as the flags.
@@ -230,6 +237,7 @@ struct ConfigFile {
     max_memory_percent: Option<f64>,
     stop_at_height: Option<u64>,
     train_shards: Option<u32>,
+    job_threads: Option<usize>,
 }
 
 /// `run`'s options after flags, environment and config file are merged and checked.
@@ -247,6 +255,7 @@ pub(crate) struct RunOptions {
     pub(crate) max_memory_fraction: f64,
     pub(crate) stop_at_height: Option<u64>,
     pub(crate) train_shards: u32,
+    pub(crate) job_threads: usize,
 }
 
 /// A role from `--roles`.
@@ -293,6 +302,13 @@ impl RunArgs {
             bail!("--max-memory-percent {max_memory_percent} is out of range: use 1..=100");
         }
         let max_connections = self.max_connections.or(file.max_connections).unwrap_or(256);
+        let job_threads = self
+            .job_threads
+            .or(file.job_threads)
+            .unwrap_or_else(crate::job_pool::default_threads);
+        if !(1..=MAX_JOB_THREADS).contains(&job_threads) {
+            bail!("--job-threads {job_threads} is out of range: use 1..={MAX_JOB_THREADS}");
+        }
         if max_connections == 0 {
             bail!("--max-connections must be at least 1");
         }
@@ -328,6 +344,7 @@ impl RunArgs {
             max_memory_fraction: max_memory_percent / 100.0,
             stop_at_height: self.stop_at_height.or(file.stop_at_height),
             train_shards: self.train_shards.or(file.train_shards).unwrap_or(0),
+            job_threads,
         })
     }
 }
@@ -479,5 +496,18 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("unknown role"), "{err}");
+    }
+
+    #[test]
+    fn job_threads_default_to_the_cores_and_zero_is_refused() {
+        let o = RunArgs::default().resolve().unwrap();
+        assert_eq!(o.job_threads, crate::job_pool::default_threads());
+        let err = RunArgs {
+            job_threads: Some(0),
+            ..RunArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("--job-threads 0"), "{err}");
     }
 }

@@ -295,6 +295,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics,
             status: status.clone(),
             stop_at_height: options.stop_at_height,
+            job_threads: options.job_threads,
         })?;
         // The status page opens only once it tells the stored height: a monitor (or a test)
         // reading it while the store loads saw height 0 after every restart.

@@ -17,20 +17,21 @@ use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::node::Record;
 use tabswarm_peer::jobs::{self, DataPlan, Job};
 use tabswarm_peer::wire::Response;
-use tabswarm_peer::{Effect, Input, Peer, Persist, Restored, Roles, TICK_MS};
+use tabswarm_peer::{Effect, Input, Peer, Persist, Queue, Restored, Roles, TICK_MS};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use tabswarm_net::protocols::{Link, Reply, Routed};
 
 use crate::data_dir::DataDir;
+use crate::job_pool::JobPool;
 use crate::metrics::{Metrics, Status};
 use crate::net::behaviour::{Behaviour, BehaviourEvent};
 use crate::net::connectivity::Connectivity;
 use crate::observe::{self, NetView};
 use crate::store::Store;
 
-/// Jobs queued for the blocking pool before the loop waits for one to finish.
+/// Finished jobs queued for the loop before job threads wait for it to take them.
 const JOB_QUEUE: usize = 64;
 
 /// Everything the loop needs, prepared by `run`.
@@ -49,6 +50,8 @@ pub(crate) struct Setup {
     pub(crate) metrics: Metrics,
     pub(crate) status: Arc<Mutex<Status>>,
     pub(crate) stop_at_height: Option<u64>,
+    /// Threads for training, scoring and testing jobs.
+    pub(crate) job_threads: usize,
 }
 
 struct Done {
@@ -66,6 +69,7 @@ pub(crate) struct Runner {
     started: Instant,
     jobs_tx: mpsc::Sender<Done>,
     jobs_rx: mpsc::Receiver<Done>,
+    job_pool: JobPool,
     net: Connectivity,
     metrics: Metrics,
     status: Arc<Mutex<Status>>,
@@ -87,6 +91,7 @@ impl Runner {
             metrics,
             status,
             stop_at_height,
+            job_threads,
         } = setup;
         let data_dir = DataDir::new(&home);
         let restored = Restored {
@@ -114,6 +119,7 @@ impl Runner {
             started: Instant::now(),
             jobs_tx,
             jobs_rx,
+            job_pool: JobPool::new(job_threads),
             net: Connectivity::new(bootstrap, relay_only),
             metrics,
             status,
@@ -261,11 +267,12 @@ impl Runner {
         Ok(())
     }
 
-    /// Jobs run on the blocking pool: the loop (votes, timers, gossip) never waits for them.
+    /// Jobs run on the job pool's threads: the loop (votes, timers, gossip) never waits for
+    /// them.
     fn run_job(&mut self, job: Job) {
         let plan = self.plan.clone();
         let tx = self.jobs_tx.clone();
-        tokio::task::spawn_blocking(move || {
+        let queued = self.job_pool.spawn(move || {
             let t0 = Instant::now();
             // The peer sends no job before the plan; a failed job is what it would make of one.
             let output = match &plan {
@@ -278,6 +285,12 @@ impl Runner {
                 elapsed_ms: t0.elapsed().as_millis() as u64,
             });
         });
+        if !queued {
+            warn!(
+                waiting = self.job_pool.waiting(),
+                "job queue full: a job was dropped (the peer judges without its result)"
+            );
+        }
     }
 
     fn on_tick(&mut self) -> anyhow::Result<()> {
@@ -356,6 +369,22 @@ impl Runner {
         Ok(())
     }
 
+    /// The job pool's queue and threads, beside the peer's buffers.
+    fn job_queues(&self) -> [Queue; 2] {
+        [
+            Queue {
+                name: "jobs_waiting",
+                len: self.job_pool.waiting(),
+                bound: Some(crate::job_pool::MAX_WAITING),
+            },
+            Queue {
+                name: "jobs_running",
+                len: self.job_pool.running(),
+                bound: Some(self.job_pool.threads()),
+            },
+        ]
+    }
+
     pub(crate) fn refresh_status(&mut self) {
         let swarm = &self.swarm;
         let gossip = &swarm.behaviour().peer.gossipsub;
@@ -387,7 +416,8 @@ impl Runner {
                     .map(|(address, credit)| (hex(address), *credit))
                     .collect();
             }
-            let queues = self.peer.queues();
+            let mut queues = self.peer.queues();
+            queues.extend(self.job_queues());
             observe::update_status(&mut status, snapshot, queues, view, &self.metrics);
         }
     }

@@ -82,7 +82,9 @@ export async function launchBrowser() {
 // Opens `path` in `where` (a browser: a fresh profile; a context: pages sharing its storage,
 // like tabs of one browser) and waits until the page's module set `window.ready` (or threw).
 // `init` runs in the page before any of its scripts.
-export async function openPage(where, server, path, { init } = {}) {
+// `loadMs` bounds the page's load and its wasm start; on a loaded machine (the soak runs
+// tabs beside 32 native peers on 2 cores) that takes minutes, not seconds.
+export async function openPage(where, server, path, { init, loadMs = 60_000 } = {}) {
   const page = await where.newPage();
   if (init) await page.addInitScript(init);
   const errors = [];
@@ -93,8 +95,8 @@ export async function openPage(where, server, path, { init } = {}) {
     consoleLines.push(`${m.type()}: ${m.text()}`);
     if (consoleLines.length > 5000) consoleLines.shift();
   });
-  await page.goto(server.url + path);
-  await page.waitForFunction(() => window.ready === true || window.loadError, null, { timeout: 60_000 });
+  await page.goto(server.url + path, { timeout: loadMs });
+  await page.waitForFunction(() => window.ready === true || window.loadError, null, { timeout: loadMs });
   const loadError = await page.evaluate(() => window.loadError ?? null);
   if (loadError) throw new Error(`page failed to load: ${loadError}; console: ${errors.join(' | ')}`);
   return { page, errors, consoleLines };

@@ -21,13 +21,13 @@ const browser = await launchBrowser();
 const tabs = [];
 for (let i = 0; i < TABS; i += 1) {
   const context = await browser.newContext();
-  const tab = await openPage(context, server, '/www/index.html');
-  tab.crashed = false;
-  tab.samples = [];
-  tab.page.on('crash', () => { tab.crashed = true; });
+  let tab = { page: null, errors: [], consoleLines: [] };
   try {
-    // The join button shows once the page's wasm is loaded: on a machine running 32 busy
-    // nodes that took more than playwright's 30 s default.
+    // On a machine running 32 busy nodes the page's wasm took minutes to load, and its join
+    // button as long to show: far past playwright's 30 s default.
+    tab = await openPage(context, server, '/www/index.html', { loadMs: OPEN_TIMEOUT_MS });
+    tab.crashed = false;
+    tab.page.on('crash', () => { tab.crashed = true; });
     await tab.page.click('#join', { timeout: OPEN_TIMEOUT_MS });
     tab.cdp = await context.newCDPSession(tab.page);
     await tab.cdp.send('Performance.enable');
@@ -36,6 +36,8 @@ for (let i = 0; i < TABS; i += 1) {
     tab.errors.push(`opening failed: ${e.message}`);
     tab.failed = true;
   }
+  tab.crashed ??= false;
+  tab.samples = [];
   tabs.push(tab);
 }
 
