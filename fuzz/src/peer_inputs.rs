@@ -413,8 +413,9 @@ fn finish(u: &mut Unstructured<'_>, w: &World, job: Job) -> Result<Output> {
         })
     };
     Ok(match job {
-        Job::Validate { key, .. } => Output::Validated {
+        Job::Validate { key, draw, .. } => Output::Validated {
             key,
+            draw,
             loss: loss(u)?,
         },
         Job::Test { height, .. } => Output::Tested {

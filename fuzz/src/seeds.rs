@@ -122,6 +122,7 @@ pub fn all() -> Vec<Seed> {
         jobs::encode(&Job::Validate {
             key: ScoreKey::Update([4; 32]),
             params,
+            draw: 3,
         }),
     );
     add(
@@ -129,6 +130,7 @@ pub fn all() -> Vec<Seed> {
         "validated",
         jobs::encode(&Output::Validated {
             key: ScoreKey::Base([1; 32]),
+            draw: 3,
             loss: Some(0.5),
         }),
     );

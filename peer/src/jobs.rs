@@ -18,7 +18,11 @@ use tabswarm_core::model::ModelKind;
 use tabswarm_core::rng::SeededRng;
 use tabswarm_core::train::{Config, Evaluation, LocalUpdate, Optimizer, TrainError, Trainer};
 
-/// Examples held out of the training shards to score updates on.
+/// Examples held out of the training shards to score updates on (the validation pool).
+pub const VALIDATION_POOL: usize = 2_000;
+
+/// Examples of the pool each score is computed on: drawn afresh at every height
+/// ([`validation_draw`]), so no trainer can tune an update to a fixed set.
 pub const VALIDATION_EXAMPLES: usize = 500;
 
 /// What a validation score is for.
@@ -47,13 +51,15 @@ pub enum Job {
         /// Batch order seed.
         seed: u64,
     },
-    /// Validation loss of `params`.
+    /// Validation loss of `params` on the examples `draw` picks from the pool.
     Validate {
         /// What the loss is for.
         key: ScoreKey,
         /// Parameters to evaluate.
         #[serde(with = "shared_f32s")]
         params: Arc<Vec<f32>>,
+        /// The height's draw of validation examples ([`validation_draw`]).
+        draw: u64,
     },
     /// Test loss and accuracy of the parameters committed at `height`.
     Test {
@@ -79,6 +85,8 @@ pub enum Output {
     Validated {
         /// What it is for.
         key: ScoreKey,
+        /// The draw of validation examples it was computed on.
+        draw: u64,
         /// The loss.
         loss: Option<f32>,
     },
@@ -108,7 +116,7 @@ mod shared_f32s {
 }
 
 /// Version of the job codec ([`encode`], [`decode`]).
-pub const JOB_FORMAT: u8 = 1;
+pub const JOB_FORMAT: u8 = 2;
 
 /// The largest encoded job or output: parameters or a delta of the largest model with room
 /// to spare (the CNN has about 1.2 M parameters, 5 MB).
@@ -207,7 +215,7 @@ impl DataPlan {
         let split = Split::mnist(dataset);
         let mut order: Vec<usize> = (0..split.train.len()).collect();
         SeededRng::new(rules.seed, "tabswarm/shards").shuffle(&mut order);
-        let (validation, rest) = order.split_at(VALIDATION_EXAMPLES.min(order.len() / 2));
+        let (validation, rest) = order.split_at(VALIDATION_POOL.min(order.len() / 2));
         let shards = rules.shards as usize;
         if rest.len() < shards {
             return Err(PlanError(format!(
@@ -267,9 +275,22 @@ impl DataPlan {
             % u64::from(shards.max(1))) as usize
     }
 
-    /// The validation examples.
+    /// The validation pool.
     pub fn validation(&self) -> &Dataset {
         &self.validation
+    }
+
+    /// The [`VALIDATION_EXAMPLES`] examples of the pool that `draw` picks (the whole pool
+    /// when it is no larger), in the pool's order.
+    pub fn validation_sample(&self, draw: u64) -> Dataset {
+        let n = self.validation.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        if n > VALIDATION_EXAMPLES {
+            SeededRng::new(draw, "tabswarm/validation-draw").shuffle(&mut order);
+            order.truncate(VALIDATION_EXAMPLES);
+            order.sort_unstable();
+        }
+        self.validation.subset(&order)
     }
 
     /// The run's training rules.
@@ -325,6 +346,20 @@ fn join(parts: &[Arc<Dataset>]) -> Result<Dataset, PlanError> {
     })
 }
 
+/// The draw of validation examples for every score of the height after the one committed
+/// at `height` with parameters hashing to `param_hash`: the same at every validator, new at
+/// every height, and unknown before the previous height is decided (the block that decides
+/// it fixes the parameter hash). Held as the committed state rather than the block hash so a
+/// peer that caught up from a checkpoint, without the block, draws the same.
+pub fn validation_draw(param_hash: &[u8; 32], height: u64) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"tabswarm/validation-draw/v1\0");
+    h.update(height.to_le_bytes());
+    h.update(param_hash);
+    let d: [u8; 32] = h.finalize().into();
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
 /// The batch-order seed of a trainer's job at `height`.
 pub fn train_seed(trainer: &Address, height: u64) -> u64 {
     u64::from_le_bytes(trainer.0[..8].try_into().unwrap_or_default()) ^ height
@@ -338,8 +373,9 @@ pub fn failed(job: &Job, why: String) -> Output {
             height: *height,
             result: Err(why),
         },
-        Job::Validate { key, .. } => Output::Validated {
+        Job::Validate { key, draw, .. } => Output::Validated {
             key: *key,
+            draw: *draw,
             loss: None,
         },
         Job::Test { height, .. } => Output::Tested {
@@ -368,9 +404,10 @@ pub fn run(plan: &DataPlan, job: Job) -> Output {
             .map_err(|e| e.to_string());
             Output::Trained { height, result }
         }
-        Job::Validate { key, params } => Output::Validated {
+        Job::Validate { key, params, draw } => Output::Validated {
             key,
-            loss: evaluate(&config, &params, &plan.validation)
+            draw,
+            loss: evaluate(&config, &params, &plan.validation_sample(draw))
                 .map(|e| e.loss)
                 .filter(|l| l.is_finite()),
         },
@@ -412,12 +449,14 @@ mod tests {
         }
         let out = Output::Validated {
             key: ScoreKey::Update([4; 32]),
+            draw: 11,
             loss: Some(0.25),
         };
         let back: Output = decode(&encode(&out)).unwrap();
         match back {
             Output::Validated {
                 key: ScoreKey::Update(id),
+                draw: 11,
                 loss: Some(l),
             } => {
                 assert_eq!(id, [4; 32]);
@@ -425,6 +464,69 @@ mod tests {
             }
             other => panic!("changed on the way: {other:?}"),
         }
+    }
+
+    #[test]
+    fn each_height_scores_on_its_own_draw_of_the_validation_pool() {
+        let n = VALIDATION_POOL;
+        // Each example's first two pixels name it, so a sample says what it holds.
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let pixels: Vec<u8> = (0..n)
+            .flat_map(|i| [(i % 256) as u8, (i / 256) as u8, 0, 0])
+            .collect();
+        let pool = Arc::new(Dataset::from_parts(2, 2, 10, labels, pixels).unwrap());
+        let some = Arc::new(Dataset::from_parts(2, 2, 10, vec![0], vec![0; 4]).unwrap());
+        let plan = DataPlan::from_parts(
+            &TrainingRules::default(),
+            vec![some.clone()],
+            std::slice::from_ref(&pool),
+            &[some],
+        )
+        .unwrap();
+        let hash = [7u8; 32];
+        let (a, b) = (validation_draw(&hash, 5), validation_draw(&hash, 6));
+        assert_ne!(a, b, "two heights, one draw");
+        assert_ne!(
+            a,
+            validation_draw(&[8; 32], 5),
+            "other parameters, same draw"
+        );
+        assert_eq!(
+            a,
+            validation_draw(&hash, 5),
+            "validators would draw differently"
+        );
+        let (sa, sb) = (plan.validation_sample(a), plan.validation_sample(b));
+        assert_eq!(sa, plan.validation_sample(a));
+        assert_eq!(
+            (sa.len(), sb.len()),
+            (VALIDATION_EXAMPLES, VALIDATION_EXAMPLES)
+        );
+        assert_ne!(sa, sb);
+        // Distinct examples in the pool's order, spread over all of it.
+        let ids = |d: &Dataset| -> Vec<usize> {
+            (0..d.len())
+                .map(|i| usize::from(d.image(i)[0]) + 256 * usize::from(d.image(i)[1]))
+                .collect()
+        };
+        let ids = ids(&sa);
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "not in the pool's order"
+        );
+        assert!(
+            ids[0] < n / 10 && ids[ids.len() - 1] > n - n / 10,
+            "{ids:?}"
+        );
+        // A pool no larger than a draw is used whole.
+        let small = DataPlan::from_parts(
+            &TrainingRules::default(),
+            plan.shards().to_vec(),
+            &[Arc::new(pool.subset(&(0..100).collect::<Vec<_>>()))],
+            &[plan.shards()[0].clone()],
+        )
+        .unwrap();
+        assert_eq!(small.validation_sample(a), *small.validation());
     }
 
     #[test]

@@ -1537,8 +1537,8 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                 self.clock.trained_ms = elapsed_ms;
                 self.announce_own(height, update)
             }
-            jobs::Output::Validated { key, loss } => {
-                self.app_mut().on_score(key, loss);
+            jobs::Output::Validated { key, draw, loss } => {
+                self.app_mut().on_score(key, draw, loss);
                 self.release_held()?;
                 self.retry_propose()
             }

@@ -28,7 +28,7 @@ use tabswarm_consensus::node::Application;
 use tabswarm_consensus::update::SignedUpdate;
 use tabswarm_core::{flat, robust};
 
-use crate::jobs::{Job, ScoreKey, update_weight};
+use crate::jobs::{Job, ScoreKey, update_weight, validation_draw};
 use crate::pool::{Admitted, Entry, Pool, Refusal};
 
 /// An update whose validation loss exceeds `base * FACTOR + SLACK` is refused as harmful.
@@ -125,6 +125,8 @@ pub struct RoundApp {
     now_ms: u64,
     pool: Pool,
     scores: HashMap<ScoreKey, Option<f32>>,
+    /// This height's draw of validation examples: every score of a height is on it.
+    draw: u64,
     asked: BTreeSet<ScoreKey>,
     jobs: Vec<Job>,
     results: HashMap<[u8; 32], Arc<Vec<f32>>>,
@@ -176,6 +178,7 @@ impl RoundApp {
             now_ms,
             pool: Pool::default(),
             scores: HashMap::new(),
+            draw: 0,
             asked: BTreeSet::new(),
             jobs: Vec::new(),
             results: HashMap::new(),
@@ -208,6 +211,10 @@ impl RoundApp {
     /// Their hash.
     pub fn param_hash(&self) -> [u8; 32] {
         self.param_hash
+    }
+    /// The draw of validation examples this height's scores are computed on.
+    pub fn draw(&self) -> u64 {
+        self.draw
     }
     /// The run's training rules.
     pub fn rules(&self) -> TrainingRules {
@@ -415,8 +422,14 @@ impl RoundApp {
         self.pool.remove(id);
     }
 
-    /// A finished validation job.
-    pub fn on_score(&mut self, key: ScoreKey, loss: Option<f32>) {
+    /// A finished validation job, computed on the examples `draw` picked.
+    pub fn on_score(&mut self, key: ScoreKey, draw: u64, loss: Option<f32>) {
+        // A score of an earlier height's draw (a job that outlived its height) would compare
+        // losses on different examples; an empty height keeps the parameters, and with them
+        // the base's key, so the key alone does not tell.
+        if draw != self.draw {
+            return;
+        }
         if !self.asked.remove(&key) {
             return; // for parameters we no longer hold
         }
@@ -476,7 +489,11 @@ impl RoundApp {
         if !self.scoring || self.scores.contains_key(&key) || !self.asked.insert(key) {
             return;
         }
-        self.jobs.push(Job::Validate { key, params });
+        self.jobs.push(Job::Validate {
+            key,
+            params,
+            draw: self.draw,
+        });
     }
 
     fn base_loss(&mut self) -> Option<f32> {
@@ -634,6 +651,7 @@ impl RoundApp {
     /// Adopts parameters committed at `height` (from a block or a verified checkpoint).
     pub fn set_committed(&mut self, height: u64, params: Arc<Vec<f32>>, now_ms: u64) {
         self.param_hash = flat::param_hash(&params).0;
+        self.draw = validation_draw(&self.param_hash, height);
         self.params = params;
         self.height = height;
         self.height_started_ms = now_ms;
@@ -932,7 +950,7 @@ mod tests {
         let g = genesis_with(rule);
         let mut app = RoundApp::new(&g, 0, vec![0.5; N], 0);
         let key = ScoreKey::Base(app.param_hash());
-        app.on_score(key, Some(base_loss));
+        app.on_score(key, app.draw(), Some(base_loss));
         app
     }
 
@@ -970,8 +988,8 @@ mod tests {
         let jobs = app.take_jobs();
         let mut n = 0;
         for job in jobs {
-            if let Job::Validate { key, .. } = job {
-                app.on_score(key, Some(loss(&key)));
+            if let Job::Validate { key, draw, .. } = job {
+                app.on_score(key, draw, Some(loss(&key)));
                 n += 1;
             }
         }
@@ -1110,7 +1128,7 @@ mod tests {
         for app in [&mut early, &mut late] {
             let params = app.params().clone();
             app.set_committed(1, params, 0);
-            app.on_score(ScoreKey::Base(app.param_hash()), Some(1.0));
+            app.on_score(ScoreKey::Base(app.param_hash()), app.draw(), Some(1.0));
         }
         late.set_members(Some([a].into()));
         assert!(!early.may_submit(&b) && late.may_submit(&b));
@@ -1365,6 +1383,37 @@ mod tests {
         assert_eq!(tests_asked(&mut app), vec![2]);
     }
 
+    /// The key and draw of the validation jobs asked for since the last call.
+    fn validations(app: &mut RoundApp) -> Vec<(ScoreKey, u64)> {
+        app.take_jobs()
+            .into_iter()
+            .filter_map(|j| match j {
+                Job::Validate { key, draw, .. } => Some((key, draw)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_height_scores_on_a_new_draw_and_a_score_of_an_old_draw_is_ignored() {
+        let g = genesis();
+        let mut app = RoundApp::new(&g, 0, vec![0.5; N], 0);
+        let first = validations(&mut app);
+        assert_eq!(first.len(), 1, "the base is scored: {first:?}");
+        assert_eq!(first[0].1, app.draw());
+        // An empty height keeps the parameters, so the base has the same key; not the draw.
+        app.set_committed(1, Arc::new(vec![0.5; N]), 100);
+        let second = validations(&mut app);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].0, first[0].0);
+        assert_ne!(second[0].1, first[0].1, "two heights scored on one draw");
+        // The first height's job finishes late: its loss is on other examples.
+        app.on_score(first[0].0, first[0].1, Some(9.0));
+        assert_eq!(app.base_loss(), None, "a score of the old draw was taken");
+        app.on_score(second[0].0, second[0].1, Some(1.0));
+        assert_eq!(app.base_loss(), Some(1.0));
+    }
+
     fn validate_jobs(app: &mut RoundApp) -> usize {
         app.take_jobs()
             .iter()
@@ -1416,7 +1465,7 @@ mod tests {
         let mut app = app(1.0);
         app.set_committed(1, Arc::new(vec![0.6; N]), 300);
         let key = ScoreKey::Base(app.param_hash());
-        app.on_score(key, Some(1.0));
+        app.on_score(key, app.draw(), Some(1.0));
         app
     }
 
@@ -1453,7 +1502,7 @@ mod tests {
         // Not late at all: for the next height, that is an announcement.
         assert!(!app.note_late(&signed(&app, 9, app.height() + 1)));
         let key = ScoreKey::Base(app.param_hash());
-        app.on_score(key, Some(1.0));
+        app.on_score(key, app.draw(), Some(1.0));
         add(&mut app, 2, 0.01);
         assert!(try_propose(&mut app).is_some(), "waited for nobody");
     }

@@ -160,8 +160,10 @@ impl Quadratic {
                     }),
                 }
             }
-            Job::Validate { key, params } => Output::Validated {
+            // The cost model has no examples to draw: every draw sees the same loss.
+            Job::Validate { key, params, draw } => Output::Validated {
                 key,
+                draw,
                 loss: Some(self.loss(&params)).filter(|l| l.is_finite()),
             },
             Job::Test { height, params } => {
