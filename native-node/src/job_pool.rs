@@ -1,16 +1,20 @@
 //! Runs the peer's jobs (training, scoring, testing) off the event loop, at most `threads`
-//! at a time, in the order the peer asked for them.
+//! at a time: scores first, then training, then test evaluations, each kind in the order the
+//! peer asked for it.
 //!
 //! A validator of a busy run is asked to score every update of a height at once: thirty
 //! jobs, each evaluating its own copy of the parameters. Run all at once on the blocking
 //! pool they only share the same cores, finish together (so every score is late), and each
 //! thread keeps its own allocator arena: memory grows with the busiest height ever seen.
-//! Queued behind a few threads, the first scores are in early and memory stays flat.
+//! Queued behind a few threads, the first scores are in early and memory stays flat. Scores
+//! go first because a proposal waits for them (the chain does), while the node's own
+//! training and its test figures only wait for themselves.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 
 /// Threads a node gives its jobs unless told otherwise: one per core.
 pub(crate) fn default_threads() -> usize {
@@ -23,16 +27,52 @@ pub(crate) fn default_threads() -> usize {
 /// through reaches this.
 pub(crate) const MAX_WAITING: usize = 1024;
 
+/// What a job is for, which decides who goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Validation scores: a proposal, and so the chain, waits for them.
+    Score = 0,
+    /// The node's own local training.
+    Train = 1,
+    /// Test figures for the status page and metrics.
+    Test = 2,
+}
+
 type Work = Box<dyn FnOnce() + Send + 'static>;
 
-/// A FIFO pool of `threads` job threads. Needs a tokio runtime: one task hands queued jobs
-/// to blocking threads as slots free up, in the order they were given.
-#[derive(Debug)]
+/// Jobs waiting, one FIFO queue per lane.
+#[derive(Default)]
+struct Lanes {
+    queues: Mutex<[VecDeque<Work>; 3]>,
+    /// Woken when a job is queued or the pool goes away.
+    queued: Notify,
+    closed: AtomicBool,
+}
+
+impl Lanes {
+    fn pop(&self) -> Option<Work> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.iter_mut().find_map(VecDeque::pop_front)
+    }
+}
+
+/// A pool of `threads` job threads. Needs a tokio runtime: one task hands queued jobs to
+/// blocking threads as slots free up.
 pub(crate) struct JobPool {
-    queue: mpsc::Sender<Work>,
+    lanes: Arc<Lanes>,
     threads: usize,
     waiting: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for JobPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobPool")
+            .field("threads", &self.threads)
+            .field("waiting", &self.waiting())
+            .field("running", &self.running())
+            .finish()
+    }
 }
 
 /// Counts a job as running for as long as it lives, panics included.
@@ -47,22 +87,33 @@ impl Drop for Running {
 impl JobPool {
     pub(crate) fn new(threads: usize) -> Self {
         let threads = threads.max(1);
-        let (queue, mut jobs) = mpsc::channel::<Work>(MAX_WAITING);
+        let lanes = Arc::new(Lanes::default());
         let waiting = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicUsize::new(0));
         let slots = Arc::new(Semaphore::new(threads));
-        let (w, r) = (waiting.clone(), running.clone());
+        let (l, w, r) = (lanes.clone(), waiting.clone(), running.clone());
         tokio::spawn(async move {
-            while let Some(work) = jobs.recv().await {
-                // The semaphore is never closed.
+            loop {
+                // A free thread first, then the most urgent job: one queued while we waited
+                // for the thread still gets its turn by lane.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
+                };
+                let work = loop {
+                    if l.closed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Some(work) = l.pop() {
+                        break work;
+                    }
+                    // `notify_one` keeps a wake-up for a job queued before we wait.
+                    l.queued.notified().await;
                 };
                 w.fetch_sub(1, Ordering::Relaxed);
                 r.fetch_add(1, Ordering::Relaxed);
                 let running = Running(r.clone());
                 tokio::task::spawn_blocking(move || {
-                    // Both go when the job ends or panics: the slot is free for the next.
+                    // Both go when the job ends or panics: the thread is free for the next.
                     let _slot = slot;
                     let _running = running;
                     work();
@@ -70,27 +121,32 @@ impl JobPool {
             }
         });
         Self {
-            queue,
+            lanes,
             threads,
             waiting,
             running,
         }
     }
 
-    /// Queues `work` (which hands its result back itself); it runs once a slot is free.
-    /// With [`MAX_WAITING`] jobs waiting, `work` is dropped and `false` returned: the peer
-    /// judges without a score that never comes, as it does for a lost one.
+    /// Queues `work` (which hands its result back itself) in `lane`; it runs once a thread
+    /// is free and no more urgent job waits. With [`MAX_WAITING`] jobs waiting, `work` is
+    /// dropped and `false` returned: the peer judges without a score that never comes, as it
+    /// does for a lost one.
     #[must_use]
-    pub(crate) fn spawn(&self, work: impl FnOnce() + Send + 'static) -> bool {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let queued = self.queue.try_send(Box::new(work)).is_ok();
-        if !queued {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn spawn(&self, lane: Lane, work: impl FnOnce() + Send + 'static) -> bool {
+        {
+            let mut queues = self.lanes.queues.lock().unwrap_or_else(|e| e.into_inner());
+            if queues.iter().map(VecDeque::len).sum::<usize>() >= MAX_WAITING {
+                return false;
+            }
+            queues[lane as usize].push_back(Box::new(work));
+            self.waiting.fetch_add(1, Ordering::Relaxed);
         }
-        queued
+        self.lanes.queued.notify_one();
+        true
     }
 
-    /// Jobs waiting for a slot.
+    /// Jobs waiting for a thread.
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
@@ -105,11 +161,35 @@ impl JobPool {
     }
 }
 
+impl Drop for JobPool {
+    fn drop(&mut self) {
+        self.lanes.closed.store(true, Ordering::Relaxed);
+        self.lanes.queued.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
     use std::time::Duration;
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// A job that holds its thread until `release` is sent to (or dropped).
+    fn blocker() -> (std::sync::mpsc::Sender<()>, impl FnOnce() + Send + 'static) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        (release, move || {
+            let _ = wait.recv();
+        })
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_more_jobs_run_at_once_than_the_pool_has_threads_and_they_start_in_order() {
@@ -117,10 +197,10 @@ mod tests {
         let now = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let started = Arc::new(Mutex::new(Vec::new()));
-        let (tx, mut rx) = mpsc::channel(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         for i in 0..12usize {
             let (now, most, started, tx) = (now.clone(), most.clone(), started.clone(), tx.clone());
-            let queued = pool.spawn(move || {
+            let queued = pool.spawn(Lane::Score, move || {
                 started.lock().unwrap().push(i);
                 let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(n, Ordering::SeqCst);
@@ -146,51 +226,67 @@ mod tests {
         );
         finished.sort();
         assert_eq!(finished, (0..12).collect::<Vec<_>>());
-        // Two slots: job i+2 cannot start before job i has; the order is the peer's, give or
-        // take the two that start together.
+        // Two threads: job i+2 cannot start before job i has; the order is the peer's, give
+        // or take the two that start together.
         let started = started.lock().unwrap().clone();
         for (k, &i) in started.iter().enumerate() {
             assert!(i.abs_diff(k) <= 1, "jobs started out of order: {started:?}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!((pool.waiting(), pool.running()), (0, 0));
+        until("the pool to drain", || pool.waiting() + pool.running() == 0).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scores_overtake_training_and_tests_that_wait() {
+        let pool = JobPool::new(1);
+        let (release, hold) = blocker();
+        assert!(pool.spawn(Lane::Train, hold));
+        until("the first job to run", || pool.running() == 1).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for (lane, name) in [
+            (Lane::Test, "test"),
+            (Lane::Train, "train"),
+            (Lane::Score, "score 1"),
+            (Lane::Score, "score 2"),
+        ] {
+            let order = order.clone();
+            assert!(pool.spawn(lane, move || order.lock().unwrap().push(name)));
+        }
+        release.send(()).unwrap();
+        until("every job to run", || order.lock().unwrap().len() == 4).await;
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["score 1", "score 2", "train", "test"]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_new_jobs_instead_of_growing() {
         let pool = JobPool::new(1);
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let wait = Arc::new(Mutex::new(wait));
-        // One job holds the only thread until released; the queue then fills to its bound.
-        let hold = wait.clone();
-        assert!(pool.spawn(move || {
-            let _ = hold.lock().unwrap().recv();
-        }));
-        for _ in 0..500 {
-            if pool.running() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(pool.running(), 1);
-        let mut queued = 0;
-        for _ in 0..MAX_WAITING + 10 {
-            queued += usize::from(pool.spawn(|| {}));
-        }
-        assert!(
-            (MAX_WAITING..=MAX_WAITING + 1).contains(&queued),
-            "{queued} jobs queued behind a busy thread (bound {MAX_WAITING})"
-        );
-        assert!(pool.waiting() <= MAX_WAITING + 1);
+        let (release, hold) = blocker();
+        assert!(pool.spawn(Lane::Score, hold));
+        until("the first job to run", || pool.running() == 1).await;
+        let queued = (0..MAX_WAITING + 10)
+            .filter(|i| pool.spawn(if i % 2 == 0 { Lane::Score } else { Lane::Test }, || {}))
+            .count();
+        assert_eq!(queued, MAX_WAITING, "jobs queued behind a busy thread");
+        assert_eq!(pool.waiting(), MAX_WAITING);
         release.send(()).unwrap();
+        until("the queue to drain", || {
+            pool.waiting() + pool.running() == 0
+        })
+        .await;
+        assert!(
+            pool.spawn(Lane::Score, || {}),
+            "a drained queue takes jobs again"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_job_that_panics_frees_its_slot() {
+    async fn a_job_that_panics_frees_its_thread() {
         let pool = JobPool::new(1);
-        let (tx, mut rx) = mpsc::channel(4);
-        assert!(pool.spawn(|| panic!("a broken job")));
-        assert!(pool.spawn(move || {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        assert!(pool.spawn(Lane::Train, || panic!("a broken job")));
+        assert!(pool.spawn(Lane::Train, move || {
             let _ = tx.blocking_send(7u32);
         }));
         let v = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;

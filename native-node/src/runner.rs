@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use tabswarm_net::protocols::{Link, Reply, Routed};
 
 use crate::data_dir::DataDir;
-use crate::job_pool::JobPool;
+use crate::job_pool::{JobPool, Lane};
 use crate::metrics::{Metrics, Status};
 use crate::net::behaviour::{Behaviour, BehaviourEvent};
 use crate::net::connectivity::Connectivity;
@@ -267,12 +267,17 @@ impl Runner {
         Ok(())
     }
 
-    /// Jobs run on the job pool's threads: the loop (votes, timers, gossip) never waits for
-    /// them.
+    /// Jobs run on the job pool's threads, scores first: the loop (votes, timers, gossip)
+    /// never waits for them.
     fn run_job(&mut self, job: Job) {
         let plan = self.plan.clone();
         let tx = self.jobs_tx.clone();
-        let queued = self.job_pool.spawn(move || {
+        let lane = match job {
+            Job::Validate { .. } => Lane::Score,
+            Job::Train { .. } => Lane::Train,
+            Job::Test { .. } => Lane::Test,
+        };
+        let queued = self.job_pool.spawn(lane, move || {
             let t0 = Instant::now();
             // The peer sends no job before the plan; a failed job is what it would make of one.
             let output = match &plan {
