@@ -12,12 +12,6 @@
 //! network, open to anyone, with rounds long enough for tabs, and each tab's memory (JS heap
 //! after a forced collection, plus its wasm memories) is held to the same 10%.
 //!
-//! Trainers and tabs run at niceness 10, validators at the test's: squeezed onto one machine
-//! (the full form puts 32 nodes and 4 browsers on 2 cores), the network stands for one where
-//! validators do not share their cores with thirty trainers and the volunteers' browsers.
-//! Without it the validators' scores, which the chain waits for, queued behind everyone's
-//! training (a run at load 90: 10 heights in 10 minutes).
-//!
 //! `cargo xtask test` runs a short form (8 native peers, 90 s); the reliability suite the full
 //! one (`TABSWARM_SOAK_PEERS=32`, `TABSWARM_SOAK_SECS=600`, `TABSWARM_SOAK_TABS=4`).
 
@@ -159,9 +153,6 @@ impl Drop for Tabs {
     }
 }
 
-/// Niceness of trainers and tabs (see the module's doc).
-const OTHERS_NICE: u8 = 10;
-
 /// Starts `tabs` headless volunteers on `net` until `secs` from now (a wall-clock end: on a
 /// loaded machine opening the tabs takes minutes); their report lands in `out`.
 fn start_tabs(net: &Net, tabs: usize, secs: u64, out: &Path) -> Tabs {
@@ -173,13 +164,8 @@ fn start_tabs(net: &Net, tabs: usize, secs: u64, out: &Path) -> Tabs {
     let network = net.dir.join("network.json");
     std::fs::write(&network, net.for_browsers().unwrap().to_string()).unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    Command::new("nice")
-        .args([
-            "-n",
-            &OTHERS_NICE.to_string(),
-            "node",
-            "tests/e2e/soak_tabs.mjs",
-        ])
+    Command::new("node")
+        .arg("tests/e2e/soak_tabs.mjs")
         .current_dir(root)
         .env("TABSWARM_NETWORK", &network)
         .env("TABSWARM_DATA", support::data_file())
@@ -296,18 +282,10 @@ fn many_peers_for_minutes_no_panic_no_leak_no_growing_queue() {
             peers,
             validators,
             tabswarm_testnet::WITH_TABS,
-            |s| tabswarm_testnet::Spec {
-                others_nice: Some(OTHERS_NICE),
-                ..s.open_network_data(0)
-            },
+            |s| s.open_network_data(0),
         )
     } else {
-        support::net_spec("soak", peers, validators, FAST, |s| {
-            tabswarm_testnet::Spec {
-                others_nice: Some(OTHERS_NICE),
-                ..s
-            }
-        })
+        support::net("soak", peers, validators, FAST)
     };
     net.start_all().unwrap();
     let all: Vec<usize> = (0..peers).collect();

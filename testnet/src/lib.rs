@@ -122,10 +122,6 @@ pub struct Spec {
     /// Each process on a host of its own (a network namespace; see [`Hosts`]), so the test
     /// can partition them; otherwise all on 127.0.0.1.
     pub isolated: bool,
-    /// Nodes without stake run at this niceness (`nice -n`), validators at the caller's: a
-    /// network squeezed onto one machine stands for one where validators do not share their
-    /// cores with thirty trainers. Not with `isolated`.
-    pub others_nice: Option<u8>,
 }
 
 impl Spec {
@@ -144,7 +140,6 @@ impl Spec {
             data_owner: 0,
             open_data: false,
             isolated: false,
-            others_nice: None,
         }
     }
 
@@ -434,14 +429,7 @@ impl Testnet {
         if self.nodes[i].child.is_some() {
             bail!("node {i} is already running");
         }
-        let mut cmd = match self.spec.others_nice {
-            Some(n) if i >= self.spec.validators && self.hosts.is_none() => {
-                let mut cmd = Command::new("nice");
-                cmd.args(["-n", &n.to_string()]).arg(&self.bins.node);
-                cmd
-            }
-            _ => self.program(Host::Node(i), &self.bins.node.clone())?,
-        };
+        let mut cmd = self.program(Host::Node(i), &self.bins.node.clone())?;
         let node = &mut self.nodes[i];
         // A stale address file would point status readers at the previous process.
         let _ = std::fs::remove_file(node.home.join("rpc.addr"));
