@@ -346,14 +346,27 @@ fn join(parts: &[Arc<Dataset>]) -> Result<Dataset, PlanError> {
     })
 }
 
-/// The draw of validation examples for every score of the height after the one committed
-/// at `height` with parameters hashing to `param_hash`: the same at every validator, new at
-/// every height, and unknown before the previous height is decided (the block that decides
-/// it fixes the parameter hash). Held as the committed state rather than the block hash so a
-/// peer that caught up from a checkpoint, without the block, draws the same.
-pub fn validation_draw(param_hash: &[u8; 32], height: u64) -> u64 {
+/// A validator's secret for its validation draws, derived from its signing seed (which is
+/// never used raw for anything else).
+pub fn draw_secret(signing_seed: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"tabswarm/validation-draw/v1\0");
+    h.update(b"tabswarm/validation-draw-secret/v1\0");
+    h.update(signing_seed);
+    h.finalize().into()
+}
+
+/// The draw of validation examples for every score a validator computes in the height after
+/// the one committed at `height` with parameters hashing to `param_hash`. New at every height
+/// and, through the validator's `secret` ([`draw_secret`]), known to nobody else: a trainer
+/// trains after the previous block is decided, so a draw seeded by public state (that block's
+/// hash, the parameters) is one it could tune its update to. Each validator compares the
+/// base and every update on its own draw, so the comparison stays paired; validators' verdicts
+/// on an update near the harm line may differ by sampling noise, which the line's slack
+/// absorbs. A peer without a secret (`[0; 32]`) draws from public state.
+pub fn validation_draw(secret: &[u8; 32], param_hash: &[u8; 32], height: u64) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"tabswarm/validation-draw/v2\0");
+    h.update(secret);
     h.update(height.to_le_bytes());
     h.update(param_hash);
     let d: [u8; 32] = h.finalize().into();
@@ -483,19 +496,25 @@ mod tests {
             &[some],
         )
         .unwrap();
-        let hash = [7u8; 32];
-        let (a, b) = (validation_draw(&hash, 5), validation_draw(&hash, 6));
+        let (hash, mine) = ([7u8; 32], draw_secret(&[1; 32]));
+        let (a, b) = (
+            validation_draw(&mine, &hash, 5),
+            validation_draw(&mine, &hash, 6),
+        );
         assert_ne!(a, b, "two heights, one draw");
         assert_ne!(
             a,
-            validation_draw(&[8; 32], 5),
+            validation_draw(&mine, &[8; 32], 5),
             "other parameters, same draw"
         );
         assert_eq!(
             a,
-            validation_draw(&hash, 5),
-            "validators would draw differently"
+            validation_draw(&mine, &hash, 5),
+            "a validator's draw changed"
         );
+        // Another validator's secret, or none (what anyone can compute), draws otherwise.
+        assert_ne!(a, validation_draw(&draw_secret(&[2; 32]), &hash, 5));
+        assert_ne!(a, validation_draw(&[0; 32], &hash, 5));
         let (sa, sb) = (plan.validation_sample(a), plan.validation_sample(b));
         assert_eq!(sa, plan.validation_sample(a));
         assert_eq!(

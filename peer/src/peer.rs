@@ -500,6 +500,7 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             now_ms,
         );
         app.set_credited(ledger.credits().keys().map(|k| Address(*k)));
+        app.set_draw_secret(jobs::draw_secret(&key.seed()));
         app.set_scoring(roles.validate);
         let run = genesis.run_id();
         let data = match &genesis.data {

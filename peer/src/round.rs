@@ -127,6 +127,8 @@ pub struct RoundApp {
     scores: HashMap<ScoreKey, Option<f32>>,
     /// This height's draw of validation examples: every score of a height is on it.
     draw: u64,
+    /// This validator's secret for its draws ([`crate::jobs::draw_secret`]).
+    draw_secret: [u8; 32],
     asked: BTreeSet<ScoreKey>,
     jobs: Vec<Job>,
     results: HashMap<[u8; 32], Arc<Vec<f32>>>,
@@ -179,6 +181,7 @@ impl RoundApp {
             pool: Pool::default(),
             scores: HashMap::new(),
             draw: 0,
+            draw_secret: [0; 32],
             asked: BTreeSet::new(),
             jobs: Vec::new(),
             results: HashMap::new(),
@@ -450,6 +453,17 @@ impl RoundApp {
         self.want_test();
     }
 
+    /// Draws validation examples with `secret` from now on (a validator's own: see
+    /// [`crate::jobs::validation_draw`]); scores asked for on the old draw are asked again.
+    pub fn set_draw_secret(&mut self, secret: [u8; 32]) {
+        self.draw_secret = secret;
+        self.draw = validation_draw(&secret, &self.param_hash, self.height);
+        self.jobs.retain(|j| !matches!(j, Job::Validate { .. }));
+        self.asked.clear();
+        self.scores.clear();
+        self.base_loss();
+    }
+
     /// Scores updates and aggregates (`true`, the default: a validator) or only follows.
     pub fn set_scoring(&mut self, on: bool) {
         self.scoring = on;
@@ -651,7 +665,7 @@ impl RoundApp {
     /// Adopts parameters committed at `height` (from a block or a verified checkpoint).
     pub fn set_committed(&mut self, height: u64, params: Arc<Vec<f32>>, now_ms: u64) {
         self.param_hash = flat::param_hash(&params).0;
-        self.draw = validation_draw(&self.param_hash, height);
+        self.draw = validation_draw(&self.draw_secret, &self.param_hash, height);
         self.params = params;
         self.height = height;
         self.height_started_ms = now_ms;
@@ -1395,11 +1409,18 @@ mod tests {
     }
 
     #[test]
-    fn each_height_scores_on_a_new_draw_and_a_score_of_an_old_draw_is_ignored() {
+    fn each_height_scores_on_a_new_secret_draw_and_a_score_of_an_old_draw_is_ignored() {
         let g = genesis();
         let mut app = RoundApp::new(&g, 0, vec![0.5; N], 0);
+        let public = app.draw();
+        app.set_draw_secret(crate::jobs::draw_secret(&[1; 32]));
+        assert_ne!(
+            app.draw(),
+            public,
+            "a validator draws what anyone can compute"
+        );
         let first = validations(&mut app);
-        assert_eq!(first.len(), 1, "the base is scored: {first:?}");
+        assert_eq!(first.len(), 1, "the base is scored once: {first:?}");
         assert_eq!(first[0].1, app.draw());
         // An empty height keeps the parameters, so the base has the same key; not the draw.
         app.set_committed(1, Arc::new(vec![0.5; N]), 100);
