@@ -50,9 +50,16 @@ struct Lanes {
 }
 
 impl Lanes {
+    fn queues(&self) -> std::sync::MutexGuard<'_, [VecDeque<Work>; 3]> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn pop(&self) -> Option<Work> {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.iter_mut().find_map(VecDeque::pop_front)
+        self.queues().iter_mut().find_map(VecDeque::pop_front)
+    }
+
+    fn len(&self) -> usize {
+        self.queues().iter().map(VecDeque::len).sum()
     }
 }
 
@@ -61,7 +68,6 @@ impl Lanes {
 pub(crate) struct JobPool {
     lanes: Arc<Lanes>,
     threads: usize,
-    waiting: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
 }
 
@@ -88,10 +94,9 @@ impl JobPool {
     pub(crate) fn new(threads: usize) -> Self {
         let threads = threads.max(1);
         let lanes = Arc::new(Lanes::default());
-        let waiting = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicUsize::new(0));
         let slots = Arc::new(Semaphore::new(threads));
-        let (l, w, r) = (lanes.clone(), waiting.clone(), running.clone());
+        let (l, r) = (lanes.clone(), running.clone());
         tokio::spawn(async move {
             loop {
                 // A free thread first, then the most urgent job: one queued while we waited
@@ -109,7 +114,6 @@ impl JobPool {
                     // `notify_one` keeps a wake-up for a job queued before we wait.
                     l.queued.notified().await;
                 };
-                w.fetch_sub(1, Ordering::Relaxed);
                 r.fetch_add(1, Ordering::Relaxed);
                 let running = Running(r.clone());
                 tokio::task::spawn_blocking(move || {
@@ -123,7 +127,6 @@ impl JobPool {
         Self {
             lanes,
             threads,
-            waiting,
             running,
         }
     }
@@ -135,12 +138,11 @@ impl JobPool {
     #[must_use]
     pub(crate) fn spawn(&self, lane: Lane, work: impl FnOnce() + Send + 'static) -> bool {
         {
-            let mut queues = self.lanes.queues.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queues = self.lanes.queues();
             if queues.iter().map(VecDeque::len).sum::<usize>() >= MAX_WAITING {
                 return false;
             }
             queues[lane as usize].push_back(Box::new(work));
-            self.waiting.fetch_add(1, Ordering::Relaxed);
         }
         self.lanes.queued.notify_one();
         true
@@ -148,7 +150,7 @@ impl JobPool {
 
     /// Jobs waiting for a thread.
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.lanes.len()
     }
 
     /// Jobs running now (at most [`Self::threads`]).
@@ -183,12 +185,16 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
-    /// A job that holds its thread until `release` is sent to (or dropped).
-    fn blocker() -> (std::sync::mpsc::Sender<()>, impl FnOnce() + Send + 'static) {
+    /// A pool of one thread, held by a job in `lane` until `release` is sent to (or
+    /// dropped).
+    async fn busy_pool(lane: Lane) -> (JobPool, std::sync::mpsc::Sender<()>) {
+        let pool = JobPool::new(1);
         let (release, wait) = std::sync::mpsc::channel::<()>();
-        (release, move || {
+        assert!(pool.spawn(lane, move || {
             let _ = wait.recv();
-        })
+        }));
+        until("the first job to run", || pool.running() == 1).await;
+        (pool, release)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,10 +243,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn scores_overtake_training_and_tests_that_wait() {
-        let pool = JobPool::new(1);
-        let (release, hold) = blocker();
-        assert!(pool.spawn(Lane::Train, hold));
-        until("the first job to run", || pool.running() == 1).await;
+        let (pool, release) = busy_pool(Lane::Train).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         for (lane, name) in [
             (Lane::Test, "test"),
@@ -261,10 +264,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_new_jobs_instead_of_growing() {
-        let pool = JobPool::new(1);
-        let (release, hold) = blocker();
-        assert!(pool.spawn(Lane::Score, hold));
-        until("the first job to run", || pool.running() == 1).await;
+        let (pool, release) = busy_pool(Lane::Score).await;
         let queued = (0..MAX_WAITING + 10)
             .filter(|i| pool.spawn(if i % 2 == 0 { Lane::Score } else { Lane::Test }, || {}))
             .count();

@@ -270,9 +270,7 @@ impl DataPlan {
         h.update(run.0);
         h.update(height.to_le_bytes());
         h.update(trainer.0);
-        let d: [u8; 32] = h.finalize().into();
-        (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-            % u64::from(shards.max(1))) as usize
+        (first_u64(h) % u64::from(shards.max(1))) as usize
     }
 
     /// The validation pool.
@@ -369,6 +367,11 @@ pub fn validation_draw(secret: &[u8; 32], param_hash: &[u8; 32], height: u64) ->
     h.update(secret);
     h.update(height.to_le_bytes());
     h.update(param_hash);
+    first_u64(h)
+}
+
+/// The first 8 bytes of a hash as a number (seeds and choices made from labelled hashes).
+fn first_u64(h: Sha256) -> u64 {
     let d: [u8; 32] = h.finalize().into();
     u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
