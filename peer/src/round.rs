@@ -793,9 +793,9 @@ fn refused(reason: &'static str) -> bool {
     false
 }
 
-/// The aggregate delta of `deltas` under `rule` (`tabswarm_core::robust`); `None` when the
-/// inputs are refused (no updates, ragged lengths).
-fn combine(rule: AggregationRule, deltas: &[&[f32]], weight: u32) -> Option<Vec<f32>> {
+/// The aggregate delta of `deltas` under `rule` (`tabswarm_core::robust`), each update of
+/// `weight` examples; `None` when the inputs are refused (no updates, ragged lengths).
+pub fn combine(rule: AggregationRule, deltas: &[&[f32]], weight: u32) -> Option<Vec<f32>> {
     match rule {
         AggregationRule::Mean => {
             // Equal weights: the rules give every update the same number of examples.

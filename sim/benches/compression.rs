@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tabswarm_consensus::genesis::Compression;
-use tabswarm_core::data::Dataset;
 use tabswarm_peer::Event;
 use tabswarm_peer::jobs::DataPlan;
 use tabswarm_sim::peers::{ALL, JobModel, PeerConfig, PeerSim, small_rules};
+
+mod support;
 
 const SETTINGS: [(&str, Compression); 4] = [
     ("none", Compression::None),
@@ -73,19 +74,9 @@ fn one(
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let runs: u64 = flag("--runs").and_then(|s| s.parse().ok()).unwrap_or(5);
-    let heights: u64 = flag("--heights").and_then(|s| s.parse().ok()).unwrap_or(20);
-    let path = std::env::var("TABSWARM_DATA")
-        .expect("TABSWARM_DATA names data/mnist.tsd (`cargo xtask bench` sets it)");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let dataset = Dataset::decode(&bytes).expect("a .tsd dataset");
+    let runs: u64 = support::number("--runs", 5);
+    let heights: u64 = support::number("--heights", 20);
+    let dataset = support::mnist();
     let rules = tabswarm_consensus::genesis::TrainingRules {
         local_steps: 20,
         batch_size: 32,
@@ -114,9 +105,5 @@ fn main() {
             "batch_size": rules.batch_size,
         },
     });
-    let text = serde_json::to_string_pretty(&report).expect("json");
-    match flag("--out") {
-        Some(p) => std::fs::write(&p, text + "\n").expect("writing the results"),
-        None => println!("{text}"),
-    }
+    support::write(&report);
 }

@@ -1,12 +1,14 @@
 //! # tabswarm-sim
 //!
-//! Two deterministic, seeded simulators on one virtual-network model:
+//! Deterministic, seeded simulators:
 //!
 //! - [`peers::PeerSim`] runs real [`tabswarm_peer::Peer`]s, the protocol every driver ships
 //!   (update pool, scoring jobs, aggregation, catch-up, fetching, consensus), with training
 //!   either real or a cost model ([`peers::JobModel`]). Fault schedules (loss, jitter,
 //!   partitions, crashes with restart, Byzantine validators, lying or flooding adversaries)
 //!   run against the code that ships.
+//! - [`rounds`] runs real trainers and one validator's round application height by height
+//!   with no network: what an aggregation rule lets hostile trainers do to a real model.
 //! - [`Sim`] runs bare consensus nodes with a trivial application, for consensus-only
 //!   schedules and the light-peer scale model below: thousands of nodes in one process.
 //!
@@ -43,6 +45,7 @@
 mod byzantine;
 mod config;
 pub mod peers;
+pub mod rounds;
 mod sim;
 
 pub use byzantine::Behaviour;

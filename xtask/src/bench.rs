@@ -3,8 +3,8 @@
 //! `bench/results/consensus.json`, the network into `bench/results/network.json`, and the
 //! volunteer's tab against real nodes into `bench/results/browser.json`, the data on the
 //! network into `bench/results/data.json`, the compression settings into
-//! `bench/results/compression.json` and the aggregation rules' costs into
-//! `bench/results/robust.json`, each with the command and the machine. Every measured
+//! `bench/results/compression.json`, the aggregation rules' costs and their accuracy under
+//! attack (`crate::bench_attacks`) into `bench/results/robust.json`, each with the command and the machine. Every measured
 //! figure is the median of several runs with their min and max (see [`crate::runs`]).
 
 use std::path::Path;
@@ -57,6 +57,8 @@ pub(crate) enum Only {
     Compression,
     /// What each aggregation rule costs, native and in Chromium.
     Robust,
+    /// Test accuracy for each aggregation rule under each attack (lock-step rounds, MNIST).
+    Attacks,
 }
 
 pub(crate) fn run(
@@ -95,12 +97,19 @@ pub(crate) fn run(
         s.summary();
         return Ok(());
     }
+    if only == Some(Only::Attacks) {
+        let mut s = Steps::new();
+        crate::bench_attacks::run(&mut s, "cargo xtask bench --only attacks")?;
+        s.summary();
+        return Ok(());
+    }
     train_and_consensus(steps, only.is_none())?;
     if only.is_none() {
         let mut s = Steps::new();
         data(&mut s, "cargo xtask bench")?;
         compression(&mut s, "cargo xtask bench")?;
         robust(&mut s, "cargo xtask bench")?;
+        crate::bench_attacks::run(&mut s, "cargo xtask bench")?;
         s.summary();
         network(rounds, catch_up_blocks)?;
         browser()?;
@@ -241,7 +250,7 @@ fn cargo_bench(s: &mut Steps, package: &str, bench: &str) -> anyhow::Result<Valu
 }
 
 /// [`cargo_bench`] with environment variables for the benchmark.
-fn cargo_bench_with(
+pub(crate) fn cargo_bench_with(
     s: &mut Steps,
     package: &str,
     bench: &str,
@@ -371,12 +380,11 @@ fn robust(s: &mut Steps, command: &str) -> anyhow::Result<()> {
     let browser_runs = chromium["runs"]
         .as_array()
         .context("bench/aggregate.mjs wrote no runs")?;
-    let report = json!({
+    let mut report = json!({
         "command": command,
         "machine": machine::record_since(load_before),
         "what": "milliseconds per aggregate of n seeded updates of the MLP's 101,770 values, per genesis rule (tabswarm_core::perf::aggregation_costs): a validator computes one for every proposal it judges and a proposer for each set it tries, on its event loop; centered clipping runs the genesis default's 3 iterations, the trimmed mean drops 10% at each end",
         "figures": "each {median, min, max, runs} over whole runs, one timing per rule and size in each run",
-        "not_yet": "the accuracy table (each attack x each rule, MNIST, fixed compute budget) asked for beside these costs",
         "aggregation_ms": {
             "native": fold(runs, &["updates", "values"]),
             "chromium": {
@@ -385,6 +393,15 @@ fn robust(s: &mut Steps, command: &str) -> anyhow::Result<()> {
             },
         },
     });
+    // The accuracy table shares the file and is measured separately: keep it.
+    let section = crate::bench_attacks::SECTION;
+    if let Some(earlier) = std::fs::read(&out)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(|r| !r[section].is_null())
+    {
+        report[section] = earlier[section].clone();
+    }
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     eprintln!("written to {}", out.display());
     Ok(())
@@ -519,7 +536,7 @@ fn train_and_consensus(steps: u32, with_consensus: bool) -> anyhow::Result<()> {
 }
 
 /// `bench/results/`, created if missing.
-fn results_dir() -> std::path::PathBuf {
+pub(crate) fn results_dir() -> std::path::PathBuf {
     let dir = sh::root().join("bench").join("results");
     // A missing folder shows up as a clear write error right after, so ignore this one.
     let _ = std::fs::create_dir_all(&dir);

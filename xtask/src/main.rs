@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_attacks;
 mod bench_data;
 mod bench_network;
 mod demo;

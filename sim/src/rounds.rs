@@ -1,0 +1,364 @@
+//! Lock-step rounds: real trainers and one validator running the round protocol height by
+//! height, with no network in between, to measure what an aggregation rule and the
+//! validators' scores let hostile trainers do to a real model.
+//!
+//! Each height, every trainer runs the shipped training job ([`jobs::run`]) on the shard the
+//! protocol assigns it, the hostile ones craft their update ([`Threat`]), and every update is
+//! signed, wrapped as a payload and announced to a [`RoundApp`], the validator's application
+//! that every driver ships: it scores each update and each aggregate on its secret draw of the
+//! validation pool, drops what fails the harm lines, and proposes under the genesis rule. The
+//! proposal is committed as is. This is the robust-aggregation literature's setting (every
+//! update of a round arrives; the attacker is omniscient), on our protocol's rules: what
+//! [`crate::peers::PeerSim`] adds (latency, loss, consensus) changes when an update arrives,
+//! not what is accepted.
+
+mod threat;
+
+use std::sync::Arc;
+
+use malachitebft_core_types::Round;
+use tabswarm_consensus::context::{Height, Value, ValueId};
+use tabswarm_consensus::genesis::{AggregationRule, Compression};
+use tabswarm_consensus::identity::Keypair;
+use tabswarm_consensus::ledger::{Block, CommitCert};
+use tabswarm_consensus::node::Application;
+use tabswarm_consensus::testkit;
+use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
+use tabswarm_core::data::Dataset;
+use tabswarm_peer::fetch::Blob;
+use tabswarm_peer::jobs::{self, DataPlan, Job, Output};
+use tabswarm_peer::payload;
+use tabswarm_peer::round::{EMPTY_FROM_ROUND, RoundApp, combine};
+
+pub use threat::{LINE_MARGIN, Probe, Threat, alie_z, flip_labels};
+
+/// One lock-step run.
+#[derive(Clone, Copy, Debug)]
+pub struct RoundsConfig {
+    /// The genesis rule.
+    pub rule: AggregationRule,
+    /// Trainers, honest and hostile.
+    pub trainers: usize,
+    /// How many of them are hostile (the last ones).
+    pub hostile: usize,
+    /// What the hostile ones do.
+    pub threat: Threat,
+    /// Heights to commit.
+    pub heights: u64,
+    /// Test the committed model every this many heights (and at the last).
+    pub test_every: u64,
+    /// Whether the validator scores (the protocol). `false` measures the rule alone, as the
+    /// robust-aggregation literature does: every update of the height is aggregated.
+    pub scoring: bool,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoundsReport {
+    /// `(height, test loss, test accuracy)` at every tested height, the last one included.
+    pub curve: Vec<(u64, f32, f32)>,
+    /// Hostile updates that reached a block.
+    pub hostile_included: u64,
+    /// Honest updates that reached a block.
+    pub honest_included: u64,
+    /// Updates the validator refused alone (over the per-update harm line).
+    pub updates_refused: u64,
+    /// Aggregates over the harm budget (each cost the proposer its worst update).
+    pub aggregates_refused: u64,
+    /// Heights committed with no update.
+    pub empty_heights: u64,
+}
+
+impl RoundsReport {
+    /// Test accuracy at the last height.
+    pub fn accuracy(&self) -> f32 {
+        self.curve.last().map_or(f32::NAN, |c| c.2)
+    }
+}
+
+/// The data both kinds of trainer train on: the run's plan and, for label flippers, the
+/// same plan with mirrored labels.
+#[derive(Debug)]
+pub struct RoundsData {
+    honest: DataPlan,
+    flipped: DataPlan,
+}
+
+impl RoundsData {
+    /// Cuts `dataset` by `rules` (see [`DataPlan::new`]) twice, the second time with flipped
+    /// labels: the same examples in the same shards.
+    pub fn new(
+        dataset: &Dataset,
+        rules: &tabswarm_consensus::genesis::TrainingRules,
+    ) -> Result<Self, String> {
+        let plan = |d: &Dataset| DataPlan::new(d, rules).map_err(|e| e.to_string());
+        Ok(Self {
+            honest: plan(dataset)?,
+            flipped: plan(&flip_labels(dataset))?,
+        })
+    }
+
+    /// The honest plan.
+    pub fn plan(&self) -> &DataPlan {
+        &self.honest
+    }
+}
+
+/// Most proposal attempts per height: each refused aggregate costs one (the proposer drops
+/// its worst update and asks for a new score), plus the scoring of the updates.
+const MAX_ATTEMPTS: usize = 2 * tabswarm_peer::round::MAX_INCLUDED + 4;
+
+/// Runs `config` on `data` and reports what was committed and what the model became.
+pub fn run(data: &RoundsData, config: &RoundsConfig) -> Result<RoundsReport, String> {
+    let rules = *data.honest.rules();
+    let validator = testkit::key(0);
+    let genesis = crate::peers::genesis(&[1], rules, config.rule)?;
+    let run_id = genesis.run_id();
+    let mut params = jobs::initial_params(&rules).map_err(|e| e.to_string())?;
+    let mut app = RoundApp::new(&genesis, 0, params.clone(), 0);
+    app.set_draw_secret(jobs::draw_secret(&validator.seed()));
+    let trainers: Vec<Keypair> = (0..config.trainers)
+        .map(|i| testkit::key(1_000 + i as u32))
+        .collect();
+    let honest_count = config.trainers.saturating_sub(config.hostile);
+    let mut report = RoundsReport::default();
+    let mut now = 0u64;
+    for height in 1..=config.heights {
+        let base = Arc::new(params);
+        let mut deltas = Vec::with_capacity(trainers.len());
+        for (i, key) in trainers.iter().enumerate() {
+            let plan = match (i >= honest_count, config.threat) {
+                (true, Threat::LabelFlip) => &data.flipped,
+                _ => &data.honest,
+            };
+            let job = Job::Train {
+                height,
+                params: base.clone(),
+                shard: DataPlan::shard_for(rules.shards, &run_id, height, &key.address()),
+                seed: jobs::train_seed(&key.address(), height),
+            };
+            match jobs::run(plan, job) {
+                Output::Trained { result: Ok(u), .. } => deltas.push(u),
+                other => return Err(format!("trainer {i} at height {height}: {other:?}")),
+            }
+        }
+        let honest: Vec<&[f32]> = deltas[..honest_count]
+            .iter()
+            .map(|u| u.delta.as_slice())
+            .collect();
+        let mut crafted = Vec::with_capacity(config.hostile);
+        for (i, u) in deltas.iter().enumerate().skip(honest_count) {
+            let address = trainers[i].address();
+            let seed = jobs::train_seed(&address, height);
+            let shard = DataPlan::shard_for(rules.shards, &run_id, height, &address);
+            let mut probe = OwnShard::new(&rules, &base, &data.honest, shard);
+            crafted.push(config.threat.craft(
+                &u.delta,
+                &honest,
+                (config.trainers, config.hostile),
+                seed,
+                &mut probe,
+            ));
+        }
+        if !config.scoring {
+            let all: Vec<&[f32]> = honest
+                .iter()
+                .copied()
+                .chain(crafted.iter().map(Vec::as_slice))
+                .collect();
+            let combined = combine(config.rule, &all, jobs::update_weight(&rules))
+                .ok_or_else(|| format!("height {height}: the rule refused the updates"))?;
+            let mut next = base.to_vec();
+            tabswarm_core::flat::apply_delta(&mut next, &combined, 1.0)
+                .map_err(|e| e.to_string())?;
+            report.honest_included += honest_count as u64;
+            report.hostile_included += config.hostile as u64;
+            let params_next = Arc::new(next);
+            app.set_committed(height, params_next.clone(), now);
+            params = params_next.to_vec();
+            test(&mut report, data, config, height, app.params())?;
+            continue;
+        }
+        let mut ids = Vec::with_capacity(trainers.len());
+        for (i, (key, u)) in trainers.iter().zip(&deltas).enumerate() {
+            let delta = match i.checked_sub(honest_count) {
+                Some(h) => &crafted[h],
+                None => &u.delta,
+            };
+            let (bytes, _) =
+                payload::Encoder::default().encode(&key.address(), delta, Compression::None);
+            let (blob, address) = Blob::new(bytes);
+            let signed = SignedUpdate::sign(
+                UpdateHeader {
+                    height,
+                    base_param_hash: u.base.0,
+                    trainer: key.address(),
+                    samples: jobs::update_weight(&rules),
+                    loss_before: u.loss_before,
+                    loss_after: u.loss_after,
+                    payload_hash: address,
+                    payload_len: blob.bytes.len() as u32,
+                },
+                key,
+                &run_id,
+            );
+            app.announce(signed, i as u64)
+                .map_err(|e| format!("trainer {i}'s update at height {height}: {e:?}"))?;
+            // What every validator decodes from the bytes it fetched.
+            let decoded =
+                payload::decode(&blob.bytes, &key.address(), Compression::None, base.len())
+                    .map_err(|e| e.to_string())?;
+            app.add_payload(&signed.id(), decoded);
+            ids.push(signed.id());
+        }
+        // Every update is in; the proposer need not wait for anyone.
+        now += rules.round_deadline_ms;
+        app.set_now(now);
+        let proposal = propose(&mut app, &data.honest, height)
+            .ok_or_else(|| format!("no proposal at height {height}"))?;
+        for u in &proposal.updates {
+            match ids.iter().position(|id| *id == u.id) {
+                Some(i) if i >= honest_count => report.hostile_included += 1,
+                Some(_) => report.honest_included += 1,
+                None => {
+                    return Err(format!(
+                        "height {height}: a proposal names an unknown update"
+                    ));
+                }
+            }
+        }
+        if proposal.updates.is_empty() {
+            report.empty_heights += 1;
+        }
+        if !app.on_commit(&block(height, proposal)) {
+            return Err(format!(
+                "height {height}: the proposal's result could not be applied"
+            ));
+        }
+        params = app.params().to_vec();
+        test(&mut report, data, config, height, app.params())?;
+    }
+    let stats = app.stats();
+    report.updates_refused = stats.updates_refused;
+    report.aggregates_refused = stats.aggregates_refused;
+    Ok(report)
+}
+
+/// Tests `params`, committed at `height`, if the schedule says so.
+fn test(
+    report: &mut RoundsReport,
+    data: &RoundsData,
+    config: &RoundsConfig,
+    height: u64,
+    params: &Arc<Vec<f32>>,
+) -> Result<(), String> {
+    if !height.is_multiple_of(config.test_every.max(1)) && height != config.heights {
+        return Ok(());
+    }
+    match jobs::run(
+        &data.honest,
+        Job::Test {
+            height,
+            params: params.clone(),
+        },
+    ) {
+        Output::Tested {
+            result: Some((loss, accuracy)),
+            ..
+        } => {
+            report.curve.push((height, loss, accuracy));
+            Ok(())
+        }
+        other => Err(format!("test at height {height}: {other:?}")),
+    }
+}
+
+/// Examples of its own shard an attacker measures a candidate update on.
+const PROBE_EXAMPLES: usize = 1_000;
+
+/// A hostile trainer's loss estimate: the loss of `base + delta` on the first
+/// [`PROBE_EXAMPLES`] of the shard it trained on this height (it has no other data).
+struct OwnShard<'a> {
+    config: tabswarm_core::train::Config,
+    base: &'a [f32],
+    data: Dataset,
+}
+
+impl<'a> OwnShard<'a> {
+    fn new(
+        rules: &tabswarm_consensus::genesis::TrainingRules,
+        base: &'a [f32],
+        plan: &DataPlan,
+        shard: usize,
+    ) -> Self {
+        let all = plan.shard(shard);
+        let take: Vec<usize> = (0..all.len().min(PROBE_EXAMPLES)).collect();
+        Self {
+            config: jobs::train_config(rules),
+            base,
+            data: all.subset(&take),
+        }
+    }
+}
+
+impl Probe for OwnShard<'_> {
+    fn loss_with(&mut self, delta: &[f32]) -> Option<f32> {
+        let mut params = self.base.to_vec();
+        tabswarm_core::flat::apply_delta(&mut params, delta, 1.0).ok()?;
+        let trainer = tabswarm_core::train::Trainer::with_params(&self.config, &params).ok()?;
+        trainer
+            .evaluate(&self.data)
+            .ok()
+            .map(|e| e.loss)
+            .filter(|l| l.is_finite())
+    }
+}
+
+/// The validator's proposal for `height`, answering the scores it asks for as a driver would;
+/// from [`EMPTY_FROM_ROUND`] on an empty one if no update fits.
+fn propose(
+    app: &mut RoundApp,
+    plan: &DataPlan,
+    height: u64,
+) -> Option<tabswarm_consensus::context::RoundProposal> {
+    let base = app.param_hash();
+    for round in [0, EMPTY_FROM_ROUND] {
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(p) = app.propose(Height(height), Round::new(round as u32), base) {
+                return Some(p);
+            }
+            let jobs = app.take_jobs();
+            if jobs.is_empty() {
+                break;
+            }
+            for job in jobs {
+                // Tests of the app's own are not needed: the run tests on its own schedule.
+                if let Job::Validate { .. } = job
+                    && let Output::Validated { key, draw, loss } = jobs::run(plan, job)
+                {
+                    app.on_score(key, draw, loss);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A block committing `proposal` at `height` (lock-step runs need no certificate).
+fn block(height: u64, proposal: tabswarm_consensus::context::RoundProposal) -> Block {
+    Block {
+        height: Height(height),
+        parent: [0; 32],
+        value: Value {
+            proposal,
+            evidence: vec![],
+        },
+        certificate: CommitCert {
+            height: Height(height),
+            round: Round::new(0),
+            value_id: ValueId([0; 32]),
+            signatures: vec![],
+        },
+        credits: vec![],
+    }
+}
