@@ -75,7 +75,9 @@ fn markdown(section: &Value) -> String {
         "MNIST ({} examples in the package), the {} model, {} trainers (the hostile ones among \
          them), {} heights of {} local steps of {} examples each; test accuracy of the committed \
          model in percent, median of {} runs (training seeds) with min-max in brackets, then \
-         the hostile updates committed over the run (median). ALIE's z: {} for 10%, {} for 20%.\n\n",
+         the hostile updates committed over the run (median). ALIE's z: {:.2} for 10%, {:.2} for 20%. \
+         The package's test split has 1,000 digits: a point is 10 digits, and one run's \
+         accuracy at 94% varies by about 0.75 points from sampling alone.\n\n",
         setup["examples"],
         setup["model"].as_str().unwrap_or("?"),
         setup["trainers"],
