@@ -1,7 +1,7 @@
 //! `cargo xtask bench --only attacks`: test accuracy on MNIST for each aggregation rule under
 //! each attack (`sim/benches/attacks.rs`), folded into the `accuracy_under_attack` section of
-//! `bench/results/robust.json` (the rest of the file, the rules' costs, stays), and the table
-//! in `docs/robustness.md`.
+//! `bench/results/robust.json` (the rest of the file, the rules' costs, stays), the tables in
+//! `docs/robustness.md` and the accuracy curves in `docs/robustness.svg` (plotters).
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -49,7 +49,82 @@ pub(crate) fn run(s: &mut Steps, command: &str) -> anyhow::Result<()> {
     let md = root.join("docs/robustness.md");
     std::fs::write(&md, markdown(&report[SECTION]))
         .with_context(|| format!("writing {}", md.display()))?;
-    eprintln!("written to {} and {}", out.display(), md.display());
+    let svg = root.join("docs/robustness.svg");
+    plot(&report[SECTION], &svg).with_context(|| format!("drawing {}", svg.display()))?;
+    eprintln!(
+        "written to {}, {} and {}",
+        out.display(),
+        md.display(),
+        svg.display()
+    );
+    Ok(())
+}
+
+/// The curves the plot draws: `(rule, attack, legend)`, the same in both panels.
+const CURVES: [(&str, &str, &str); 6] = [
+    ("mean", "clean", "mean, clean"),
+    ("mean", "scale_x100_20pct", "mean, 20% x100"),
+    ("mean", "noise_sigma1_20pct", "mean, 20% noise"),
+    (
+        "mean",
+        "sign_flip_adaptive_20pct",
+        "mean, 20% adaptive sign flip",
+    ),
+    (
+        "centered_clip_3",
+        "scale_x100_20pct",
+        "centered clip, 20% x100",
+    ),
+    ("median", "ipm_eps0.1_40pct", "median, 40% IPM"),
+];
+
+/// Test accuracy over the heights (medians over the runs) for [`CURVES`], the protocol beside
+/// the rule alone, as SVG.
+fn plot(section: &Value, path: &std::path::Path) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let heights = section["setup"]["heights"].as_u64().unwrap_or(20) as u32;
+    let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    for (panel, (setting, title)) in panels.iter().zip([
+        ("protocol", "the protocol: validators score first"),
+        ("rule_alone", "the rule alone (every update combined)"),
+    ]) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0u32..heights, 0f64..100f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("height")
+            .y_desc("test accuracy (%)")
+            .draw()?;
+        for (i, (rule, attack, legend)) in CURVES.into_iter().enumerate() {
+            let points: Vec<(u32, f64)> = section["results"][setting][rule][attack]["curve"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let h = p["height"].as_u64()? as u32;
+                    Some((h, median(&p["test_accuracy"])? * 100.0))
+                })
+                .collect();
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(legend)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::MiddleRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
     Ok(())
 }
 
@@ -91,6 +166,10 @@ fn markdown(section: &Value) -> String {
     if let Some(cpu) = section["machine"]["cpu"].as_str() {
         md.push_str(&format!("Machine: {cpu}.\n\n"));
     }
+    md.push_str(
+        "![Test accuracy over the heights: the mean collapses under x100 and noise with the \
+         rule alone, and holds under the protocol](robustness.svg)\n\n",
+    );
     for (setting, title) in [
         (
             "protocol",
@@ -149,6 +228,27 @@ fn table(rules: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plot_draws_every_curve_in_both_panels() {
+        let curve = |acc: f64| json!([{"height": 4, "test_accuracy": acc}, {"height": 8, "test_accuracy": acc}]);
+        let mut rules = json!({});
+        for (rule, attack, _) in CURVES {
+            rules[rule][attack] = json!({"curve": curve(0.5)});
+        }
+        let section = json!({
+            "setup": {"heights": 8},
+            "results": fold(&[json!({"protocol": rules.clone(), "rule_alone": rules})], &LABELS),
+        });
+        let path = std::env::temp_dir().join(format!("robustness-{}.svg", std::process::id()));
+        plot(&section, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        for (_, _, legend) in CURVES {
+            assert_eq!(svg.matches(legend).count(), 2, "{legend} in {svg}");
+        }
+        assert!(svg.contains("the rule alone"), "{svg}");
+    }
 
     #[test]
     fn a_table_per_setting_with_a_row_per_attack_and_a_column_per_rule() {
