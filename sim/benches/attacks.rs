@@ -116,7 +116,7 @@ fn one_run(data: &RoundsData, heights: u64, threads: usize) -> Value {
                     hostile,
                 })
             };
-            add("clean".into(), Threat::LabelFlip, 0);
+            add("clean".into(), Threat::NONE, 0);
             for (threat, hostile) in scenarios() {
                 add(
                     format!("{}_{}pct", threat.name(), hostile * 100 / TRAINERS),

@@ -25,6 +25,7 @@ use tabswarm_consensus::node::Application;
 use tabswarm_consensus::testkit;
 use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_core::data::Dataset;
+use tabswarm_core::train::LocalUpdate;
 use tabswarm_peer::fetch::Blob;
 use tabswarm_peer::jobs::{self, DataPlan, Job, Output};
 use tabswarm_peer::payload;
@@ -97,11 +98,6 @@ impl RoundsData {
             flipped: plan(&flip_labels(dataset))?,
         })
     }
-
-    /// The honest plan.
-    pub fn plan(&self) -> &DataPlan {
-        &self.honest
-    }
 }
 
 /// Most proposal attempts per height: each refused aggregate costs one (the proposer drops
@@ -110,116 +106,146 @@ const MAX_ATTEMPTS: usize = 2 * tabswarm_peer::round::MAX_INCLUDED + 4;
 
 /// Runs `config` on `data` and reports what was committed and what the model became.
 pub fn run(data: &RoundsData, config: &RoundsConfig) -> Result<RoundsReport, String> {
-    let rules = *data.honest.rules();
-    let validator = testkit::key(0);
-    let genesis = crate::peers::genesis(&[1], rules, config.rule)?;
-    let run_id = genesis.run_id();
-    let mut params = jobs::initial_params(&rules).map_err(|e| e.to_string())?;
-    let mut app = RoundApp::new(&genesis, 0, params.clone(), 0);
-    app.set_draw_secret(jobs::draw_secret(&validator.seed()));
-    let trainers: Vec<Keypair> = (0..config.trainers)
-        .map(|i| testkit::key(1_000 + i as u32))
-        .collect();
-    let honest_count = config.trainers.saturating_sub(config.hostile);
-    let mut report = RoundsReport::default();
-    let mut now = 0u64;
+    let mut run = Lockstep::new(data, config)?;
     for height in 1..=config.heights {
-        let base = Arc::new(params);
-        let mut deltas = Vec::with_capacity(trainers.len());
-        for (i, key) in trainers.iter().enumerate() {
-            let plan = match (i >= honest_count, config.threat) {
-                (true, Threat::LabelFlip) => &data.flipped,
-                _ => &data.honest,
+        let base = run.app.params().clone();
+        let deltas = run.train(height, &base)?;
+        let next = if config.scoring {
+            run.propose_and_commit(height, &deltas)?
+        } else {
+            run.combine_alone(height, &base, &deltas)?
+        };
+        run.test(height, next)?;
+    }
+    let stats = run.app.stats();
+    run.report.updates_refused = stats.updates_refused;
+    run.report.aggregates_refused = stats.aggregates_refused;
+    Ok(run.report)
+}
+
+/// One run's state between heights.
+struct Lockstep<'a> {
+    data: &'a RoundsData,
+    config: &'a RoundsConfig,
+    rules: tabswarm_consensus::genesis::TrainingRules,
+    run_id: tabswarm_consensus::genesis::RunId,
+    app: RoundApp,
+    trainers: Vec<Keypair>,
+    honest_count: usize,
+    now: u64,
+    report: RoundsReport,
+}
+
+impl<'a> Lockstep<'a> {
+    fn new(data: &'a RoundsData, config: &'a RoundsConfig) -> Result<Self, String> {
+        let rules = *data.honest.rules();
+        let validator = testkit::key(0);
+        let genesis = crate::peers::genesis(&[1], rules, config.rule)?;
+        let params = jobs::initial_params(&rules).map_err(|e| e.to_string())?;
+        let mut app = RoundApp::new(&genesis, 0, params, 0);
+        app.set_draw_secret(jobs::draw_secret(&validator.seed()));
+        Ok(Self {
+            data,
+            config,
+            rules,
+            run_id: genesis.run_id(),
+            app,
+            trainers: (0..config.trainers)
+                .map(|i| testkit::key(1_000 + i as u32))
+                .collect(),
+            honest_count: config.trainers.saturating_sub(config.hostile),
+            now: 0,
+            report: RoundsReport::default(),
+        })
+    }
+
+    /// Every trainer's update for `height` from `base`: the honest ones first, as trained,
+    /// then the hostile ones as their threat crafts them.
+    fn train(&self, height: u64, base: &Arc<Vec<f32>>) -> Result<Vec<LocalUpdate>, String> {
+        let mut updates = Vec::with_capacity(self.trainers.len());
+        for (i, key) in self.trainers.iter().enumerate() {
+            let plan = match (i >= self.honest_count, self.config.threat) {
+                (true, Threat::LabelFlip) => &self.data.flipped,
+                _ => &self.data.honest,
             };
             let job = Job::Train {
                 height,
                 params: base.clone(),
-                shard: DataPlan::shard_for(rules.shards, &run_id, height, &key.address()),
+                shard: self.shard(height, key),
                 seed: jobs::train_seed(&key.address(), height),
             };
             match jobs::run(plan, job) {
-                Output::Trained { result: Ok(u), .. } => deltas.push(u),
+                Output::Trained { result: Ok(u), .. } => updates.push(u),
                 other => return Err(format!("trainer {i} at height {height}: {other:?}")),
             }
         }
-        let honest: Vec<&[f32]> = deltas[..honest_count]
-            .iter()
-            .map(|u| u.delta.as_slice())
-            .collect();
-        let mut crafted = Vec::with_capacity(config.hostile);
-        for (i, u) in deltas.iter().enumerate().skip(honest_count) {
-            let address = trainers[i].address();
-            let seed = jobs::train_seed(&address, height);
-            let shard = DataPlan::shard_for(rules.shards, &run_id, height, &address);
-            let mut probe = OwnShard::new(&rules, &base, &data.honest, shard);
-            crafted.push(config.threat.craft(
+        let (honest, hostile) = updates.split_at(self.honest_count);
+        let honest_deltas: Vec<&[f32]> = honest.iter().map(|u| u.delta.as_slice()).collect();
+        let mut crafted = Vec::with_capacity(hostile.len());
+        for (key, u) in self.trainers[self.honest_count..].iter().zip(hostile) {
+            let mut probe = OwnShard::new(
+                &self.rules,
+                base,
+                &self.data.honest,
+                self.shard(height, key),
+            );
+            crafted.push(self.config.threat.craft(
                 &u.delta,
-                &honest,
-                (config.trainers, config.hostile),
-                seed,
+                &honest_deltas,
+                (self.config.trainers, self.config.hostile),
+                jobs::train_seed(&key.address(), height),
                 &mut probe,
             ));
         }
-        if !config.scoring {
-            let all: Vec<&[f32]> = honest
-                .iter()
-                .copied()
-                .chain(crafted.iter().map(Vec::as_slice))
-                .collect();
-            let combined = combine(config.rule, &all, jobs::update_weight(&rules))
-                .ok_or_else(|| format!("height {height}: the rule refused the updates"))?;
-            let mut next = base.to_vec();
-            tabswarm_core::flat::apply_delta(&mut next, &combined, 1.0)
-                .map_err(|e| e.to_string())?;
-            report.honest_included += honest_count as u64;
-            report.hostile_included += config.hostile as u64;
-            let params_next = Arc::new(next);
-            app.set_committed(height, params_next.clone(), now);
-            params = params_next.to_vec();
-            test(&mut report, data, config, height, app.params())?;
-            continue;
+        for (u, delta) in updates[self.honest_count..].iter_mut().zip(crafted) {
+            u.delta = delta;
         }
-        let mut ids = Vec::with_capacity(trainers.len());
-        for (i, (key, u)) in trainers.iter().zip(&deltas).enumerate() {
-            let delta = match i.checked_sub(honest_count) {
-                Some(h) => &crafted[h],
-                None => &u.delta,
-            };
-            let (bytes, _) =
-                payload::Encoder::default().encode(&key.address(), delta, Compression::None);
-            let (blob, address) = Blob::new(bytes);
-            let signed = SignedUpdate::sign(
-                UpdateHeader {
-                    height,
-                    base_param_hash: u.base.0,
-                    trainer: key.address(),
-                    samples: jobs::update_weight(&rules),
-                    loss_before: u.loss_before,
-                    loss_after: u.loss_after,
-                    payload_hash: address,
-                    payload_len: blob.bytes.len() as u32,
-                },
-                key,
-                &run_id,
-            );
-            app.announce(signed, i as u64)
-                .map_err(|e| format!("trainer {i}'s update at height {height}: {e:?}"))?;
-            // What every validator decodes from the bytes it fetched.
-            let decoded =
-                payload::decode(&blob.bytes, &key.address(), Compression::None, base.len())
-                    .map_err(|e| e.to_string())?;
-            app.add_payload(&signed.id(), decoded);
-            ids.push(signed.id());
+        Ok(updates)
+    }
+
+    fn shard(&self, height: u64, key: &Keypair) -> usize {
+        DataPlan::shard_for(self.rules.shards, &self.run_id, height, &key.address())
+    }
+
+    /// The rule alone: every update combined, nothing scored.
+    fn combine_alone(
+        &mut self,
+        height: u64,
+        base: &[f32],
+        updates: &[LocalUpdate],
+    ) -> Result<Arc<Vec<f32>>, String> {
+        let deltas: Vec<&[f32]> = updates.iter().map(|u| u.delta.as_slice()).collect();
+        let combined = combine(self.config.rule, &deltas, jobs::update_weight(&self.rules))
+            .ok_or_else(|| format!("height {height}: the rule refused the updates"))?;
+        let mut next = base.to_vec();
+        tabswarm_core::flat::apply_delta(&mut next, &combined, 1.0).map_err(|e| e.to_string())?;
+        self.report.honest_included += self.honest_count as u64;
+        self.report.hostile_included += self.config.hostile as u64;
+        let next = Arc::new(next);
+        self.app.set_committed(height, next.clone(), self.now);
+        Ok(next)
+    }
+
+    /// The protocol: every update signed, wrapped, announced and fetched; the validator's
+    /// proposal committed.
+    fn propose_and_commit(
+        &mut self,
+        height: u64,
+        updates: &[LocalUpdate],
+    ) -> Result<Arc<Vec<f32>>, String> {
+        let mut ids = Vec::with_capacity(updates.len());
+        for (i, u) in updates.iter().enumerate() {
+            ids.push(self.announce(height, i, u)?);
         }
         // Every update is in; the proposer need not wait for anyone.
-        now += rules.round_deadline_ms;
-        app.set_now(now);
-        let proposal = propose(&mut app, &data.honest, height)
+        self.now += self.rules.round_deadline_ms;
+        self.app.set_now(self.now);
+        let proposal = propose(&mut self.app, &self.data.honest, height)
             .ok_or_else(|| format!("no proposal at height {height}"))?;
         for u in &proposal.updates {
             match ids.iter().position(|id| *id == u.id) {
-                Some(i) if i >= honest_count => report.hostile_included += 1,
-                Some(_) => report.honest_included += 1,
+                Some(i) if i >= self.honest_count => self.report.hostile_included += 1,
+                Some(_) => self.report.honest_included += 1,
                 None => {
                     return Err(format!(
                         "height {height}: a proposal names an unknown update"
@@ -228,48 +254,68 @@ pub fn run(data: &RoundsData, config: &RoundsConfig) -> Result<RoundsReport, Str
             }
         }
         if proposal.updates.is_empty() {
-            report.empty_heights += 1;
+            self.report.empty_heights += 1;
         }
-        if !app.on_commit(&block(height, proposal)) {
+        if !self.app.on_commit(&block(height, proposal)) {
             return Err(format!(
                 "height {height}: the proposal's result could not be applied"
             ));
         }
-        params = app.params().to_vec();
-        test(&mut report, data, config, height, app.params())?;
+        Ok(self.app.params().clone())
     }
-    let stats = app.stats();
-    report.updates_refused = stats.updates_refused;
-    report.aggregates_refused = stats.aggregates_refused;
-    Ok(report)
-}
 
-/// Tests `params`, committed at `height`, if the schedule says so.
-fn test(
-    report: &mut RoundsReport,
-    data: &RoundsData,
-    config: &RoundsConfig,
-    height: u64,
-    params: &Arc<Vec<f32>>,
-) -> Result<(), String> {
-    if !height.is_multiple_of(config.test_every.max(1)) && height != config.heights {
-        return Ok(());
+    /// Trainer `i`'s update as the validator meets it: signed, its payload decoded from the
+    /// bytes a fetch would bring. Returns its id.
+    fn announce(&mut self, height: u64, i: usize, u: &LocalUpdate) -> Result<[u8; 32], String> {
+        let key = &self.trainers[i];
+        let (bytes, _) =
+            payload::Encoder::default().encode(&key.address(), &u.delta, Compression::None);
+        let (blob, address) = Blob::new(bytes);
+        let signed = SignedUpdate::sign(
+            UpdateHeader {
+                height,
+                base_param_hash: u.base.0,
+                trainer: key.address(),
+                samples: jobs::update_weight(&self.rules),
+                loss_before: u.loss_before,
+                loss_after: u.loss_after,
+                payload_hash: address,
+                payload_len: blob.bytes.len() as u32,
+            },
+            key,
+            &self.run_id,
+        );
+        let id = signed.id();
+        self.app
+            .announce(signed, i as u64)
+            .map_err(|e| format!("trainer {i}'s update at height {height}: {e:?}"))?;
+        let decoded = payload::decode(
+            &blob.bytes,
+            &key.address(),
+            Compression::None,
+            u.delta.len(),
+        )
+        .map_err(|e| e.to_string())?;
+        self.app.add_payload(&id, decoded);
+        Ok(id)
     }
-    match jobs::run(
-        &data.honest,
-        Job::Test {
-            height,
-            params: params.clone(),
-        },
-    ) {
-        Output::Tested {
-            result: Some((loss, accuracy)),
-            ..
-        } => {
-            report.curve.push((height, loss, accuracy));
-            Ok(())
+
+    /// Tests `params`, committed at `height`, if the schedule says so.
+    fn test(&mut self, height: u64, params: Arc<Vec<f32>>) -> Result<(), String> {
+        let config = self.config;
+        if !height.is_multiple_of(config.test_every.max(1)) && height != config.heights {
+            return Ok(());
         }
-        other => Err(format!("test at height {height}: {other:?}")),
+        match jobs::run(&self.data.honest, Job::Test { height, params }) {
+            Output::Tested {
+                result: Some((loss, accuracy)),
+                ..
+            } => {
+                self.report.curve.push((height, loss, accuracy));
+                Ok(())
+            }
+            other => Err(format!("test at height {height}: {other:?}")),
+        }
     }
 }
 

@@ -23,7 +23,7 @@ const CLIP: AggregationRule = AggregationRule::CenteredClip { iterations: 3 };
 #[test]
 fn a_clean_run_learns_and_commits_every_update() {
     let data = RoundsData::new(&synthetic_dataset(), &small_rules()).unwrap();
-    let r = rounds::run(&data, &config(CLIP, 0, Threat::LabelFlip, 4)).unwrap();
+    let r = rounds::run(&data, &config(CLIP, 0, Threat::NONE, 4)).unwrap();
     assert_eq!(r.honest_included, 40, "{r:?}");
     assert_eq!(
         (r.hostile_included, r.updates_refused, r.empty_heights),
