@@ -10,10 +10,17 @@
 //! original reaches the pool first and the copy is refused as a duplicate
 //! ([`crate::pool::Pool::add_payload`]).
 
-use tabswarm_consensus::genesis::Compression;
-use tabswarm_consensus::identity::Address;
+use std::sync::Arc;
+
+use tabswarm_consensus::genesis::{Compression, Genesis, RunId};
+use tabswarm_consensus::identity::{Address, Keypair};
+use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_core::chunks::{bytes_to_f32s, f32s_to_bytes};
 use tabswarm_core::compress::{self, CompressError, ErrorFeedback, Sparse};
+use tabswarm_core::train::LocalUpdate;
+
+use crate::fetch::Blob;
+use crate::jobs::update_weight;
 
 /// Version of a payload of f32s.
 pub const VERSION: u8 = 1;
@@ -106,6 +113,34 @@ impl Encoder {
             }
         };
         (bytes, sent)
+    }
+}
+
+impl Encoder {
+    /// `key`'s signed announcement of `update` for `height` in `genesis`'s run (`run` is its
+    /// id), the blob of its payload in the run's compression, and the delta peers decode from
+    /// it: what a trainer sends, built in one place for every driver and the simulators.
+    pub fn sign(
+        &mut self,
+        key: &Keypair,
+        run: &RunId,
+        genesis: &Genesis,
+        height: u64,
+        update: &LocalUpdate,
+    ) -> (SignedUpdate, Arc<Blob>, Vec<f32>) {
+        let (bytes, sent) = self.encode(&key.address(), &update.delta, genesis.compression);
+        let (blob, address) = Blob::new(bytes);
+        let header = UpdateHeader {
+            height,
+            base_param_hash: update.base.0,
+            trainer: key.address(),
+            samples: update_weight(&genesis.training),
+            loss_before: update.loss_before,
+            loss_after: update.loss_after,
+            payload_hash: address,
+            payload_len: blob.bytes.len() as u32,
+        };
+        (SignedUpdate::sign(header, key, run), blob, sent)
     }
 }
 

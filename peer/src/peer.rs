@@ -14,7 +14,7 @@ use tabswarm_consensus::identity::{Address, Keypair};
 use tabswarm_consensus::ledger::{Block, Ledger};
 use tabswarm_consensus::node::{self, Node, NodeError, Output, Persisted, Record};
 use tabswarm_consensus::signer::SignerState;
-use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
+use tabswarm_consensus::update::SignedUpdate;
 use tabswarm_consensus::wire::Message;
 use tabswarm_core::chunks::{bytes_to_f32s, f32s_to_bytes};
 use tabswarm_core::flat;
@@ -1524,8 +1524,13 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
                     // never waited for and never gets in.
                     // Its payload is never fetched: a fresh encoder leaves top-k's remainder
                     // for the next real update.
-                    let (signed, _, _) =
-                        self.sign_update(height, &update, &mut payload::Encoder::default());
+                    let (signed, _, _) = payload::Encoder::default().sign(
+                        &self.key,
+                        &self.run,
+                        &self.genesis,
+                        height,
+                        &update,
+                    );
                     if let Ok(announcement) = signed.encode() {
                         self.effects.push(Effect::Publish {
                             topic: Topic::Updates,
@@ -1563,7 +1568,8 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
         update: tabswarm_core::train::LocalUpdate,
     ) -> Result<(), PeerError> {
         let mut encoder = std::mem::take(&mut self.encoder);
-        let (signed, blob, sent) = self.sign_update(height, &update, &mut encoder);
+        let (signed, blob, sent) =
+            encoder.sign(&self.key, &self.run, &self.genesis, height, &update);
         self.encoder = encoder;
         let address = signed.header.payload_hash;
         let id = signed.id();
@@ -1590,30 +1596,6 @@ impl<P: Clone + Ord + Hash + std::fmt::Debug> Peer<P> {
             .push(Effect::Event(Event::UpdatePublished { height, id }));
         debug!(height, id = %short(&id), "update announced");
         self.retry_propose()
-    }
-
-    /// Our signed announcement of `update` for `height`, its payload in the run's compression,
-    /// and the delta peers decode from it.
-    fn sign_update(
-        &self,
-        height: u64,
-        update: &tabswarm_core::train::LocalUpdate,
-        encoder: &mut payload::Encoder,
-    ) -> (SignedUpdate, Arc<Blob>, Vec<f32>) {
-        let (bytes, sent) =
-            encoder.encode(&self.key.address(), &update.delta, self.genesis.compression);
-        let (blob, address) = Blob::new(bytes);
-        let header = UpdateHeader {
-            height,
-            base_param_hash: update.base.0,
-            trainer: self.key.address(),
-            samples: jobs::update_weight(&self.genesis.training),
-            loss_before: update.loss_before,
-            loss_after: update.loss_after,
-            payload_hash: address,
-            payload_len: blob.bytes.len() as u32,
-        };
-        (SignedUpdate::sign(header, &self.key, &self.run), blob, sent)
     }
 
     // ---- time ----

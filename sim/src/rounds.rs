@@ -18,15 +18,13 @@ use std::sync::Arc;
 
 use malachitebft_core_types::Round;
 use tabswarm_consensus::context::{Height, Value, ValueId};
-use tabswarm_consensus::genesis::{AggregationRule, Compression};
+use tabswarm_consensus::genesis::{AggregationRule, Genesis};
 use tabswarm_consensus::identity::Keypair;
 use tabswarm_consensus::ledger::{Block, CommitCert};
 use tabswarm_consensus::node::Application;
 use tabswarm_consensus::testkit;
-use tabswarm_consensus::update::{SignedUpdate, UpdateHeader};
 use tabswarm_core::data::Dataset;
 use tabswarm_core::train::LocalUpdate;
-use tabswarm_peer::fetch::Blob;
 use tabswarm_peer::jobs::{self, DataPlan, Job, Output};
 use tabswarm_peer::payload;
 use tabswarm_peer::round::{EMPTY_FROM_ROUND, RoundApp, combine};
@@ -108,14 +106,13 @@ const MAX_ATTEMPTS: usize = 2 * tabswarm_peer::round::MAX_INCLUDED + 4;
 pub fn run(data: &RoundsData, config: &RoundsConfig) -> Result<RoundsReport, String> {
     let mut run = Lockstep::new(data, config)?;
     for height in 1..=config.heights {
-        let base = run.app.params().clone();
-        let deltas = run.train(height, &base)?;
-        let next = if config.scoring {
+        let deltas = run.train(height)?;
+        run.params = if config.scoring {
             run.propose_and_commit(height, &deltas)?
         } else {
-            run.combine_alone(height, &base, &deltas)?
+            run.combine_alone(height, &deltas)?
         };
-        run.test(height, next)?;
+        run.test(height)?;
     }
     let stats = run.app.stats();
     run.report.updates_refused = stats.updates_refused;
@@ -128,7 +125,11 @@ struct Lockstep<'a> {
     data: &'a RoundsData,
     config: &'a RoundsConfig,
     rules: tabswarm_consensus::genesis::TrainingRules,
+    genesis: Genesis,
     run_id: tabswarm_consensus::genesis::RunId,
+    /// The committed parameters (the app's under the protocol; the app is idle for the rule
+    /// alone).
+    params: Arc<Vec<f32>>,
     app: RoundApp,
     trainers: Vec<Keypair>,
     honest_count: usize,
@@ -142,13 +143,15 @@ impl<'a> Lockstep<'a> {
         let validator = testkit::key(0);
         let genesis = crate::peers::genesis(&[1], rules, config.rule)?;
         let params = jobs::initial_params(&rules).map_err(|e| e.to_string())?;
-        let mut app = RoundApp::new(&genesis, 0, params, 0);
+        let mut app = RoundApp::new(&genesis, 0, params.clone(), 0);
         app.set_draw_secret(jobs::draw_secret(&validator.seed()));
         Ok(Self {
             data,
             config,
             rules,
             run_id: genesis.run_id(),
+            genesis,
+            params: Arc::new(params),
             app,
             trainers: (0..config.trainers)
                 .map(|i| testkit::key(1_000 + i as u32))
@@ -159,9 +162,10 @@ impl<'a> Lockstep<'a> {
         })
     }
 
-    /// Every trainer's update for `height` from `base`: the honest ones first, as trained,
-    /// then the hostile ones as their threat crafts them.
-    fn train(&self, height: u64, base: &Arc<Vec<f32>>) -> Result<Vec<LocalUpdate>, String> {
+    /// Every trainer's update for `height` from the committed parameters: the honest ones
+    /// first, as trained, then the hostile ones as their threat crafts them.
+    fn train(&self, height: u64) -> Result<Vec<LocalUpdate>, String> {
+        let base = &self.params;
         let mut updates = Vec::with_capacity(self.trainers.len());
         for (i, key) in self.trainers.iter().enumerate() {
             let plan = match (i >= self.honest_count, self.config.threat) {
@@ -211,19 +215,16 @@ impl<'a> Lockstep<'a> {
     fn combine_alone(
         &mut self,
         height: u64,
-        base: &[f32],
         updates: &[LocalUpdate],
     ) -> Result<Arc<Vec<f32>>, String> {
         let deltas: Vec<&[f32]> = updates.iter().map(|u| u.delta.as_slice()).collect();
         let combined = combine(self.config.rule, &deltas, jobs::update_weight(&self.rules))
             .ok_or_else(|| format!("height {height}: the rule refused the updates"))?;
-        let mut next = base.to_vec();
+        let mut next = self.params.to_vec();
         tabswarm_core::flat::apply_delta(&mut next, &combined, 1.0).map_err(|e| e.to_string())?;
         self.report.honest_included += self.honest_count as u64;
         self.report.hostile_included += self.config.hostile as u64;
-        let next = Arc::new(next);
-        self.app.set_committed(height, next.clone(), self.now);
-        Ok(next)
+        Ok(Arc::new(next))
     }
 
     /// The protocol: every update signed, wrapped, announced and fetched; the validator's
@@ -268,23 +269,8 @@ impl<'a> Lockstep<'a> {
     /// bytes a fetch would bring. Returns its id.
     fn announce(&mut self, height: u64, i: usize, u: &LocalUpdate) -> Result<[u8; 32], String> {
         let key = &self.trainers[i];
-        let (bytes, _) =
-            payload::Encoder::default().encode(&key.address(), &u.delta, Compression::None);
-        let (blob, address) = Blob::new(bytes);
-        let signed = SignedUpdate::sign(
-            UpdateHeader {
-                height,
-                base_param_hash: u.base.0,
-                trainer: key.address(),
-                samples: jobs::update_weight(&self.rules),
-                loss_before: u.loss_before,
-                loss_after: u.loss_after,
-                payload_hash: address,
-                payload_len: blob.bytes.len() as u32,
-            },
-            key,
-            &self.run_id,
-        );
+        let (signed, blob, _) =
+            payload::Encoder::default().sign(key, &self.run_id, &self.genesis, height, u);
         let id = signed.id();
         self.app
             .announce(signed, i as u64)
@@ -292,7 +278,7 @@ impl<'a> Lockstep<'a> {
         let decoded = payload::decode(
             &blob.bytes,
             &key.address(),
-            Compression::None,
+            self.genesis.compression,
             u.delta.len(),
         )
         .map_err(|e| e.to_string())?;
@@ -300,12 +286,13 @@ impl<'a> Lockstep<'a> {
         Ok(id)
     }
 
-    /// Tests `params`, committed at `height`, if the schedule says so.
-    fn test(&mut self, height: u64, params: Arc<Vec<f32>>) -> Result<(), String> {
+    /// Tests the parameters committed at `height`, if the schedule says so.
+    fn test(&mut self, height: u64) -> Result<(), String> {
         let config = self.config;
         if !height.is_multiple_of(config.test_every.max(1)) && height != config.heights {
             return Ok(());
         }
+        let params = self.params.clone();
         match jobs::run(&self.data.honest, Job::Test { height, params }) {
             Output::Tested {
                 result: Some((loss, accuracy)),
@@ -323,37 +310,46 @@ impl<'a> Lockstep<'a> {
 const PROBE_EXAMPLES: usize = 1_000;
 
 /// A hostile trainer's loss estimate: the loss of `base + delta` on the first
-/// [`PROBE_EXAMPLES`] of the shard it trained on this height (it has no other data).
+/// [`PROBE_EXAMPLES`] of the shard it trained on this height (it has no other data). Only
+/// threats that measure ask, so the examples are cut on the first question.
 struct OwnShard<'a> {
-    config: tabswarm_core::train::Config,
+    rules: &'a tabswarm_consensus::genesis::TrainingRules,
     base: &'a [f32],
-    data: Dataset,
+    plan: &'a DataPlan,
+    shard: usize,
+    data: Option<Dataset>,
 }
 
 impl<'a> OwnShard<'a> {
     fn new(
-        rules: &tabswarm_consensus::genesis::TrainingRules,
+        rules: &'a tabswarm_consensus::genesis::TrainingRules,
         base: &'a [f32],
-        plan: &DataPlan,
+        plan: &'a DataPlan,
         shard: usize,
     ) -> Self {
-        let all = plan.shard(shard);
-        let take: Vec<usize> = (0..all.len().min(PROBE_EXAMPLES)).collect();
         Self {
-            config: jobs::train_config(rules),
+            rules,
             base,
-            data: all.subset(&take),
+            plan,
+            shard,
+            data: None,
         }
     }
 }
 
 impl Probe for OwnShard<'_> {
     fn loss_with(&mut self, delta: &[f32]) -> Option<f32> {
+        let data = self.data.get_or_insert_with(|| {
+            let all = self.plan.shard(self.shard);
+            let take: Vec<usize> = (0..all.len().min(PROBE_EXAMPLES)).collect();
+            all.subset(&take)
+        });
         let mut params = self.base.to_vec();
         tabswarm_core::flat::apply_delta(&mut params, delta, 1.0).ok()?;
-        let trainer = tabswarm_core::train::Trainer::with_params(&self.config, &params).ok()?;
+        let config = jobs::train_config(self.rules);
+        let trainer = tabswarm_core::train::Trainer::with_params(&config, &params).ok()?;
         trainer
-            .evaluate(&self.data)
+            .evaluate(data)
             .ok()
             .map(|e| e.loss)
             .filter(|l| l.is_finite())
